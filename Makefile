@@ -1,0 +1,48 @@
+# Two commands on a fresh machine: `make run` (set up, run the default comparison) and
+# `make test` (set up, run the whole suite). Debian packages for the emulator and the hardware
+# backend's tests are installed when run as root; otherwise we say what is missing.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SYSTEM_PACKAGES := mininet cgroup-tools openssh-server iperf3
+
+.PHONY: setup run test system-deps lint bench figures clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else \
+		echo "note: the emulator and hardware tests need Debian packages:$$missing;"; \
+		echo "      run 'make setup' as root to install them (until then those tests are skipped)"; \
+	fi
+
+setup: $(STAMP) system-deps
+	@if [ -f emu/link_mininet.py ]; then $(PY) -m emu.link_mininet; fi
+
+run: setup
+	$(VENV)/bin/halp compare scenarios/default.yaml --out runs/default
+
+test: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check halp sim emu hw tests bench figures
+
+bench: setup
+	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+figures: setup
+	$(VENV)/bin/halp figures
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .hypothesis

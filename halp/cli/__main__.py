@@ -1,0 +1,5 @@
+import sys
+
+from halp.cli import main
+
+sys.exit(main())

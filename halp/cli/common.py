@@ -1,0 +1,48 @@
+"""Helpers the commands share: loading a scenario with overrides, printing JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import yaml
+
+from halp.errors import ScenarioError
+from halp.scenario import Scenario, load_scenario
+
+
+def add_scenario(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("scenario", help="scenario YAML file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a field, e.g. network.bandwidth=10Mbps or method.name=modnn")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ScenarioError(f"--set {text!r}: write KEY=VALUE, like network.bandwidth=10Mbps")
+    key, _, value = text.partition("=")
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def scenario_from_args(args: argparse.Namespace) -> Scenario:
+    scenario = load_scenario(args.scenario)
+    overrides = dict(parse_override(t) for t in getattr(args, "overrides", []) or [])
+    if overrides:
+        scenario = scenario.with_values(_as_units(overrides))
+    return scenario
+
+
+def _as_units(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Values given on the command line keep their units; with_values re-parses them."""
+    return overrides
+
+
+def print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")

@@ -1,0 +1,138 @@
+"""Device profiles: the fitted per-layer-type coefficients of one device, read from a file.
+
+A profile predicts a layer's time as a non-negative linear function of what the layer does:
+
+    t = intercept_s + s_per_flop * flops + s_per_in_byte * in_bytes
+        + s_per_out_byte * out_bytes + s_per_weight_byte * weight_bytes
+
+with one set of coefficients per layer kind (conv, dwconv, pool, linear, elementwise). A fused
+run of layers adds `op_overhead_s` once. Every profile file says where and how it was measured,
+or, when derived, from what and under which assumption.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from halp.errors import HalpError
+from halp.model.graph import BYTES_PER_ELEMENT, KINDS, RESHAPE, LayerSpec, Region
+
+FEATURES = ("intercept_s", "s_per_flop", "s_per_in_byte", "s_per_out_byte", "s_per_weight_byte")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    coefficients: dict[str, dict[str, float]]
+    op_overhead_s: float = 0.0
+    message_overhead_s: float = 0.0  # per message on the wire, on top of bytes / bandwidth
+    copy_s_per_byte: float = 0.0  # stitching rows together (gather)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    held_out_mape: float | None = None
+    path: str | None = None
+
+    def features(self, layer: LayerSpec, held: Region, out: Region) -> list[float]:
+        """The regression inputs of `layer` reading `held` to produce `out`."""
+        in_bytes = _region_bytes(layer.in_shape, held)
+        out_bytes = _region_bytes(layer.out_shape, out)
+        return [1.0, layer.flops(out), in_bytes, out_bytes, float(layer.weight_bytes)]
+
+    def layer_s(self, layer: LayerSpec, held: Region, out: Region) -> float:
+        if layer.kind == RESHAPE or out.empty:
+            return 0.0
+        coef = self.coefficients.get(layer.kind)
+        if coef is None:
+            raise HalpError(f"profile {self.name} has no coefficients for {layer.kind} layers")
+        values = self.features(layer, held, out)
+        return sum(coef.get(name, 0.0) * v for name, v in zip(FEATURES, values, strict=True))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "provenance": self.provenance,
+            "op_overhead_s": self.op_overhead_s, "message_overhead_s": self.message_overhead_s,
+            "copy_s_per_byte": self.copy_s_per_byte, "held_out_mape": self.held_out_mape,
+            "coefficients": self.coefficients,
+        }
+
+
+def _region_bytes(shape: tuple[int, ...], reg: Region) -> float:
+    if len(shape) != 3:
+        n = 1
+        for s in shape:
+            n *= s
+        return float(n * BYTES_PER_ELEMENT)
+    return float(shape[0] * reg.rows.size * reg.cols.size * BYTES_PER_ELEMENT)
+
+
+def profile_from_dict(data: Any, where: str) -> Profile:
+    if not isinstance(data, dict):
+        raise HalpError(f"{where}: a profile must be a mapping")
+    try:
+        coefficients = {
+            kind: {name: float(v) for name, v in values.items()}
+            for kind, values in data["coefficients"].items()
+        }
+        for kind, values in coefficients.items():
+            if kind not in KINDS:
+                raise HalpError(f"{where}: coefficients.{kind}: unknown layer kind")
+            for name, v in values.items():
+                if name not in FEATURES:
+                    raise HalpError(f"{where}: coefficients.{kind}.{name}: unknown feature; use {FEATURES}")
+                if v < 0:
+                    raise HalpError(f"{where}: coefficients.{kind}.{name}: must not be negative")
+        return Profile(
+            name=str(data.get("name", Path(where).stem)),
+            coefficients=coefficients,
+            op_overhead_s=float(data.get("op_overhead_s", 0.0)),
+            message_overhead_s=float(data.get("message_overhead_s", 0.0)),
+            copy_s_per_byte=float(data.get("copy_s_per_byte", 0.0)),
+            provenance=dict(data.get("provenance", {})),
+            held_out_mape=data.get("held_out_mape"),
+            path=where,
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise HalpError(f"{where}: not a valid profile ({exc})") from None
+
+
+def profile_search_path(base: Path | None = None) -> list[Path]:
+    """Where a profile name is looked up: beside the scenario, the working folder, the repo."""
+    dirs = []
+    if base is not None:
+        dirs += [base / "profiles", base.parent / "profiles"]
+    dirs += [Path.cwd() / "profiles", REPO_ROOT / "profiles"]
+    unique: list[Path] = []
+    for d in dirs:
+        if d not in unique:
+            unique.append(d)
+    return unique
+
+
+def find_profile(name: str, base: Path | None = None) -> Path:
+    """The file of profile `name` (a bare name, or a path to a .yaml file)."""
+    if name.endswith((".yaml", ".yml")):
+        path = Path(name)
+        if not path.is_absolute() and base is not None:
+            path = base / path
+        if path.is_file():
+            return path
+        raise HalpError(f"profile file {path} does not exist")
+    for directory in profile_search_path(base):
+        path = directory / f"{name}.yaml"
+        if path.is_file():
+            return path
+    known = sorted({p.stem for d in profile_search_path(base) if d.is_dir() for p in d.glob("*.yaml")})
+    raise HalpError(f"unknown profile {name!r}; known: {', '.join(known) or 'none'}")
+
+
+def load_profile(name: str, base: Path | None = None) -> Profile:
+    path = find_profile(name, base)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise HalpError(f"{path}: not valid YAML ({exc})") from None
+    return profile_from_dict(data, str(path))

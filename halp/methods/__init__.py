@@ -1,0 +1,69 @@
+"""Planners: pure functions from (graph, cluster, latency, method options) to a Plan.
+
+One module per method. `make_plan` dispatches on the scenario's `method.name`; `prepare`
+builds what every planner needs from a scenario (model, graph, cluster, latency model).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from halp.cluster import Cluster
+from halp.errors import PlanError
+from halp.latency.model import LatencyModel
+from halp.model.graph import ModelGraph
+from halp.model.zoo import ModelSpec, build_model
+from halp.plan import Plan, validate
+from halp.scenario import Scenario
+
+
+@dataclass
+class Prepared:
+    """Everything a planner and a backend need for one model on one cluster."""
+
+    spec: ModelSpec
+    model: nn.Module
+    graph: ModelGraph
+    cluster: Cluster
+    latency: LatencyModel
+
+
+def prepare(scenario: Scenario, spec: ModelSpec | None = None, cluster: Cluster | None = None) -> Prepared:
+    spec = spec or scenario.model_spec()
+    model = build_model(spec)
+    graph = ModelGraph.from_module(model, spec.shape, spec.variant)
+    cluster = cluster or scenario.cluster()
+    return Prepared(spec, model, graph, cluster, LatencyModel(cluster))
+
+
+def plan_for(method: object, graph: ModelGraph, cluster: Cluster, latency: LatencyModel,
+             model: str) -> Plan:
+    """The plan of `method` (a scenario's method config) for one model on one cluster."""
+    from halp.methods import deepthings, halp, modnn, offload, standalone
+
+    name = method.name
+    if name == "standalone":
+        result = standalone.plan(graph, cluster, model)
+    elif name in ("halp", "equal"):
+        result = halp.plan(graph, cluster, latency, model, cuts=method.cuts,
+                           max_layers_per_segment=method.max_layers_per_segment,
+                           equal=name == "equal")
+    elif name == "modnn":
+        result = modnn.plan(graph, cluster, latency, model)
+    elif name == "deepthings":
+        result = deepthings.plan(graph, cluster, latency, model, grid=method.grid,
+                                 fused_layers=method.fused_layers)
+    elif name == "offload":
+        result = offload.plan(graph, cluster, latency, model, cut=method.cut,
+                              device=method.device)
+    else:
+        raise PlanError(f"no planner for method {name!r}")
+    validate(result, graph)
+    return result
+
+
+def make_plan(scenario: Scenario, prepared: Prepared | None = None) -> Plan:
+    p = prepared or prepare(scenario)
+    return plan_for(scenario.method, p.graph, p.cluster, p.latency, p.spec.variant)

@@ -1,0 +1,78 @@
+"""What planners share: a builder that numbers ops, and the host-only tail of a network."""
+
+from __future__ import annotations
+
+from halp.model.graph import ModelGraph, Region
+from halp.plan import Compute, Gather, Input, Op, Plan, Transfer
+
+
+class PlanBuilder:
+    """Appends ops in plan order and gives each a stable id (`c3`, `t4`, `g5`)."""
+
+    def __init__(self, graph: ModelGraph, method: str, model: str, host: str, devices: list[str]):
+        self.graph = graph
+        self.method, self.model, self.host, self.devices = method, model, host, devices
+        self.ops: list[Op] = []
+        self.segments: list[tuple[int, int]] = []
+
+    def _id(self, prefix: str) -> str:
+        return f"{prefix}{len(self.ops)}"
+
+    def input(self) -> str:
+        op = Input("in", self.host, 0, self.graph.full(0))
+        self.ops.append(op)
+        return op.id
+
+    def compute(self, device: str, start: int, stop: int, out: Region, inputs: list[str]) -> str:
+        op = Compute(self._id("c"), device, start, stop, out, tuple(inputs),
+                     self.graph.flops(start, stop, out))
+        self.ops.append(op)
+        return op.id
+
+    def transfer(self, src: str, dst: str, boundary: int, region: Region, inputs: list[str]) -> str:
+        op = Transfer(self._id("t"), src, dst, boundary, region,
+                      self.graph.region_bytes(boundary, region), tuple(inputs))
+        self.ops.append(op)
+        return op.id
+
+    def gather(self, device: str, boundary: int, region: Region, inputs: list[str]) -> str:
+        if len(inputs) == 1:
+            only = next(op for op in self.ops if op.id == inputs[0])
+            if only.block() == (device, boundary, region):
+                return inputs[0]  # nothing to stitch
+        op = Gather(self._id("g"), device, boundary, region, tuple(inputs))
+        self.ops.append(op)
+        return op.id
+
+    def host_tail(self, start: int, source: str) -> str:
+        """Run layers [start, end) on the host from the whole map `source` at `start`."""
+        end = len(self.graph)
+        if start >= end:
+            return source
+        return self.compute(self.host, start, end, self.graph.full(end), [source])
+
+    def build(self, output: str, **meta: object) -> Plan:
+        return Plan(self.method, self.model, self.host, list(self.devices), list(self.ops), output,
+                    list(self.segments), dict(meta))
+
+
+def proportional(total: int, weights: list[float]) -> list[int]:
+    """Split `total` integer units in proportion to `weights` (largest remainders)."""
+    s = sum(weights)
+    if total <= 0 or s <= 0:
+        return [0 for _ in weights]
+    raw = [total * w / s for w in weights]
+    counts = [int(r) for r in raw]
+    order = sorted(range(len(weights)), key=lambda i: raw[i] - counts[i], reverse=True)
+    for i in order[: total - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def bounds(counts: list[int], start: int = 0) -> list[tuple[int, int]]:
+    """Consecutive half-open ranges of the given sizes."""
+    out, at = [], start
+    for c in counts:
+        out.append((at, at + c))
+        at += c
+    return out

@@ -1,0 +1,253 @@
+"""HALP: segments split by rows, overlapping zones on the host, transfers hidden behind compute.
+
+The network's spatial part is cut into segments [a, b). At the start of a segment the host holds
+the whole input map (H rows). It keeps the top rows [0, p0) and hands secondary k (in send
+order) one contiguous block of input rows [p(k-1), pk), no halo, with p(m) = H. Secondary k
+computes every output row its block alone determines, C_k = computable(block_k); the host
+computes all other output rows (its own top part and the overlapping zones between blocks),
+from the whole input it holds. The host sends the blocks one after another while it computes.
+
+Formulation (per segment, time from the moment the host holds the input):
+
+    send_k   = sum_{j <= k} tx(bytes(block_j), link_j)            sequential sends
+    done_k   = send_k + comp_k(C_k) + tx(bytes(C_k), link_k)      compute, then return
+    host     = sum over host ranges R of comp_host(R)             runs during the sends
+    T(p)     = max(host, max_k done_k) + gather(bytes of the output)
+
+    minimise T(p) over integer 0 <= p0 <= p1 <= ... <= p(m-1) <= H, and over send orders.
+
+On a shared channel the returns queue behind each other (first come, first served). The split
+starts from shares proportional to device speed and is refined by coordinate descent with
+halving steps (T is piecewise constant in p, so gradients do not help). Segment cuts are chosen
+by dynamic programming over the cut points: best(j) = min_i best(i) + T*(cut_i, cut_j), each
+segment costed at its optimised split. Layers after the spatial part (flatten, linear) run on
+the host. `equal` uses the same segments but equal shares for every device, blind to speed.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+from halp.cluster import SHARED, Cluster
+from halp.errors import PlanError
+from halp.latency.model import LatencyModel
+from halp.methods.common import PlanBuilder, proportional
+from halp.model.graph import ModelGraph, Range
+from halp.plan import Plan
+
+
+@dataclass(frozen=True)
+class Split:
+    """How one segment is shared: secondaries in send order with their input blocks."""
+
+    start: int
+    stop: int
+    order: tuple[str, ...]
+    blocks: tuple[tuple[int, int], ...]
+    time_s: float
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Who computes which output rows of a segment."""
+
+    secondary: tuple[tuple[str, Range, Range], ...]  # (device, input rows sent, output rows)
+    host: tuple[Range, ...]  # output ranges the host computes
+
+
+def layout(graph: ModelGraph, start: int, stop: int, order: tuple[str, ...],
+           blocks: tuple[tuple[int, int], ...]) -> Layout:
+    height = graph.height(stop)
+    parts = []
+    for device, (x0, x1) in zip(order, blocks, strict=True):
+        if x1 <= x0:
+            continue
+        out = Range(*graph.row_computable(start, stop, (x0, x1)))
+        if out.size == 0:
+            continue
+        sent = Range(*graph.row_needed(start, stop, out))
+        parts.append((device, sent, out))
+    host: list[Range] = []
+    at = 0
+    for _, _, out in sorted(parts, key=lambda p: p[2].start):
+        if out.start > at:
+            host.append(Range(at, out.start))
+        at = max(at, out.stop)
+    if at < height:
+        host.append(Range(at, height))
+    return Layout(tuple(parts), tuple(host))
+
+
+def segment_time(graph: ModelGraph, cluster: Cluster, latency: LatencyModel, lay: Layout,
+                 start: int, stop: int) -> float:
+    host = cluster.host
+    host_s = sum(latency.compute_s(host, graph, start, stop, graph.rows(stop, r.start, r.stop))
+                 for r in lay.host)
+    sent_at = 0.0
+    returns: list[tuple[float, float]] = []
+    for device, sent, out in lay.secondary:
+        sent_at += latency.transfer_s(host, device, graph.region_bytes(start, graph.rows(start, *sent)))
+        done = sent_at + latency.compute_s(device, graph, start, stop, graph.rows(stop, *out))
+        back = latency.transfer_s(device, host, graph.region_bytes(stop, graph.rows(stop, *out)))
+        returns.append((done, back))
+    if cluster.network == SHARED:
+        channel, finish = sent_at, 0.0
+        for done, back in sorted(returns):
+            channel = max(channel, done) + back
+            finish = channel
+    else:
+        finish = max((done + back for done, back in returns), default=0.0)
+    gather = latency.gather_s(host, graph.region_bytes(stop, graph.full(stop))) if lay.secondary else 0.0
+    return max(host_s, finish) + gather
+
+
+def _blocks(points: list[int], height: int) -> tuple[tuple[int, int], ...]:
+    edges = [*points, height]
+    return tuple((edges[i], edges[i + 1]) for i in range(len(points)))
+
+
+def _rate(latency: LatencyModel, device: str, graph: ModelGraph, start: int, stop: int) -> float:
+    return 1.0 / max(latency.compute_s(device, graph, start, stop, graph.full(stop)), 1e-12)
+
+
+def optimise_split(graph: ModelGraph, cluster: Cluster, latency: LatencyModel, start: int, stop: int,
+                   effort: int = 2) -> Split:
+    """The best split of segment [start, stop) found by coordinate descent (see module doc).
+
+    `effort` 1 is the quick pass used while choosing cuts (one send order, coarse steps);
+    2 tries several send orders down to single rows."""
+    secondaries = cluster.secondaries
+    height = graph.height(start)
+
+    def cost(order: tuple[str, ...], points: list[int]) -> float:
+        return segment_time(graph, cluster, latency,
+                            layout(graph, start, stop, order, _blocks(points, height)), start, stop)
+
+    if not secondaries:
+        t = cost((), [])
+        return Split(start, stop, (), (), t)
+    orders = _orders(cluster, secondaries)[: 1 if effort <= 1 else None]
+    best: Split | None = None
+    for order in orders:
+        weights = [_rate(latency, d, graph, start, stop) for d in (cluster.host, *order)]
+        counts = proportional(height, weights)
+        points = [sum(counts[: k + 1]) for k in range(len(order))]
+        t = cost(order, points)
+        step = max(1, height // 4) if effort > 1 else max(1, height // 8)
+        while step >= 1:
+            improved = True
+            while improved:
+                improved = False
+                for k in range(len(points)):
+                    for delta in (-step, step):
+                        trial = points.copy()
+                        trial[k] += delta
+                        if not all(0 <= a <= b <= height for a, b in zip(trial, [*trial[1:], height], strict=True)):
+                            continue
+                        tt = cost(order, trial)
+                        if tt < t - 1e-12:
+                            points, t, improved = trial, tt, True
+            step //= 2
+            if effort <= 1 and step < max(1, height // 32):
+                break
+        candidate = Split(start, stop, order, _blocks(points, height), t)
+        if best is None or candidate.time_s < best.time_s:
+            best = candidate
+    assert best is not None
+    # The host alone is always a candidate (all blocks empty).
+    alone = cost(best.order, [height] * len(best.order))
+    if alone < best.time_s:
+        best = Split(start, stop, best.order, _blocks([height] * len(best.order), height), alone)
+    return best
+
+
+def equal_split(graph: ModelGraph, cluster: Cluster, latency: LatencyModel, start: int, stop: int) -> Split:
+    order = tuple(cluster.secondaries)
+    height = graph.height(start)
+    counts = proportional(height, [1.0] * (len(order) + 1))
+    points = [sum(counts[: k + 1]) for k in range(len(order))]
+    blocks = _blocks(points, height)
+    t = segment_time(graph, cluster, latency, layout(graph, start, stop, order, blocks), start, stop)
+    return Split(start, stop, order, blocks, t)
+
+
+def _orders(cluster: Cluster, secondaries: list[str]) -> list[tuple[str, ...]]:
+    """Send orders to try, the most promising first (fast links and fast devices early)."""
+    first = tuple(sorted(secondaries, key=lambda d: (-cluster.bandwidth_bps[d], -cluster.device(d).speed)))
+    if len(secondaries) <= 3:
+        return list(dict.fromkeys([first, *itertools.permutations(secondaries)]))
+    by_bandwidth = tuple(sorted(secondaries, key=lambda d: -cluster.bandwidth_bps[d]))
+    by_speed = tuple(sorted(secondaries, key=lambda d: -cluster.device(d).speed))
+    return list(dict.fromkeys([first, tuple(secondaries), by_bandwidth, by_speed]))
+
+
+def choose_cuts(graph: ModelGraph, cluster: Cluster, latency: LatencyModel,
+                max_layers: int | None = None) -> list[int]:
+    """Segment boundaries by dynamic programming over the graph's cut points."""
+    cuts = graph.cut_points()
+    best: dict[int, tuple[float, list[int]]] = {0: (0.0, [cuts[0]])}
+    for j in range(1, len(cuts)):
+        options = []
+        for i in range(j):
+            if max_layers is not None and cuts[j] - cuts[i] > max_layers and i < j - 1:
+                continue
+            t = optimise_split(graph, cluster, latency, cuts[i], cuts[j], effort=1).time_s
+            options.append((best[i][0] + t, [*best[i][1], cuts[j]]))
+        best[j] = min(options, key=lambda o: o[0])
+    return best[len(cuts) - 1][1]
+
+
+def _check_cuts(graph: ModelGraph, cuts: list[int]) -> list[int]:
+    end = graph.spatial_end
+    points = sorted(set([0, *cuts, end]))
+    bad = [c for c in points if not 0 <= c <= end]
+    if bad:
+        raise PlanError(f"method.cuts {bad} are outside the spatial part [0, {end}] of {graph.name}")
+    return points
+
+
+def plan_segments(graph: ModelGraph, cluster: Cluster, latency: LatencyModel, model: str,
+                  method: str, splits: list[Split]) -> Plan:
+    """Turn per-segment splits into a plan (shared by halp, equal, and learned splits)."""
+    host = cluster.host
+    b = PlanBuilder(graph, method, model, host, cluster.names)
+    source = b.input()
+    shares = []
+    for split in splits:
+        start, stop = split.start, split.stop
+        lay = layout(graph, start, stop, split.order, split.blocks)
+        b.segments.append((start, stop))
+        pieces = []
+        sends = []
+        for device, sent, out in lay.secondary:
+            t = b.transfer(host, device, start, graph.rows(start, *sent), [source])
+            sends.append((device, t, out))
+        for device, t, out in sends:
+            c = b.compute(device, start, stop, graph.rows(stop, *out), [t])
+            sends[sends.index((device, t, out))] = (device, c, out)
+        for r in lay.host:
+            pieces.append(b.compute(host, start, stop, graph.rows(stop, *r), [source]))
+        for device, c, out in sends:
+            pieces.append(b.transfer(device, host, stop, graph.rows(stop, *out), [c]))
+        source = b.gather(host, stop, graph.full(stop), pieces)
+        shares.append({"segment": [start, stop], "order": list(split.order),
+                       "blocks": [list(x) for x in split.blocks], "predicted_s": split.time_s})
+    out = b.host_tail(splits[-1].stop if splits else 0, source)
+    return b.build(out, splits=shares)
+
+
+def plan(graph: ModelGraph, cluster: Cluster, latency: LatencyModel, model: str,
+         cuts: list[int] | None = None, max_layers_per_segment: int | None = None,
+         equal: bool = False) -> Plan:
+    if cuts is None:
+        points = choose_cuts(graph, cluster, latency, max_layers_per_segment)
+    else:
+        points = _check_cuts(graph, cuts)
+    splits = []
+    for a, b in zip(points, points[1:], strict=False):
+        if equal:
+            splits.append(equal_split(graph, cluster, latency, a, b))
+        else:
+            splits.append(optimise_split(graph, cluster, latency, a, b, effort=2))
+    return plan_segments(graph, cluster, latency, model, "equal" if equal else "halp", splits)

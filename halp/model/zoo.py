@@ -1,0 +1,181 @@
+"""The model zoo: VGG-16 and the 16 MobileNet-V1 variants, defined here (no torchvision).
+
+Weights are random from a fixed seed, so every device that builds the same `ModelSpec`
+holds the same numbers without downloading anything; a user's `state_dict` can replace them.
+A user's own chain CNN is any `nn.Sequential` of supported layers (see `halp.model.graph`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from halp.errors import ModelError
+
+MOBILENET_WIDTHS = (1.0, 0.75, 0.5, 0.25)
+MOBILENET_RESOLUTIONS = (224, 192, 160, 128)
+MODEL_NAMES = ("vgg16", "mobilenet_v1", "custom")
+
+# (output channels, stride) of MobileNet-V1's 13 depthwise-separable blocks.
+_MOBILENET_BLOCKS = [
+    (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
+    (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1),
+]
+_VGG16_CONFIG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
+                 512, 512, 512, "M", 512, 512, 512, "M"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to build: a zoo name with its multipliers, or `custom` from `module:function`.
+
+    `weights` is an optional path to a `state_dict` saved with `torch.save`; it is loaded with
+    `weights_only=True`, so a weights file can never run code.
+    """
+
+    name: str
+    width: float = 1.0
+    resolution: int = 224
+    seed: int = 0
+    weights: str | None = None
+    factory: str | None = None  # "package.module:function" for name == "custom"
+    input_shape: tuple[int, int, int] | None = None  # (C, H, W) for custom models
+
+    @property
+    def variant(self) -> str:
+        """Short name used in reports: "vgg16", "0.5_160" for MobileNet-V1."""
+        if self.name == "mobilenet_v1":
+            return f"{self.width:g}_{self.resolution}"
+        if self.name == "custom":
+            return self.factory or "custom"
+        return self.name
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        if self.input_shape is not None:
+            return self.input_shape
+        if self.name == "custom":
+            raise ModelError("a custom model needs input_shape: [C, H, W]")
+        return (3, self.resolution, self.resolution)
+
+
+def vgg16(num_classes: int = 1000) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    channels = 3
+    for item in _VGG16_CONFIG:
+        if item == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        else:
+            layers += [nn.Conv2d(channels, int(item), 3, padding=1), nn.ReLU(inplace=False)]
+            channels = int(item)
+    layers += [
+        nn.Flatten(),
+        nn.Linear(512 * 7 * 7, 4096), nn.ReLU(), nn.Dropout(),
+        nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(),
+        nn.Linear(4096, num_classes),
+    ]
+    return nn.Sequential(*layers)
+
+
+def mobilenet_v1(width: float = 1.0, num_classes: int = 1000) -> nn.Sequential:
+    """MobileNet-V1 (Howard et al., 2017) with width multiplier `width`."""
+    if width not in MOBILENET_WIDTHS:
+        raise ModelError(f"MobileNet-V1 width must be one of {MOBILENET_WIDTHS}, got {width}")
+
+    def scaled(c: int) -> int:
+        return int(c * width)
+
+    channels = scaled(32)
+    layers: list[nn.Module] = [
+        nn.Conv2d(3, channels, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(channels), nn.ReLU(),
+    ]
+    for out, stride in _MOBILENET_BLOCKS:
+        out = scaled(out)
+        layers += [
+            nn.Conv2d(channels, channels, 3, stride=stride, padding=1, groups=channels, bias=False),
+            nn.BatchNorm2d(channels), nn.ReLU(),
+            nn.Conv2d(channels, out, 1, bias=False),
+            nn.BatchNorm2d(out), nn.ReLU(),
+        ]
+        channels = out
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes)]
+    return nn.Sequential(*layers)
+
+
+def _randomise(module: nn.Module, seed: int) -> None:
+    """Fixed-seed weights, with batch-norm statistics that are not the identity, so exactness
+    tests exercise every parameter."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for sub in module.modules():
+            if isinstance(sub, nn.Conv2d | nn.Linear):
+                fan_in = sub.weight[0].numel()
+                sub.weight.copy_(torch.randn(sub.weight.shape, generator=generator) * (2.0 / fan_in) ** 0.5)
+                if sub.bias is not None:
+                    sub.bias.copy_(torch.randn(sub.bias.shape, generator=generator) * 0.01)
+            elif isinstance(sub, nn.BatchNorm2d):
+                n = sub.num_features
+                sub.weight.copy_(1.0 + 0.1 * torch.randn(n, generator=generator))
+                sub.bias.copy_(0.1 * torch.randn(n, generator=generator))
+                sub.running_mean.copy_(0.1 * torch.randn(n, generator=generator))
+                sub.running_var.copy_(1.0 + 0.1 * torch.rand(n, generator=generator))
+
+
+def _load_factory(factory: str | None) -> nn.Module:
+    if not factory or ":" not in factory:
+        raise ModelError(f"a custom model needs factory: 'package.module:function', got {factory!r}")
+    module_name, _, attr = factory.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelError(f"cannot import {module_name!r} for custom model: {exc}") from None
+    fn = getattr(module, attr, None)
+    if fn is None:
+        raise ModelError(f"{module_name!r} has no {attr!r} for custom model")
+    built = fn()
+    if not isinstance(built, nn.Module):
+        raise ModelError(f"{factory} returned {type(built).__name__}, not an nn.Module")
+    return built
+
+
+def build_model(spec: ModelSpec) -> nn.Module:
+    """Build the model of `spec` in eval mode with its deterministic weights."""
+    if spec.name == "vgg16":
+        if spec.resolution != 224:
+            raise ModelError(f"VGG-16 takes 224x224 inputs, got resolution {spec.resolution}")
+        model: nn.Module = vgg16()
+    elif spec.name == "mobilenet_v1":
+        if spec.resolution not in MOBILENET_RESOLUTIONS:
+            raise ModelError(f"MobileNet-V1 resolution must be one of {MOBILENET_RESOLUTIONS}, "
+                             f"got {spec.resolution}")
+        model = mobilenet_v1(spec.width)
+    elif spec.name == "custom":
+        model = _load_factory(spec.factory)
+    else:
+        raise ModelError(f"unknown model {spec.name!r}; known: {', '.join(MODEL_NAMES)}")
+    _randomise(model, spec.seed)
+    if spec.weights:
+        path = Path(spec.weights)
+        if not path.is_file():
+            raise ModelError(f"weights file {path} does not exist")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            model.load_state_dict(state)
+        except Exception as exc:  # torch raises several types for a bad file
+            raise ModelError(f"cannot load weights {path}: {exc}") from None
+    return model.eval()
+
+
+def model_digest(model: nn.Module) -> str:
+    """A short digest of every parameter and buffer: equal digests mean identical weights."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,363 @@
+"""Scenarios: the validated YAML that every backend runs.
+
+Loading is the only place that parses units and the only place that raises on bad input. A bad
+file gets one line: the file, the field path, the reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+
+from halp import units
+from halp.cluster import Cluster, Device
+from halp.errors import HalpError, ScenarioError
+from halp.latency.profile import load_profile
+from halp.model.zoo import MOBILENET_RESOLUTIONS, MOBILENET_WIDTHS, ModelSpec
+from halp.network import BandwidthTrace, read_trace
+
+
+def _unit(parse):
+    def check(value: Any, info: ValidationInfo) -> Any:
+        # A scenario re-validated from its own dump holds plain numbers in base units.
+        trusted = bool(info.context and info.context.get("base_units"))
+        if trusted and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        try:
+            return parse(value)
+        except HalpError as exc:
+            raise ValueError(str(exc)) from None
+    return BeforeValidator(check)
+
+
+# In JSON/YAML dumps (the scenario as run) values carry their unit again, so they load back.
+Bandwidth = Annotated[float, _unit(units.bandwidth_bps),
+                      PlainSerializer(lambda v: f"{v:.12g}bps", when_used="json")]
+Duration = Annotated[float, _unit(units.duration_s),
+                     PlainSerializer(lambda v: f"{v:.12g}s", when_used="json")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(Strict):
+    name: Literal["vgg16", "mobilenet_v1", "custom"]
+    width: float = 1.0
+    resolution: int | None = None
+    weights: str | None = None  # a state_dict file, relative to the scenario
+    factory: str | None = None  # "package.module:function" returning an nn.Sequential (custom)
+    input_shape: tuple[int, int, int] | None = None  # (C, H, W), custom models only
+
+    @model_validator(mode="after")
+    def _family(self) -> ModelConfig:
+        if self.name == "mobilenet_v1":
+            if self.width not in MOBILENET_WIDTHS:
+                raise ValueError(f"width {self.width} is not in the MobileNet-V1 family {MOBILENET_WIDTHS}")
+            if self.resolution is not None and self.resolution not in MOBILENET_RESOLUTIONS:
+                raise ValueError(f"resolution {self.resolution} is not in the MobileNet-V1 family "
+                                 f"{MOBILENET_RESOLUTIONS}")
+        elif self.name == "vgg16":
+            if self.width != 1.0:
+                raise ValueError("VGG-16 has no width multiplier")
+            if self.resolution not in (None, 224):
+                raise ValueError("VGG-16 takes 224x224 inputs")
+        elif not self.factory or not self.input_shape:
+            raise ValueError("a custom model needs factory: 'module:function' and input_shape: [C, H, W]")
+        return self
+
+
+class DeviceConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,14}$")
+    role: Literal["host", "secondary"] = "secondary"
+    profile: str
+    speed: float = Field(1.0, gt=0)
+    cpu_share: float = Field(1.0, gt=0, le=64)
+    threads: int = Field(1, ge=1, le=64)
+    # Hardware backend: where the device is and how to reach it.
+    address: str | None = None
+    port: int = Field(5555, ge=1, le=65535)
+    ssh_user: str | None = None
+    ssh_key: str | None = None
+    ssh_port: int = Field(22, ge=1, le=65535)
+    python: str = "python3"
+
+
+class TraceLink(Strict):
+    trace: str  # CSV time_s,bandwidth_bps, relative to the scenario file
+
+
+LinkValue = Bandwidth | TraceLink
+
+
+class NetworkConfig(Strict):
+    kind: Literal["star", "shared"] = "star"
+    bandwidth: Bandwidth
+    links: dict[str, LinkValue] = Field(default_factory=dict)
+    delay: Duration = 0.0  # one-way, per transfer
+    jitter: Duration = 0.0
+    loss: float = Field(0.0, ge=0, lt=1)
+
+
+class StandaloneMethod(Strict):
+    name: Literal["standalone"]
+
+
+class HalpMethod(Strict):
+    name: Literal["halp", "equal"]
+    cuts: list[int] | None = None  # segment boundaries; chosen by the planner when absent
+    max_layers_per_segment: int | None = Field(None, ge=1)
+
+
+class ModnnMethod(Strict):
+    name: Literal["modnn"]
+
+
+class DeepthingsMethod(Strict):
+    name: Literal["deepthings"]
+    grid: tuple[int, int] = (3, 3)
+    fused_layers: int | None = Field(None, ge=1)  # layers fused into tiles; chosen when absent
+
+    @model_validator(mode="after")
+    def _grid(self) -> DeepthingsMethod:
+        if min(self.grid) < 1 or max(self.grid) > 16:
+            raise ValueError("grid must be two numbers from 1 to 16, like [3, 3]")
+        return self
+
+
+class OffloadMethod(Strict):
+    name: Literal["offload"]
+    cut: int | None = Field(None, ge=0)  # boundary where the secondary takes over
+    device: str | None = None
+
+
+MethodConfig = Annotated[
+    StandaloneMethod | HalpMethod | ModnnMethod | DeepthingsMethod | OffloadMethod,
+    Field(discriminator="name"),
+]
+METHOD_NAMES = ("standalone", "equal", "modnn", "deepthings", "offload", "halp")
+
+
+class WorkloadConfig(Strict):
+    requests: int = Field(1, ge=1, le=10_000_000)
+    arrival: Literal["single", "periodic", "poisson"] = "single"
+    interval: Duration | None = None
+    rate: float | None = Field(None, gt=0)  # requests per second, for poisson
+    deadline: Duration | None = None
+
+    @model_validator(mode="after")
+    def _arrival(self) -> WorkloadConfig:
+        if self.arrival == "periodic" and not self.interval:
+            raise ValueError("periodic arrivals need interval, like '2s'")
+        if self.arrival == "poisson" and not self.rate:
+            raise ValueError("poisson arrivals need rate (requests per second)")
+        if self.arrival == "single" and self.requests != 1:
+            raise ValueError("single arrival means one request; use periodic or poisson for more")
+        return self
+
+
+class EmuConfig(Strict):
+    cfs_period_us: int = Field(10_000, ge=1000, le=1_000_000)
+    warmup_requests: int = Field(1, ge=0)
+    timeout: Duration = 120.0
+
+
+class HwConfig(Strict):
+    start_workers: bool = True
+    remote_dir: str = "~/halp"
+    timeout: Duration = 120.0
+
+
+class BackendsConfig(Strict):
+    emu: EmuConfig = EmuConfig()
+    hw: HwConfig = HwConfig()
+
+
+class Scenario(Strict):
+    name: str
+    seed: int = 0
+    model: ModelConfig
+    devices: list[DeviceConfig] = Field(min_length=1, max_length=64)
+    network: NetworkConfig
+    method: MethodConfig
+    workload: WorkloadConfig = WorkloadConfig()
+    backends: BackendsConfig = BackendsConfig()
+    # Where the file was read from, to resolve relative paths (not a YAML key).
+    base_dir: str | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _cross(self) -> Scenario:
+        names = [d.name for d in self.devices]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"devices: device names must be unique; repeated: {', '.join(dupes)}")
+        hosts = [d.name for d in self.devices if d.role == "host"]
+        if len(hosts) != 1:
+            raise ValueError(f"devices: exactly one device must have role: host, found {len(hosts)}"
+                             + (f" ({', '.join(hosts)})" if hosts else ""))
+        for name in self.network.links:
+            if name not in names:
+                raise ValueError(f"network.links: names unknown device {name!r}")
+            if name == hosts[0]:
+                raise ValueError(f"network.links: {name!r} is the host; links belong to secondaries")
+        offload = self.method
+        if isinstance(offload, OffloadMethod) and offload.device is not None:
+            if offload.device not in names or offload.device == hosts[0]:
+                raise ValueError(f"method.device: {offload.device!r} is not a secondary")
+        return self
+
+    # ---- derived views --------------------------------------------------------------------
+    @property
+    def host(self) -> str:
+        return next(d.name for d in self.devices if d.role == "host")
+
+    @property
+    def base(self) -> Path:
+        return Path(self.base_dir) if self.base_dir else Path.cwd()
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.base / p
+
+    def model_spec(self) -> ModelSpec:
+        m = self.model
+        resolution = m.resolution or (m.input_shape[1] if m.input_shape else 224)
+        return ModelSpec(name=m.name, width=m.width, resolution=resolution, seed=self.seed,
+                         weights=str(self.resolve(m.weights)) if m.weights else None,
+                         factory=m.factory, input_shape=m.input_shape)
+
+    def link_trace(self, device: str) -> BandwidthTrace:
+        value = self.network.links.get(device, self.network.bandwidth)
+        if isinstance(value, TraceLink):
+            try:
+                return read_trace(self.resolve(value.trace))
+            except HalpError as exc:
+                raise HalpError(f"network.links.{device}.trace: {exc}") from None
+        return BandwidthTrace.constant(value)
+
+    def cluster(self) -> Cluster:
+        """The cluster as the planners see it at time zero."""
+        devices = []
+        for i, d in enumerate(self.devices):
+            try:
+                profile = load_profile(d.profile, self.base)
+            except HalpError as exc:
+                raise HalpError(f"devices.{i}.profile: {exc}") from None
+            devices.append(Device(d.name, profile, d.speed, d.cpu_share))
+        traces = {d.name: self.link_trace(d.name) for d in self.devices if d.name != self.host}
+        return Cluster(devices=tuple(devices), host=self.host, network=self.network.kind,
+                       bandwidth_bps={k: t.rate_at(0.0) for k, t in traces.items()},
+                       traces=traces, delay_s=self.network.delay)
+
+    def with_values(self, changes: dict[str, Any]) -> Scenario:
+        """A copy with dotted keys replaced (`network.bandwidth`, `method.name`), revalidated."""
+        data = self.model_dump(mode="python", exclude_none=False)
+        for dotted, value in changes.items():
+            _set_dotted(data, dotted, value)
+        return parse_scenario(data, source=f"{self.name} with {changes}", base_dir=self.base_dir,
+                              base_units=True)
+
+    def to_yaml(self) -> str:
+        data = self.model_dump(mode="json", exclude={"base_dir"}, exclude_none=True)
+        return yaml.safe_dump(data, sort_keys=False)
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node: Any = data
+    for key in keys[:-1]:
+        if isinstance(node, list):
+            node = _list_item(node, key, dotted)
+        elif isinstance(node, dict) and key in node:
+            node = node[key]
+        else:
+            raise ScenarioError(f"--set {dotted}: no field {key!r}")
+    last = keys[-1]
+    if isinstance(node, list):
+        index = _list_index(node, last, dotted)
+        node[index] = value
+    elif keys[0] == "method" and last == "name" and isinstance(node, dict):
+        node.clear()  # other methods take other options
+        node["name"] = value
+    else:
+        node[last] = value
+
+
+def _list_index(node: list[Any], key: str, dotted: str) -> int:
+    for i, item in enumerate(node):
+        if isinstance(item, dict) and item.get("name") == key:
+            return i
+    if key.isdigit() and int(key) < len(node):
+        return int(key)
+    raise ScenarioError(f"--set {dotted}: no item {key!r}")
+
+
+def _list_item(node: list[Any], key: str, dotted: str) -> Any:
+    return node[_list_index(node, key, dotted)]
+
+
+def _format(error: ValidationError) -> str:
+    first = error.errors()[0]
+    parts = [str(p) for p in first["loc"]]
+    if parts[:1] == ["method"] and len(parts) > 1 and parts[1] in METHOD_NAMES:
+        parts.pop(1)  # the union's tag, not a key the user wrote
+    loc = ".".join(p for p in parts if not p.endswith(("Method", "TraceLink", "]"))
+                   and p not in ("float",))
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown key (misspelled?)"
+    elif first["type"] == "missing":
+        message = "required field is missing"
+    elif first["type"] == "union_tag_not_found":
+        message = f"needs name: one of {', '.join(METHOD_NAMES)}"
+    elif first["type"] == "union_tag_invalid":
+        message = f"unknown method; use one of {', '.join(METHOD_NAMES)}"
+    elif first["type"] == "literal_error" and loc == "model.name":
+        message = "unknown model; use vgg16, mobilenet_v1 or custom"
+    message = message.removeprefix("Value error, ")
+    return f"{loc}: {message}" if loc else message
+
+
+def parse_scenario(data: Any, source: str = "<scenario>", base_dir: str | None = None,
+                   base_units: bool = False) -> Scenario:
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{source}: a scenario must be a YAML mapping")
+    try:
+        scenario = Scenario.model_validate({**data, "base_dir": base_dir},
+                                           context={"base_units": base_units})
+    except ValidationError as exc:
+        raise ScenarioError(f"{source}: {_format(exc)}") from None
+    try:  # things that need the file system: profiles, traces, weights
+        scenario.cluster()
+        if scenario.model.weights and not scenario.resolve(scenario.model.weights).is_file():
+            raise HalpError(f"model.weights: file {scenario.model.weights} does not exist")
+    except ScenarioError:
+        raise
+    except HalpError as exc:
+        raise ScenarioError(f"{source}: {exc}") from None
+    return scenario
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    path = Path(path)
+    if not path.is_file():
+        raise ScenarioError(f"{path}: no such scenario file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ScenarioError(f"{path}: not valid YAML{where}") from None
+    return parse_scenario(data, source=str(path), base_dir=str(path.resolve().parent))

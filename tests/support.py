@@ -1,0 +1,20 @@
+"""Small real clusters and models for tests (no scenario file needed)."""
+
+from __future__ import annotations
+
+from halp.cluster import Cluster, Device
+from halp.latency.model import LatencyModel
+from halp.latency.profile import load_profile
+from halp.network import BandwidthTrace
+
+
+def cluster(speeds: list[float], bandwidth_bps: float | list[float] = 100e6, network: str = "star",
+            profile: str = "this-machine") -> tuple[Cluster, LatencyModel]:
+    """Device 0 is the host; the others are secondaries d1, d2, ... with the given speeds."""
+    prof = load_profile(profile)
+    names = [f"d{i}" for i in range(len(speeds))]
+    devices = tuple(Device(n, prof, s) for n, s in zip(names, speeds, strict=True))
+    rates = bandwidth_bps if isinstance(bandwidth_bps, list) else [bandwidth_bps] * (len(speeds) - 1)
+    bw = dict(zip(names[1:], rates, strict=True))
+    c = Cluster(devices, "d0", network, bw, {k: BandwidthTrace.constant(v) for k, v in bw.items()})
+    return c, LatencyModel(c)

@@ -1,0 +1,106 @@
+"""Receptive-field arithmetic: slices computed from `rows_needed` equal the whole map's rows."""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from halp.model.graph import ModelGraph, region
+from halp.model.slicing import run_region
+
+
+def chain(draw_layers, channels: int = 3):
+    layers: list[nn.Module] = []
+    c = channels
+    for kind, k, s, p, out in draw_layers:
+        if kind == "conv":
+            layers += [nn.Conv2d(c, out, k, stride=s, padding=min(p, k // 2)), nn.ReLU()]
+            c = out
+        elif kind == "dw":
+            layers += [nn.Conv2d(c, c, k, stride=s, padding=min(p, k // 2), groups=c), nn.BatchNorm2d(c)]
+        elif kind == "max":
+            layers.append(nn.MaxPool2d(k, stride=s, padding=min(p, k // 2)))
+        else:
+            layers.append(nn.AvgPool2d(k, stride=s, padding=min(p, k // 2)))
+    return nn.Sequential(*layers)
+
+
+layer_strategy = st.tuples(st.sampled_from(["conv", "dw", "max", "avg"]), st.integers(1, 5),
+                           st.integers(1, 3), st.integers(0, 2), st.integers(1, 6))
+
+
+def random_model(layers, size):
+    torch.manual_seed(0)
+    model = chain(layers).eval()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 1.5)
+    return model, ModelGraph.from_module(model, (3, size, size))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(layer_strategy, min_size=1, max_size=5), st.integers(12, 40), st.data())
+def test_any_row_slice_equals_the_whole(layers, size, data):
+    try:
+        model, graph = random_model(layers, size)
+    except Exception:
+        return  # the random chain shrank the map to nothing; not a graph to slice
+    end = len(graph)
+    height = graph.height(end)
+    r0 = data.draw(st.integers(0, height - 1))
+    r1 = data.draw(st.integers(r0 + 1, height))
+    x = torch.randn(1, 3, size, size)
+    with torch.no_grad():
+        whole = model(x)
+    out = graph.rows(end, r0, r1)
+    need = graph.rows_needed(0, end, out)
+    piece = run_region(graph, 0, end, x[:, :, need.rows.start:need.rows.stop], need, out)
+    torch.testing.assert_close(piece, whole[:, :, r0:r1], rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(layer_strategy, min_size=1, max_size=5), st.integers(12, 40), st.data())
+def test_computable_rows_need_only_the_block(layers, size, data):
+    try:
+        _, graph = random_model(layers, size)
+    except Exception:
+        return
+    end = len(graph)
+    x0 = data.draw(st.integers(0, size - 1))
+    x1 = data.draw(st.integers(x0 + 1, size))
+    held = graph.rows(0, x0, x1)
+    out = graph.computable(0, end, held)
+    if out.empty:
+        return
+    assert held.contains(graph.rows_needed(0, end, out))
+    # Maximal: one more row on either side would need rows outside the block.
+    if out.rows.start > 0:
+        wider = graph.rows(end, out.rows.start - 1, out.rows.stop)
+        assert not held.contains(graph.rows_needed(0, end, wider))
+    if out.rows.stop < graph.height(end):
+        wider = graph.rows(end, out.rows.start, out.rows.stop + 1)
+        assert not held.contains(graph.rows_needed(0, end, wider))
+
+
+def test_two_dimensional_tiles_stitch():
+    model, graph = random_model([("conv", 3, 1, 1, 4), ("max", 2, 2, 0, 0), ("conv", 3, 2, 1, 5)], 24)
+    x = torch.randn(1, 3, 24, 24)
+    whole = model(x).detach()
+    end = len(graph)
+    tile = region((1, 3), (2, 6))
+    need = graph.rows_needed(0, end, tile)
+    got = run_region(graph, 0, end, x[:, :, need.rows.start:need.rows.stop, need.cols.start:need.cols.stop],
+                     need, tile)
+    torch.testing.assert_close(got, whole[:, :, 1:3, 2:6])
+
+
+def test_vgg_halo_grows_with_depth():
+    from halp.model.zoo import ModelSpec, build_model
+    graph = ModelGraph.from_module(build_model(ModelSpec("vgg16")), (3, 224, 224))
+    one_row = graph.rows(4, 50, 51)
+    # Two 3x3 convolutions: one output row reads five input rows.
+    assert graph.rows_needed(0, 4, one_row).rows.size == 5
+    assert graph.cut_points()[0] == 0 and graph.cut_points()[-1] == graph.spatial_end

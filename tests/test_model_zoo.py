@@ -1,0 +1,100 @@
+"""The zoo's models agree with their published counts, and build deterministically."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from halp.errors import ModelError
+from halp.model.graph import ModelGraph
+from halp.model.zoo import ModelSpec, build_model, model_digest
+
+# MobileNet-V1 paper (Howard et al., 2017), tables 6 and 7: million MACs and parameters.
+PUBLISHED_MOBILENET = {
+    (1.0, 224): (569, 4.2), (0.75, 224): (325, 2.6), (0.5, 224): (149, 1.3), (0.25, 224): (41, 0.5),
+    (1.0, 192): (418, 4.2), (1.0, 160): (290, 4.2), (1.0, 128): (186, 4.2),
+}
+
+
+def graph_of(spec: ModelSpec) -> ModelGraph:
+    return ModelGraph.from_module(build_model(spec), spec.shape, spec.variant)
+
+
+@pytest.mark.parametrize("width,resolution", sorted(PUBLISHED_MOBILENET))
+def test_mobilenet_counts_match_the_paper(width, resolution):
+    graph = graph_of(ModelSpec("mobilenet_v1", width, resolution))
+    macs, params = PUBLISHED_MOBILENET[(width, resolution)]
+    assert graph.macs / 1e6 == pytest.approx(macs, rel=0.01)
+    assert graph.params / 1e6 == pytest.approx(params, abs=0.06)
+
+
+def test_mobilenet_1_224_parameters_exact():
+    # Conv and FC weights plus batch-norm scale and shift: the reference implementation's count.
+    assert graph_of(ModelSpec("mobilenet_v1")).params == 4_231_976
+
+
+def test_vgg16_counts():
+    graph = graph_of(ModelSpec("vgg16"))
+    assert graph.params == 138_357_544
+    assert graph.macs / 1e9 == pytest.approx(15.47, abs=0.01)
+
+
+@pytest.mark.parametrize("width", [1.0, 0.75, 0.5, 0.25])
+@pytest.mark.parametrize("resolution", [224, 192, 160, 128])
+def test_all_sixteen_variants_run(width, resolution):
+    spec = ModelSpec("mobilenet_v1", width, resolution)
+    model = build_model(spec)
+    out = model(torch.randn(1, *spec.shape))
+    assert out.shape == (1, 1000)
+    # MACs scale with the square of the resolution (the classifier aside).
+    ratio = graph_of(spec).macs / graph_of(ModelSpec("mobilenet_v1", width, 224)).macs
+    assert ratio == pytest.approx((resolution / 224) ** 2, rel=0.05)
+
+
+def test_same_seed_same_weights_other_seed_other_weights():
+    a = model_digest(build_model(ModelSpec("mobilenet_v1", 0.25, 128, seed=1)))
+    b = model_digest(build_model(ModelSpec("mobilenet_v1", 0.25, 128, seed=1)))
+    c = model_digest(build_model(ModelSpec("mobilenet_v1", 0.25, 128, seed=2)))
+    assert a == b != c
+
+
+def test_state_dict_is_loaded(tmp_path):
+    spec = ModelSpec("mobilenet_v1", 0.25, 128, seed=5)
+    torch.save(build_model(spec).state_dict(), tmp_path / "w.pt")
+    loaded = build_model(ModelSpec("mobilenet_v1", 0.25, 128, seed=9, weights=str(tmp_path / "w.pt")))
+    assert model_digest(loaded) == model_digest(build_model(spec))
+
+
+def test_bad_weights_file_is_a_clear_error(tmp_path):
+    (tmp_path / "w.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match="cannot load weights"):
+        build_model(ModelSpec("mobilenet_v1", 0.25, 128, weights=str(tmp_path / "w.pt")))
+
+
+@pytest.mark.parametrize("spec,match", [
+    (ModelSpec("resnet"), "unknown model"),
+    (ModelSpec("mobilenet_v1", 0.3), "width"),
+    (ModelSpec("mobilenet_v1", 1.0, 100), "resolution"),
+    (ModelSpec("vgg16", resolution=160), "224"),
+])
+def test_bad_specs(spec, match):
+    with pytest.raises(ModelError, match=match):
+        build_model(spec)
+
+
+def test_unsupported_layer_named():
+    with pytest.raises(ModelError, match="layer 1 .*LSTM"):
+        ModelGraph.from_module(nn.Sequential(nn.Conv2d(3, 4, 3), nn.LSTM(4, 4)), (3, 8, 8))
+
+
+def test_cli_model_json():
+    result = subprocess.run([sys.executable, "-m", "halp.cli", "model", "mobilenet_v1", "--width", "0.5",
+                             "--resolution", "160", "--json"], capture_output=True, text=True, check=True)
+    data = json.loads(result.stdout)
+    assert data["macs"] == graph_of(ModelSpec("mobilenet_v1", 0.5, 160)).macs
+    assert data["params"] > 0 and data["layers"] == 84

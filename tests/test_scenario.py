@@ -1,0 +1,133 @@
+"""Scenario loading: good files load, bad files fail with one line naming file, field, reason."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from halp.errors import ScenarioError
+from halp.scenario import load_scenario
+
+GOOD = """\
+name: t
+seed: 3
+model: {name: mobilenet_v1, width: 0.5, resolution: 160}
+devices:
+  - {name: a, role: host, profile: this-machine}
+  - {name: b, profile: this-machine, speed: 2.0}
+  - {name: c, profile: this-machine, cpu_share: 0.5}
+network: {kind: star, bandwidth: 100Mbps, links: {c: 40Mbps}}
+method: {name: halp}
+workload: {requests: 5, arrival: periodic, interval: 500ms, deadline: 1s}
+"""
+
+# (replacement applied to GOOD, field the message must name, a word of the reason)
+BAD = [
+    ("model: {name: mobilenet_v1, width: 0.5, resolution: 160}", "model: {name: resnet50}", "model.name", "unknown model"),
+    ("width: 0.5", "width: 0.6", "model", "width"),
+    ("resolution: 160", "resolution: 150", "model", "resolution"),
+    ("bandwidth: 100Mbps", "bandwidth: -100Mbps", "network.bandwidth", "positive"),
+    ("bandwidth: 100Mbps", "bandwidth: 100", "network.bandwidth", "unit"),
+    ("bandwidth: 100Mbps", "bandwidth: 100 parsecs", "network.bandwidth", "unit"),
+    ("{name: b, profile: this-machine, speed: 2.0}", "{name: b, role: host, profile: this-machine}", "", "host"),
+    ("{name: a, role: host, profile: this-machine}", "{name: a, profile: this-machine}", "", "host"),
+    ("profile: this-machine, speed: 2.0", "profile: no-such-device", "", "unknown profile"),
+    ("method: {name: halp}", "method: {name: magic}", "method", "unknown method"),
+    ("method: {name: halp}", "method: {nmae: halp}", "method", ""),
+    ("seed: 3", "sede: 3", "sede", "unknown key"),
+    ("speed: 2.0", "speed: -1", "devices.1.speed", "greater than 0"),
+    ("cpu_share: 0.5", "cpu_share: 0", "devices.2.cpu_share", "greater than 0"),
+    ("interval: 500ms", "interval: 500", "workload.interval", "unit"),
+    ("arrival: periodic, interval: 500ms,", "arrival: periodic,", "workload", "interval"),
+    ("arrival: periodic", "arrival: bursty", "workload.arrival", "periodic"),
+    ("requests: 5", "requests: 0", "workload.requests", "greater than or equal to 1"),
+    ("links: {c: 40Mbps}", "links: {z: 40Mbps}", "network", "unknown device"),
+    ("links: {c: 40Mbps}", "links: {a: 40Mbps}", "network.links", "host"),
+    ("links: {c: 40Mbps}", "links: {c: {trace: missing.csv}}", "", "does not exist"),
+    ("kind: star", "kind: mesh", "network.kind", "star"),
+    ("{name: c, profile: this-machine, cpu_share: 0.5}", "{name: b, profile: this-machine}", "", "unique"),
+    ("method: {name: halp}", "method: {name: deepthings, grid: [0, 3]}", "method", "grid"),
+    ("method: {name: halp}", "method: {name: offload, device: a}", "", "not a secondary"),
+    ("deadline: 1s", "deadline: soon", "workload.deadline", "duration"),
+    ("model: {name: mobilenet_v1, width: 0.5, resolution: 160}", "model: {name: vgg16, width: 0.5}", "model", "width"),
+    ("devices:", "devices: []\nunused:", "devices", ""),
+    ("name: t", "name: [t", "", "YAML"),
+    ("model: {name: mobilenet_v1, width: 0.5, resolution: 160}", "model: {name: mobilenet_v1, weights: nope.pt}", "weights", "does not exist"),
+]
+
+
+def load_text(tmp_path: Path, text: str):
+    path = tmp_path / "scenario.yaml"
+    path.write_text(text)
+    return load_scenario(path)
+
+
+def test_good_scenario_loads(tmp_path):
+    s = load_text(tmp_path, GOOD)
+    assert s.host == "a"
+    cluster = s.cluster()
+    assert cluster.bandwidth_bps == {"b": 100e6, "c": 40e6}
+    assert cluster.device("b").speed == 2.0
+    assert s.workload.interval == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("old,new,field,reason", BAD, ids=[f"{i}-{b[1][:30]}" for i, b in enumerate(BAD)])
+def test_bad_scenario_names_file_field_and_reason(tmp_path, old, new, field, reason):
+    assert old in GOOD
+    with pytest.raises(ScenarioError) as info:
+        load_text(tmp_path, GOOD.replace(old, new, 1))
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(tmp_path / "scenario.yaml") in message
+    assert field in message
+    assert reason.lower() in message.lower()
+
+
+def test_not_a_mapping(tmp_path):
+    with pytest.raises(ScenarioError, match="mapping"):
+        load_text(tmp_path, "- just\n- a list\n")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ScenarioError, match="no such"):
+        load_scenario(tmp_path / "absent.yaml")
+
+
+def test_cli_prints_one_line_without_traceback(tmp_path):
+    path = tmp_path / "scenario.yaml"
+    path.write_text(GOOD.replace("bandwidth: 100Mbps", "bandwidth: -1Mbps"))
+    result = subprocess.run([sys.executable, "-m", "halp.cli", "plan", str(path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "network.bandwidth" in result.stderr
+
+
+def test_scenario_as_run_loads_back(tmp_path):
+    s = load_text(tmp_path, GOOD)
+    again = tmp_path / "again.yaml"
+    again.write_text(s.to_yaml())
+    t = load_scenario(again)
+    assert t.model_dump(exclude={"base_dir"}) == s.model_dump(exclude={"base_dir"})
+
+
+def test_overrides_are_revalidated(tmp_path):
+    s = load_text(tmp_path, GOOD)
+    t = s.with_values({"network.bandwidth": "10Mbps", "method.name": "modnn"})
+    assert t.network.bandwidth == 10e6 and t.method.name == "modnn"
+    with pytest.raises(ScenarioError, match="network.bandwidth"):
+        s.with_values({"network.bandwidth": "-3Mbps"})
+    with pytest.raises(ScenarioError, match="no field"):
+        s.with_values({"network.nothing.here": 1})
+
+
+def test_bandwidth_trace_link(tmp_path):
+    (tmp_path / "bw.csv").write_text("time_s,bandwidth_bps\n0,50e6\n1.5,10e6\n")
+    s = load_text(tmp_path, GOOD.replace("links: {c: 40Mbps}", "links: {c: {trace: bw.csv}}"))
+    cluster = s.cluster()
+    assert cluster.bandwidth_bps["c"] == 50e6
+    assert cluster.traces["c"].rate_at(2.0) == 10e6

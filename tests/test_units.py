@@ -1,0 +1,31 @@
+import pytest
+
+from halp.errors import HalpError
+from halp.units import bandwidth_bps, duration_s, format_bps
+
+
+@pytest.mark.parametrize("text,value", [("100Mbps", 100e6), ("1Gbps", 1e9), ("2.5 kbps", 2500.0),
+                                        ("40Mbit/s", 40e6), ("1e3bps", 1000.0)])
+def test_bandwidth_units(text, value):
+    assert bandwidth_bps(text) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text,value", [("250ms", 0.25), ("2s", 2.0), ("10us", 1e-5), ("0s", 0.0)])
+def test_duration_units(text, value):
+    assert duration_s(text) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("bad", ["100", 100, "-5Mbps", "0Mbps", "fast", "100 furlongs", True, None])
+def test_bad_bandwidth_is_refused(bad):
+    with pytest.raises(HalpError):
+        bandwidth_bps(bad)
+
+
+def test_negative_duration_is_refused():
+    with pytest.raises(HalpError, match="negative"):
+        duration_s("-1s")
+
+
+def test_format_round_trips():
+    for bps in (1e3, 40e6, 1e9):
+        assert bandwidth_bps(format_bps(bps)) == pytest.approx(bps)
