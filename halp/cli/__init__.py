@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     except HalpError as exc:
         print(f"halp {args.command}: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `halp ... | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"halp {args.command}: interrupted", file=sys.stderr)
         return 130

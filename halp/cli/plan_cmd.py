@@ -24,9 +24,10 @@ def summarise(plan, prepared) -> dict:
     timing = estimate(plan, graph, latency)
     segments = list(plan.segments) or [(0, len(graph))]
 
-    def segment_of(boundary: int) -> int:
+    def segment_of(boundary: int, incoming: bool = False) -> int:
+        """The segment whose output is at `boundary` (or whose input, for `incoming`)."""
         for i, (a, b) in enumerate(segments):
-            if a < boundary <= b:
+            if (a <= boundary < b) if incoming else (a < boundary <= b):
                 return i
         return len(segments)  # the host-only tail
 
@@ -35,11 +36,12 @@ def summarise(plan, prepared) -> dict:
     for op in plan.ops:
         if isinstance(op, Compute):
             r = rows[(segment_of(op.stop), op.device)]
-            r["rows"].append([op.out.rows.start, op.out.rows.stop])
+            full_width = op.out.cols.size == graph.width(op.stop)
+            r["rows"].append(f"{op.out.rows}" if full_width else f"{op.out}")
             r["flops"] += op.flops
             r["busy_s"] += timing.duration[op.id]
         elif isinstance(op, Transfer):
-            seg = segment_of(op.boundary if op.src == plan.host else op.boundary)
+            seg = segment_of(op.boundary, incoming=op.src == plan.host)
             rows[(seg, op.src)]["bytes_out"] += op.bytes
             rows[(seg, op.dst)]["bytes_in"] += op.bytes
         elif isinstance(op, Gather):
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{'seg':>3} {'layers':<9} {'device':<10} {'output rows':<24} {'GFLOP':>7} "
               f"{'in kB':>9} {'out kB':>9} {'busy ms':>9}")
         for r in summary["table"]:
-            rows = ",".join(f"{a}:{b}" for a, b in r["rows"]) or "-"
+            rows = ",".join(r["rows"]) or "-"
             print(f"{r['segment']:>3} {r['layers'][0]:>3}-{r['layers'][1]:<5} {r['device']:<10} "
                   f"{rows:<24} {r['flops'] / 1e9:>7.3f} {r['bytes_in'] / 1e3:>9.1f} "
                   f"{r['bytes_out'] / 1e3:>9.1f} {r['busy_s'] * 1e3:>9.2f}")
