@@ -14,14 +14,17 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     PlainSerializer,
+    Tag,
     ValidationError,
     ValidationInfo,
     model_validator,
 )
 
 from halp import units
+from halp.channel import gauss_markov, gilbert_elliott
 from halp.cluster import Cluster, Device
 from halp.errors import HalpError, ScenarioError
 from halp.latency.profile import load_profile
@@ -99,7 +102,49 @@ class TraceLink(Strict):
     trace: str  # CSV time_s,bandwidth_bps, relative to the scenario file
 
 
-LinkValue = Bandwidth | TraceLink
+class GilbertElliottConfig(Strict):
+    good: Bandwidth
+    bad: Bandwidth
+    p_good_bad: float = Field(ge=0, le=1)  # per step
+    p_bad_good: float = Field(ge=0, le=1)
+    step: Duration = 1.0
+    duration: Duration = 3600.0
+
+
+class GaussMarkovConfig(Strict):
+    mean: Bandwidth
+    sigma: Bandwidth
+    alpha: float = Field(0.9, ge=0, lt=1)  # memory: 0 is white noise
+    step: Duration = 1.0
+    duration: Duration = 3600.0
+    floor: Bandwidth = 1e5
+
+
+class GeneratedLink(Strict):
+    gilbert_elliott: GilbertElliottConfig | None = None
+    gauss_markov: GaussMarkovConfig | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> GeneratedLink:
+        if (self.gilbert_elliott is None) == (self.gauss_markov is None):
+            raise ValueError("a generated link needs exactly one of gilbert_elliott, gauss_markov")
+        return self
+
+
+def _link_kind(value: Any) -> str:
+    if isinstance(value, TraceLink) or (isinstance(value, dict) and "trace" in value):
+        return "trace"
+    if isinstance(value, GeneratedLink | dict):
+        return "generated"
+    return "bandwidth"
+
+
+# A link is a bandwidth ("40Mbps"), a trace file, or a generator.
+LinkValue = Annotated[
+    Annotated[Bandwidth, Tag("bandwidth")] | Annotated[TraceLink, Tag("trace")]
+    | Annotated[GeneratedLink, Tag("generated")],
+    Discriminator(_link_kind),
+]
 
 
 class NetworkConfig(Strict):
@@ -143,11 +188,41 @@ class OffloadMethod(Strict):
     device: str | None = None
 
 
+def _variant_name(value: Any) -> Any:
+    if isinstance(value, int | float):
+        raise ValueError(f"YAML read a variant as the number {value}; quote it, like '0.5_160'")
+    return value
+
+
+class SelectMethod(Strict):
+    """Dynamic model selection: per request, the most accurate variant predicted to meet the
+    deadline under the estimated bandwidth, run with the `base` method."""
+
+    name: Literal["select"]
+    base: Literal["halp", "standalone", "equal", "modnn", "deepthings", "offload"] = "halp"
+    # e.g. ["1.0_224", "0.5_160"] (quoted: YAML reads 0.5_160 as a number); all 16 when absent
+    variants: list[Annotated[str, BeforeValidator(_variant_name)]] | None = None
+    window: int = Field(8, ge=1, le=1000)  # transfers per link the bandwidth estimate averages
+    bucket: float = Field(1.1, gt=1.0, le=4.0)  # bandwidths within this ratio share cached plans
+
+    @model_validator(mode="after")
+    def _variants(self) -> SelectMethod:
+        from halp.accuracy import known_variants
+
+        known = known_variants()
+        for v in self.variants or []:
+            if v not in known:
+                raise ValueError(f"variant {v!r} is unknown; use one of {', '.join(known)}")
+        if self.variants is not None and not self.variants:
+            raise ValueError("variants must not be empty")
+        return self
+
+
 MethodConfig = Annotated[
-    StandaloneMethod | HalpMethod | ModnnMethod | DeepthingsMethod | OffloadMethod,
+    StandaloneMethod | HalpMethod | ModnnMethod | DeepthingsMethod | OffloadMethod | SelectMethod,
     Field(discriminator="name"),
 ]
-METHOD_NAMES = ("standalone", "equal", "modnn", "deepthings", "offload", "halp")
+METHOD_NAMES = ("standalone", "equal", "modnn", "deepthings", "offload", "halp", "select")
 
 
 class WorkloadConfig(Strict):
@@ -240,6 +315,15 @@ class Scenario(Strict):
 
     def link_trace(self, device: str) -> BandwidthTrace:
         value = self.network.links.get(device, self.network.bandwidth)
+        if isinstance(value, GeneratedLink):
+            # Each link draws from its own stream: the scenario seed and the device's position.
+            seed = self.seed * 1009 + [d.name for d in self.devices].index(device)
+            if value.gilbert_elliott is not None:
+                g = value.gilbert_elliott
+                return gilbert_elliott(g.good, g.bad, g.p_good_bad, g.p_bad_good, g.step, g.duration, seed)
+            assert value.gauss_markov is not None
+            m = value.gauss_markov
+            return gauss_markov(m.mean, m.sigma, m.alpha, m.step, m.duration, seed, m.floor)
         if isinstance(value, TraceLink):
             try:
                 return read_trace(self.resolve(value.trace))
@@ -311,6 +395,8 @@ def _list_item(node: list[Any], key: str, dotted: str) -> Any:
 def _format(error: ValidationError) -> str:
     first = error.errors()[0]
     parts = [str(p) for p in first["loc"]]
+    if len(parts) >= 4 and parts[:2] == ["network", "links"]:
+        del parts[3:4]  # the tag of the link union
     if parts[:1] == ["method"] and len(parts) > 1 and parts[1] in METHOD_NAMES:
         parts.pop(1)  # the union's tag, not a key the user wrote
     loc = ".".join(p for p in parts if not p.endswith(("Method", "TraceLink", "]"))

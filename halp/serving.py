@@ -58,4 +58,8 @@ class StaticPolicy:
 
 
 def policy_for(scenario: Scenario) -> Policy:
+    if scenario.method.name == "select":
+        from halp.methods.select import SelectPolicy
+
+        return SelectPolicy(scenario)
     return StaticPolicy(scenario)

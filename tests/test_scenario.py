@@ -131,3 +131,17 @@ def test_bandwidth_trace_link(tmp_path):
     cluster = s.cluster()
     assert cluster.bandwidth_bps["c"] == 50e6
     assert cluster.traces["c"].rate_at(2.0) == 10e6
+
+
+def test_unquoted_variant_is_explained(tmp_path):
+    text = GOOD.replace("method: {name: halp}", "method: {name: select, variants: [0.5_160]}")
+    with pytest.raises(ScenarioError, match="quote it"):
+        load_text(tmp_path, text)
+
+
+def test_generated_links_are_seeded_per_link(tmp_path):
+    gen = "{gauss_markov: {mean: 40Mbps, sigma: 10Mbps}}"
+    s = load_text(tmp_path, GOOD.replace("links: {c: 40Mbps}", f"links: {{b: {gen}, c: {gen}}}"))
+    cluster = s.cluster()
+    assert cluster.traces["b"] != cluster.traces["c"]
+    assert load_text(tmp_path, s.to_yaml()).cluster().traces == cluster.traces

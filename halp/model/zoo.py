@@ -50,7 +50,7 @@ class ModelSpec:
     def variant(self) -> str:
         """Short name used in reports: "vgg16", "0.5_160" for MobileNet-V1."""
         if self.name == "mobilenet_v1":
-            return f"{self.width:g}_{self.resolution}"
+            return f"{float(self.width)!r}_{self.resolution}"
         if self.name == "custom":
             return self.factory or "custom"
         return self.name

@@ -1,0 +1,127 @@
+"""Dynamic model selection: the most accurate variant that still meets the deadline.
+
+Before each request the host estimates each link's bandwidth from the transfers it has seen
+(never the future), predicts every variant's latency with the latency model on the plan the
+base method makes for that bandwidth, and serves the most accurate variant predicted to meet
+the deadline, or the fastest when none does. Plans are cached per bandwidth bucket (estimates
+within `bucket` of each other share them); for HALP the segment cuts of each variant are chosen
+once, at the scenario's nominal bandwidth, and only the split ratios follow the estimate.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from halp.accuracy import known_variants, spec_of, top1
+from halp.cluster import Cluster
+from halp.latency.model import LatencyModel
+from halp.methods import Prepared, plan_for, prepare
+from halp.plan import Plan
+from halp.scenario import HalpMethod, Scenario, SelectMethod
+from halp.schedule import estimate
+from halp.serving import Observation, Served
+
+MOBILENET_VARIANTS = [v for v in known_variants() if v != "vgg16"]
+
+
+class BandwidthEstimator:
+    """Per link: the bits of the last `window` transfers over the time they took on the wire
+    (their per-message overhead and delay taken off). That is the time-weighted mean rate, so
+    one tiny transfer cannot swing it. Until a link has been observed, its nominal rate holds."""
+
+    def __init__(self, nominal_bps: dict[str, float], fixed_s: float, window: int):
+        self.nominal = dict(nominal_bps)
+        self.fixed_s = fixed_s
+        self.window = window
+
+    def estimate(self, observed: list[Observation]) -> dict[str, float]:
+        bits: dict[str, float] = {}
+        seconds: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        for obs in reversed(observed):
+            if obs.link not in self.nominal or counts.get(obs.link, 0) >= self.window:
+                continue
+            wire = obs.duration_s - self.fixed_s
+            if wire <= 0:
+                continue
+            counts[obs.link] = counts.get(obs.link, 0) + 1
+            bits[obs.link] = bits.get(obs.link, 0.0) + obs.bytes * 8.0
+            seconds[obs.link] = seconds.get(obs.link, 0.0) + wire
+        return {link: bits[link] / seconds[link] if link in bits else rate
+                for link, rate in self.nominal.items()}
+
+
+@dataclass
+class Candidate:
+    variant: str
+    plan: Plan
+    prepared: Prepared
+    predicted_s: float
+    top1: float
+
+
+def choose(candidates: list[Candidate], deadline_s: float | None) -> Candidate:
+    """The most accurate candidate predicted to meet the deadline, else the fastest."""
+    meeting = [c for c in candidates if deadline_s is None or c.predicted_s <= deadline_s]
+    if meeting:
+        return max(meeting, key=lambda c: (c.top1, -c.predicted_s))
+    return min(candidates, key=lambda c: (c.predicted_s, -c.top1))
+
+
+class SelectPolicy:
+    """Holds the variants' models, their fixed cuts and a plan cache: state across requests."""
+
+    def __init__(self, scenario: Scenario):
+        method = scenario.method
+        assert isinstance(method, SelectMethod)
+        self.method = method
+        self.deadline_s = scenario.workload.deadline
+        self.cluster: Cluster = scenario.cluster()
+        self.variants = method.variants or MOBILENET_VARIANTS
+        self.prepared = {v: prepare(scenario, spec_of(v, scenario.seed), self.cluster) for v in self.variants}
+        latency = LatencyModel(self.cluster)
+        self.estimator = BandwidthEstimator(self.cluster.bandwidth_bps,
+                                            latency.message_s() + self.cluster.delay_s, method.window)
+        self.base = _base_config(method.base)
+        self.cuts: dict[str, list[int] | None] = {}
+        self.cache: dict[tuple, list[Candidate]] = {}
+        if method.base in ("halp", "equal"):
+            for v, prep in self.prepared.items():
+                nominal = plan_for(self.base, prep.graph, self.cluster, latency, v)
+                self.cuts[v] = sorted({b for seg in nominal.segments for b in seg})
+
+    def candidates(self, bandwidth_bps: dict[str, float]) -> list[Candidate]:
+        step = math.log(self.method.bucket)
+        key = tuple(sorted((k, round(math.log(v) / step)) for k, v in bandwidth_bps.items()))
+        if key not in self.cache:
+            cluster = self.cluster.with_bandwidth({k: math.exp(b * step) for k, b in key})
+            latency = LatencyModel(cluster)
+            out = []
+            for v, prep in self.prepared.items():
+                config = self.base
+                if isinstance(config, HalpMethod):
+                    config = config.model_copy(update={"cuts": self.cuts[v]})
+                plan = plan_for(config, prep.graph, cluster, latency, v)
+                predicted = estimate(plan, prep.graph, latency).makespan
+                out.append(Candidate(v, plan, prep, predicted, top1(v) or 0.0))
+            self.cache[key] = out
+        return self.cache[key]
+
+    def serve(self, request: int, now_s: float, observed: list[Observation]) -> Served:
+        bandwidth = self.estimator.estimate(observed)
+        pick = choose(self.candidates(bandwidth), self.deadline_s)
+        return Served(pick.plan, pick.prepared, predicted_s=pick.predicted_s, top1=pick.top1,
+                      extra={"variant": pick.variant, "bandwidth_estimate_bps": bandwidth})
+
+    def served(self) -> list[Served]:
+        return [Served(c.plan, c.prepared, c.predicted_s, c.top1, {"variant": c.variant})
+                for c in self.candidates(self.cluster.bandwidth_bps)]
+
+
+def _base_config(name: str):
+    from halp.scenario import DeepthingsMethod, ModnnMethod, OffloadMethod, StandaloneMethod
+    return {"halp": HalpMethod(name="halp"), "equal": HalpMethod(name="equal"),
+            "standalone": StandaloneMethod(name="standalone"), "modnn": ModnnMethod(name="modnn"),
+            "deepthings": DeepthingsMethod(name="deepthings"),
+            "offload": OffloadMethod(name="offload")}[name]
