@@ -3,35 +3,82 @@
 Compute: the sum of the profile's per-layer predictions over a fused run (on exactly the
 rows each layer computes, halo included), plus one op overhead, divided by the device's speed.
 Transfer: one message overhead plus bytes x 8 / bandwidth plus the propagation delay.
+
+Planners ask for thousands of row slices, so full-width slices take a fast path: a profile's
+features are linear in the rows a layer reads and writes, so each layer's cost is
+`fixed + per_row_in * rows_in + per_row_out * rows_out`, precomputed once per device and model.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from halp.model.graph import ModelGraph, Region
+from halp.model.graph import RESHAPE, ModelGraph, Region, region
 
 if TYPE_CHECKING:
     from halp.cluster import Cluster
 
 
 class LatencyModel:
-    """Stateless but for a memo of fused-run predictions (planners ask the same ones often)."""
+    """Stateless but for memos of predictions (planners ask the same ones often)."""
 
     def __init__(self, cluster: Cluster):
         self.cluster = cluster
         self._memo: dict[tuple, float] = {}
+        self._rows: dict[tuple, list[tuple[float, float, float]]] = {}
 
     def compute_s(self, device: str, graph: ModelGraph, start: int, stop: int, out: Region) -> float:
         key = (device, id(graph), start, stop, out)
         hit = self._memo.get(key)
         if hit is None:
             dev = self.cluster.device(device)
-            total = dev.profile.op_overhead_s
-            for layer, held, produced in graph.layer_regions(start, stop, out):
-                total += dev.profile.layer_s(layer, held, produced)
-            hit = self._memo[key] = total / dev.speed
+            if out.cols.start == 0 and out.cols.stop == graph.width(stop) and not out.empty:
+                total = self._rows_s(device, graph, start, stop, out.rows.start, out.rows.stop)
+            else:
+                total = sum(dev.profile.layer_s(layer, held, produced)
+                            for layer, held, produced in graph.layer_regions(start, stop, out))
+            hit = self._memo[key] = (dev.profile.op_overhead_s + total) / dev.speed
         return hit
+
+    def _row_costs(self, device: str, graph: ModelGraph) -> list[tuple[float, float, float]]:
+        """Per layer (fixed, per input row, per output row) seconds at full width."""
+        key = (device, id(graph))
+        if key not in self._rows:
+            profile = self.cluster.device(device).profile
+            costs = []
+            for layer in graph.layers:
+                if layer.kind == RESHAPE:
+                    costs.append((0.0, 0.0, 0.0))
+                    continue
+                if not layer.spatial:
+                    full_in = region((0, layer.in_height), (0, layer.in_width))
+                    full_out = region((0, layer.out_height), (0, layer.out_width))
+                    costs.append((profile.layer_s(layer, full_in, full_out), 0.0, 0.0))
+                    continue
+                w_in, w_out = (0, layer.in_width), (0, layer.out_width)
+                base = profile.layer_s(layer, region((0, 0), w_in), region((0, 1), w_out))
+                one_in = profile.layer_s(layer, region((0, 1), w_in), region((0, 1), w_out))
+                two_out = profile.layer_s(layer, region((0, 0), w_in), region((0, 2), w_out))
+                per_in, per_out = one_in - base, two_out - base
+                costs.append((base - per_out, per_in, per_out))
+            self._rows[key] = costs
+        return self._rows[key]
+
+    def _rows_s(self, device: str, graph: ModelGraph, start: int, stop: int, r0: int, r1: int) -> float:
+        costs = self._row_costs(device, graph)
+        total = 0.0
+        a, b = r0, r1
+        for layer in reversed(graph.layers[start:stop]):
+            fixed, per_in, per_out = costs[layer.index]
+            rows_out = b - a
+            if layer.spatial:
+                k, s, p = layer.kernel[0], layer.stride[0], layer.padding[0]
+                if (k, s, p) != (1, 1, 0):
+                    a, b = max(0, a * s - p), min(layer.in_height, (b - 1) * s - p + k)
+            else:
+                a, b = 0, layer.in_height
+            total += fixed + per_in * (b - a) + per_out * rows_out
+        return total
 
     def gather_s(self, device: str, nbytes: float) -> float:
         dev = self.cluster.device(device)
