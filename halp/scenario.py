@@ -218,11 +218,87 @@ class SelectMethod(Strict):
         return self
 
 
+class ErlMethod(Strict):
+    """A trained split policy (`halp train`): given the cluster state, per-segment row shares."""
+
+    name: Literal["erl"]
+    policy: str  # a file written by `halp train`, relative to the scenario
+
+
 MethodConfig = Annotated[
-    StandaloneMethod | HalpMethod | ModnnMethod | DeepthingsMethod | OffloadMethod | SelectMethod,
+    StandaloneMethod | HalpMethod | ModnnMethod | DeepthingsMethod | OffloadMethod | SelectMethod
+    | ErlMethod,
     Field(discriminator="name"),
 ]
-METHOD_NAMES = ("standalone", "equal", "modnn", "deepthings", "offload", "halp", "select")
+METHOD_NAMES = ("standalone", "equal", "modnn", "deepthings", "offload", "halp", "select", "erl")
+
+
+# ---- dynamics: how device speeds and link bandwidths change between decisions -------------
+class RandomWalkSpeed(Strict):
+    sigma: float = Field(gt=0)  # standard deviation of the speed factor's change per interval
+    min: float = Field(0.1, gt=0)
+    max: float = Field(4.0, gt=0)
+
+
+class SpeedStep(Strict):
+    at: Duration
+    speed: float = Field(gt=0)
+
+
+class BackgroundLoad(Strict):
+    at: Duration
+    until: Duration = float("inf")
+    share: float = Field(gt=0, lt=1)  # the share of the CPU the load takes
+
+
+class DeviceDynamics(Strict):
+    random_walk: RandomWalkSpeed | None = None
+    steps: list[SpeedStep] = Field(default_factory=list)
+    background_load: list[BackgroundLoad] = Field(default_factory=list)
+
+
+class RandomWalkBandwidth(Strict):
+    sigma: Bandwidth
+    min: Bandwidth = 1e6
+    max: Bandwidth = 1e9
+
+
+class BandwidthStep(Strict):
+    at: Duration
+    bandwidth: Bandwidth
+
+
+class LinkDynamics(Strict):
+    random_walk: RandomWalkBandwidth | None = None
+    steps: list[BandwidthStep] = Field(default_factory=list)
+
+
+class DynamicsConfig(Strict):
+    interval: Duration = 1.0  # time between two decisions
+    devices: dict[str, DeviceDynamics] = Field(default_factory=dict)
+    links: dict[str, LinkDynamics] = Field(default_factory=dict)
+
+
+class LearningConfig(Strict):
+    population: int = Field(10, ge=2, le=1000)
+    generations: int = Field(30, ge=1)
+    elites: int = Field(2, ge=0)
+    tournament: int = Field(3, ge=2)
+    mutation_sigma: float = Field(0.1, gt=0)
+    learner: Literal["td3", "ddpg"] = "td3"
+    sync_every: int = Field(5, ge=1)  # generations between copying the learner into the population
+    episode_steps: int = Field(10, ge=1)
+    batch: int = Field(64, ge=1)
+    hidden: int = Field(64, ge=4)
+    learner_steps: int = Field(50, ge=0)  # gradient steps per generation
+    jobs: int = Field(1, ge=1)  # parallel worker processes evaluating the population
+    ray: str | None = None  # address of a Ray cluster to evaluate on
+
+    @model_validator(mode="after")
+    def _elites(self) -> LearningConfig:
+        if self.elites >= self.population:
+            raise ValueError("elites must be fewer than the population")
+        return self
 
 
 class WorkloadConfig(Strict):
@@ -269,6 +345,8 @@ class Scenario(Strict):
     method: MethodConfig
     workload: WorkloadConfig = WorkloadConfig()
     backends: BackendsConfig = BackendsConfig()
+    dynamics: DynamicsConfig | None = None
+    learning: LearningConfig = LearningConfig()
     # Where the file was read from, to resolve relative paths (not a YAML key).
     base_dir: str | None = Field(None, exclude=True)
 
@@ -287,6 +365,13 @@ class Scenario(Strict):
                 raise ValueError(f"network.links: names unknown device {name!r}")
             if name == hosts[0]:
                 raise ValueError(f"network.links: {name!r} is the host; links belong to secondaries")
+        if self.dynamics is not None:
+            for name in self.dynamics.devices:
+                if name not in names:
+                    raise ValueError(f"dynamics.devices: names unknown device {name!r}")
+            for name in self.dynamics.links:
+                if name not in names or name == hosts[0]:
+                    raise ValueError(f"dynamics.links: {name!r} is not a secondary")
         offload = self.method
         if isinstance(offload, OffloadMethod) and offload.device is not None:
             if offload.device not in names or offload.device == hosts[0]:
@@ -429,6 +514,9 @@ def parse_scenario(data: Any, source: str = "<scenario>", base_dir: str | None =
         scenario.cluster()
         if scenario.model.weights and not scenario.resolve(scenario.model.weights).is_file():
             raise HalpError(f"model.weights: file {scenario.model.weights} does not exist")
+        if isinstance(scenario.method, ErlMethod) and not scenario.resolve(scenario.method.policy).is_file():
+            raise HalpError(f"method.policy: file {scenario.method.policy} does not exist; "
+                            "train one with `halp train`")
     except ScenarioError:
         raise
     except HalpError as exc:

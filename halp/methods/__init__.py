@@ -7,6 +7,7 @@ builds what every planner needs from a scenario (model, graph, cluster, latency 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from torch import nn
 
@@ -58,6 +59,10 @@ def plan_for(method: object, graph: ModelGraph, cluster: Cluster, latency: Laten
     elif name == "offload":
         result = offload.plan(graph, cluster, latency, model, cut=method.cut,
                               device=method.device)
+    elif name == "erl":
+        from halp.methods import erl
+
+        result = erl.plan(graph, cluster, latency, model, Path(method.policy))
     else:
         raise PlanError(f"no planner for method {name!r}")
     validate(result, graph)
@@ -66,4 +71,7 @@ def plan_for(method: object, graph: ModelGraph, cluster: Cluster, latency: Laten
 
 def make_plan(scenario: Scenario, prepared: Prepared | None = None) -> Plan:
     p = prepared or prepare(scenario)
-    return plan_for(scenario.method, p.graph, p.cluster, p.latency, p.spec.variant)
+    method = scenario.method
+    if method.name == "erl":  # the policy file is named relative to the scenario
+        method = method.model_copy(update={"policy": str(scenario.resolve(method.policy))})
+    return plan_for(method, p.graph, p.cluster, p.latency, p.spec.variant)
