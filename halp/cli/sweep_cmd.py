@@ -1,0 +1,308 @@
+"""`halp sweep SCENARIO --set network.bandwidth=10Mbps,50Mbps --set method.name=halp,modnn`.
+
+Every `--set` with several comma-separated values is a sweep axis; a `--set` with one value is a
+plain override (the same key given twice: the last wins). The grid is the cartesian product of
+the axes, each point simulated in its own worker process (`--jobs`, default one per core; or on
+a Ray cluster with `--ray ADDRESS`, if Ray is installed). Writes `sweep.csv` and `sweep.png`
+(mean latency and speedup against the first axis, one line per combination of the others).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import multiprocessing
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+from halp import units
+from halp.cli.common import parse_override, print_json
+from halp.errors import HalpError, ScenarioError
+from halp.scenario import Scenario, load_scenario
+
+DYNAMIC = ("select",)  # methods whose policy prepares its own models
+METRICS = ["requests", "mean_s", "p50_s", "p95_s", "max_s", "single_request_s",
+           "standalone_latency_s", "speedup", "deadline_hit_rate", "error"]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="simulate a grid of scenario variants in parallel")
+    p.add_argument("scenario", help="scenario YAML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=V1,V2",
+                   help="a sweep axis (several values) or an override (one value)")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help="worker processes (default: one per core)")
+    p.add_argument("--ray", metavar="ADDRESS", help="run the points on a Ray cluster (pip install ray)")
+    p.add_argument("--out", type=Path, help="output folder (default runs/sweep-<name>-<time>)")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.set_defaults(func=run)
+
+
+# ---- the grid -----------------------------------------------------------------------------
+def split_values(text: str) -> list[str]:
+    """Split on commas outside brackets: `1,2` -> ['1', '2']; `[3,3],[4,4]` -> two lists."""
+    parts, depth, current = [], 0, ""
+    for ch in text:
+        if ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    parts.append(current)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def axes_of(overrides: list[str]) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """(fixed overrides, sweep axes) from the `--set` texts, values parsed as YAML."""
+    fixed: dict[str, Any] = {}
+    axes: dict[str, list[Any]] = {}
+    for text in overrides:
+        key, _ = parse_override(text)
+        values = [parse_override(f"{key}={v}")[1] for v in split_values(text.partition("=")[2])]
+        if not values:
+            raise ScenarioError(f"--set {text!r}: no value")
+        fixed.pop(key, None)
+        axes.pop(key, None)
+        if len(values) == 1:
+            fixed[key] = values[0]
+        else:
+            axes[key] = values
+    return fixed, axes
+
+
+def grid(axes: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    keys = list(axes)
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*axes.values())]
+
+
+# ---- one point (runs in a worker process) -------------------------------------------------
+_PREPARED: dict[Any, Any] = {}
+
+
+def _prepared(scenario: Scenario):
+    """The model and graph built once per worker and model, the cluster of this point."""
+    from halp.latency.model import LatencyModel
+    from halp.methods import Prepared, prepare
+
+    spec = scenario.model_spec()
+    base = _PREPARED.get(spec)
+    if base is None:
+        base = _PREPARED[spec] = prepare(scenario)
+    cluster = scenario.cluster()
+    return Prepared(base.spec, base.model, base.graph, cluster, LatencyModel(cluster))
+
+
+def point(path: str, fixed: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """Simulate one grid point; a failure becomes the row's `error`."""
+    from halp.cli.run_cmd import execute, single_request_s, standalone_s
+    from halp.serving import StaticPolicy, policy_for
+
+    row: dict[str, Any] = {key: value for key, value in values.items()}
+    try:
+        scenario = load_scenario(path).with_values({**fixed, **values})
+        prepared = _prepared(scenario)
+        policy = (policy_for(scenario) if scenario.method.name in DYNAMIC
+                  else StaticPolicy(scenario, prepared))
+        report = execute(scenario, "sim", None, policy=policy,
+                         standalone=standalone_s(scenario, prepared))
+        lat = report["latency_s"]
+        row.update({"requests": report["requests"], "mean_s": lat["mean"], "p50_s": lat["p50"],
+                    "p95_s": lat["p95"], "max_s": lat["max"],
+                    "single_request_s": single_request_s(scenario, prepared),
+                    "standalone_latency_s": report["standalone_latency_s"],
+                    "speedup": report["speedup"], "deadline_hit_rate": report["deadline_hit_rate"],
+                    "error": ""})
+    except HalpError as exc:
+        row.update({m: None for m in METRICS})
+        row["error"] = str(exc)
+    return row
+
+
+# ---- running the grid ---------------------------------------------------------------------
+class Progress:
+    """A plain-text progress bar on stderr."""
+
+    def __init__(self, total: int, quiet: bool = False):
+        self.total, self.done, self.quiet = total, 0, quiet
+        self.tty = sys.stderr.isatty()
+        self.t0 = time.perf_counter()
+
+    def step(self) -> None:
+        self.done += 1
+        if self.quiet:
+            return
+        width = 30
+        filled = round(width * self.done / self.total)
+        bar = "#" * filled + "-" * (width - filled)
+        text = (f"sweep: [{bar}] {self.done}/{self.total} points, "
+                f"{time.perf_counter() - self.t0:.0f} s")
+        if self.tty:
+            end = "\n" if self.done == self.total else ""
+            print("\r" + text, end=end, file=sys.stderr, flush=True)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+
+def run_grid(path: str, fixed: dict[str, Any], points: list[dict[str, Any]], jobs: int,
+             ray_address: str | None = None, quiet: bool = False) -> list[dict[str, Any]]:
+    progress = Progress(len(points), quiet)
+    if ray_address:
+        return _run_ray(path, fixed, points, ray_address, progress)
+    if jobs <= 1 or len(points) == 1:
+        rows = []
+        for values in points:
+            rows.append(point(path, fixed, values))
+            progress.step()
+        return rows
+    results: list[dict[str, Any] | None] = [None] * len(points)
+    context = multiprocessing.get_context("spawn")  # no fork after torch has started threads
+    with ProcessPoolExecutor(max_workers=min(jobs, len(points)), mp_context=context) as pool:
+        futures = {pool.submit(point, path, fixed, values): i for i, values in enumerate(points)}
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            progress.step()
+    return [r for r in results if r is not None]
+
+
+def _run_ray(path: str, fixed: dict[str, Any], points: list[dict[str, Any]], address: str,
+             progress: Progress) -> list[dict[str, Any]]:
+    try:
+        import ray  # type: ignore[import-not-found]
+    except ImportError:
+        raise HalpError("--ray needs Ray, which is not installed: pip install ray "
+                        "(or leave out --ray to use local worker processes)") from None
+    ray.init(address=address)
+    remote = ray.remote(point)
+    refs = [remote.remote(path, fixed, values) for values in points]
+    order = {ref: i for i, ref in enumerate(refs)}
+    results: list[dict[str, Any] | None] = [None] * len(points)
+    pending = list(refs)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        results[order[ready[0]]] = ray.get(ready[0])
+        progress.step()
+    return [r for r in results if r is not None]
+
+
+# ---- output -------------------------------------------------------------------------------
+def numeric(value: Any) -> float | None:
+    """A number to plot for an axis value: plain numbers, bandwidths, durations."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    for parse in (units.bandwidth_bps, units.duration_s):
+        try:
+            return parse(value)
+        except HalpError:
+            continue
+    return None
+
+
+def _parses(parse, value: Any) -> bool:
+    try:
+        parse(value)
+    except HalpError:
+        return False
+    return True
+
+
+def write_csv(rows: list[dict[str, Any]], keys: list[str], path: Path) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[*keys, *METRICS])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: row.get(k) for k in [*keys, *METRICS]})
+
+
+def plot(rows: list[dict[str, Any]], keys: list[str], path: Path, title: str) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x_key, others = keys[0], keys[1:]
+    xs = [numeric(r[x_key]) for r in rows]
+    is_numeric = all(x is not None for x in xs)
+    labels = list(dict.fromkeys(str(r[x_key]) for r in rows))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    lines: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        lines.setdefault(tuple(str(r[k]) for k in others), []).append(r)
+    for combo, members in lines.items():
+        members = [m for m in members if m.get("mean_s") is not None]
+        if not members:
+            continue
+        if is_numeric:
+            x = [numeric(m[x_key]) for m in members]
+        else:
+            x = [labels.index(str(m[x_key])) for m in members]
+        label = ", ".join(f"{k}={v}" for k, v in zip(others, combo, strict=True))
+        ax1.plot(x, [m["mean_s"] * 1e3 for m in members], marker="o", label=label or None)
+        ax2.plot(x, [m["speedup"] or float("nan") for m in members], marker="o",
+                 label=label or None)
+    numbers = [x for x in xs if x is not None]
+    unit = ""
+    if is_numeric and isinstance(rows[0][x_key], str):
+        unit = " (bit/s)" if _parses(units.bandwidth_bps, rows[0][x_key]) else " (s)"
+    means = [r["mean_s"] for r in rows if r.get("mean_s")]
+    if means and max(means) / min(means) > 20:
+        ax1.set_yscale("log")
+    for ax in (ax1, ax2):
+        ax.set_xlabel(x_key + unit)
+        ax.grid(alpha=0.3)
+        if is_numeric and numbers and min(numbers) > 0 and max(numbers) / min(numbers) >= 10:
+            ax.set_xscale("log")
+        if not is_numeric:
+            ax.set_xticks(range(len(labels)), labels)
+    ax1.set_ylabel("mean latency (ms)")
+    ax2.set_ylabel("speedup against stand-alone")
+    ax2.axhline(1.0, color="grey", linewidth=0.8)
+    if others:
+        ax1.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    path = str(Path(args.scenario).resolve())
+    scenario = load_scenario(path)
+    fixed, axes = axes_of(args.overrides)
+    if not axes:
+        raise HalpError("nothing to sweep: give --set KEY=V1,V2,... with several values "
+                        "(for one run use `halp run`)")
+    points = grid(axes)
+    for values in points[:1]:  # a bad key or value fails here, before any worker starts
+        scenario.with_values({**fixed, **values})
+    out = args.out or Path("runs") / f"sweep-{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    rows = run_grid(path, fixed, points, args.jobs, args.ray, quiet=args.json)
+    out.mkdir(parents=True, exist_ok=True)
+    keys = list(axes)
+    write_csv(rows, keys, out / "sweep.csv")
+    plot(rows, keys, out / "sweep.png", f"{scenario.name}: sweep of {', '.join(keys)}")
+    failed = [r for r in rows if r.get("error")]
+    if args.json:
+        print_json({"scenario": scenario.name, "axes": axes, "fixed": fixed, "rows": rows,
+                    "out": str(out)})
+    else:
+        wheres = ["  ".join(f"{k}={r[k]}" for k in keys) for r in rows]
+        width = max(len(w) for w in wheres)
+        for where, r in zip(wheres, rows, strict=True):
+            result = (f"failed: {r['error']}" if r.get("error") else
+                      f"mean {r['mean_s'] * 1e3:9.1f} ms  speedup {r['speedup'] or 0:5.2f}x")
+            print(f"{where:<{width}}  {result}")
+        print(f"wrote {out / 'sweep.csv'} and {out / 'sweep.png'}")
+    if failed and len(failed) == len(rows):
+        raise HalpError(f"every point failed; the first: {failed[0]['error']}")
+    return 0

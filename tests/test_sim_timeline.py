@@ -1,0 +1,170 @@
+"""Hand-computed timelines: tiny plans on two or three devices, every start and end exact.
+
+Times come from the round numbers of `sim_cases.PROFILE`: a conv-relu-conv-relu op costs
+1 + 10 + 10 = 21 ms at speed 1, the tail (pool, flatten, linear) 1 + 2 + 3 = 6 ms; a gather of
+the 512-byte map 0.512 ms; a message 0.5 ms + bytes x 8 / bandwidth + delay.
+"""
+
+from __future__ import annotations
+
+import pytest
+from sim_cases import cluster, tiny_graph
+
+from halp.methods.common import PlanBuilder
+from halp.network import BandwidthTrace
+from halp.plan import Plan, validate
+from sim.backend import simulate_trace
+
+EXACT = 1e-9
+
+
+def split_plan(graph) -> Plan:
+    """Host h keeps output rows [0,4) at boundary 4, secondary s computes rows [4,8) from input
+    rows [2,8) (its halo), sends them back; h stitches and runs the tail."""
+    b = PlanBuilder(graph, "hand", "tiny", "h", ["h", "s"])
+    source = b.input()
+    t1 = b.transfer("h", "s", 0, graph.rows_needed(0, 4, graph.rows(4, 4, 8)), [source])
+    c2 = b.compute("s", 0, 4, graph.rows(4, 4, 8), [t1])
+    c3 = b.compute("h", 0, 4, graph.rows(4, 0, 4), [source])
+    t4 = b.transfer("s", "h", 4, graph.rows(4, 4, 8), [c2])
+    g5 = b.gather("h", 4, graph.full(4), [c3, t4])
+    plan = b.build(b.compute("h", 4, 7, graph.full(7), [g5]))
+    validate(plan, graph)
+    assert [op.id for op in plan.ops] == ["in", "t1", "c2", "c3", "t4", "g5", "c6"]
+    return plan
+
+
+def times(trace, request: int = 0) -> dict[str, tuple[float, float]]:
+    return {r.op: (r.start, r.end) for r in trace.ops if r.request == request}
+
+
+def assert_times(got: dict[str, tuple[float, float]], want: dict[str, tuple[float, float]]) -> None:
+    for op, (start, end) in want.items():
+        assert got[op][0] == pytest.approx(start, abs=EXACT), f"{op} start"
+        assert got[op][1] == pytest.approx(end, abs=EXACT), f"{op} end"
+
+
+def test_one_request_on_two_devices(tmp_path):
+    # Prepare: 1 Mbps star, 2 ms delay; s is twice as fast as h.
+    graph = tiny_graph()
+    plan = split_plan(graph)
+    c = cluster(tmp_path, {"h": 1.0, "s": 2.0}, 1e6, delay_s=0.002)
+    # Execute
+    trace = simulate_trace(c, graph, plan, [0.0])
+    # Assert: t1 carries 192 B (rows 2..8 of 1x8x8), t4 256 B (rows 4..8 of 2x8x8).
+    assert_times(times(trace), {
+        "in": (0.0, 0.0),
+        "t1": (0.0, 0.0005 + 192 * 8 / 1e6 + 0.002),              # 0.004036
+        "c3": (0.0, 0.021),                                        # h computes while it sends
+        "c2": (0.004036, 0.004036 + 0.021 / 2),                    # 0.014536
+        "t4": (0.014536, 0.014536 + 0.0005 + 256 * 8 / 1e6 + 0.002),  # 0.019084
+        "g5": (0.021, 0.021 + 512e-6),                             # after c3, in plan order
+        "c6": (0.021512, 0.027512),
+    })
+    assert trace.requests[0].latency == pytest.approx(0.027512, abs=EXACT)
+    assert {r.op: r.resource for r in trace.ops}["t4"] == "s->h"
+    assert sum(r.bytes for r in trace.ops) == 192 + 256
+
+
+def test_requests_queue_in_order_on_each_device(tmp_path):
+    # Prepare: a second request arrives at 10 ms, while the first is still running.
+    graph = tiny_graph()
+    plan = split_plan(graph)
+    c = cluster(tmp_path, {"h": 1.0, "s": 2.0}, 1e6, delay_s=0.002)
+    # Execute
+    trace = simulate_trace(c, graph, plan, [0.0, 0.010])
+    # Assert: request 1's ops wait for request 0's on the same device (FIFO), even though
+    # request 1's c3 has its input long before h is done with request 0's g5 and c6.
+    assert_times(times(trace, 0), {"c6": (0.021512, 0.027512)})
+    assert_times(times(trace, 1), {
+        "in": (0.010, 0.010),
+        "t1": (0.010, 0.014036),       # h's sender is free again
+        "c2": (0.014536, 0.025036),    # s finishes request 0's c2 first
+        "t4": (0.025036, 0.029584),
+        "c3": (0.027512, 0.048512),    # after request 0's c3, g5 and c6 on h
+        "g5": (0.048512, 0.049024),
+        "c6": (0.049024, 0.055024),
+    })
+    assert trace.requests[1].latency == pytest.approx(0.045024, abs=EXACT)
+
+
+def test_a_transfer_across_a_bandwidth_step_takes_the_integrated_time(tmp_path):
+    # Prepare: s's link runs at 1 Mbps until 2 ms, then at 0.5 Mbps.
+    graph = tiny_graph()
+    plan = split_plan(graph)
+    step = BandwidthTrace((0.0, 0.002), (1e6, 0.5e6))
+    c = cluster(tmp_path, {"h": 1.0, "s": 2.0}, 1e6, delay_s=0.002, traces={"s": step})
+    # Execute
+    trace = simulate_trace(c, graph, plan, [0.0])
+    # Assert: t1's 1536 bits start after the 0.5 ms overhead: 1500 bits at 1 Mbps up to the
+    # step, the last 36 at 0.5 Mbps (72 us); t4 runs wholly at 0.5 Mbps.
+    t1_end = 0.002 + 36 / 0.5e6 + 0.002
+    t4_start = t1_end + 0.0105
+    t4_end = t4_start + 0.0005 + 2048 / 0.5e6 + 0.002
+    assert_times(times(trace), {
+        "t1": (0.0, t1_end), "c2": (t1_end, t4_start), "t4": (t4_start, t4_end),
+        "g5": (t4_end, t4_end + 512e-6), "c6": (t4_end + 512e-6, t4_end + 512e-6 + 0.006),
+    })
+
+
+def three_device_plan(graph) -> Plan:
+    """a computes output rows [4,8) and b rows [0,4); the host only sends and stitches."""
+    b = PlanBuilder(graph, "hand", "tiny", "h", ["h", "a", "b"])
+    source = b.input()
+    t1 = b.transfer("h", "a", 0, graph.rows_needed(0, 4, graph.rows(4, 4, 8)), [source])
+    t2 = b.transfer("h", "b", 0, graph.rows_needed(0, 4, graph.rows(4, 0, 4)), [source])
+    c3 = b.compute("a", 0, 4, graph.rows(4, 4, 8), [t1])
+    c4 = b.compute("b", 0, 4, graph.rows(4, 0, 4), [t2])
+    t5 = b.transfer("a", "h", 4, graph.rows(4, 4, 8), [c3])
+    t6 = b.transfer("b", "h", 4, graph.rows(4, 0, 4), [c4])
+    g7 = b.gather("h", 4, graph.full(4), [t5, t6])
+    plan = b.build(b.compute("h", 4, 7, graph.full(7), [g7]))
+    validate(plan, graph)
+    return plan
+
+
+@pytest.mark.parametrize("network, t5", [
+    ("star", (0.002246, 0.002246 + 0.002548)),   # a's uplink is free: t5 overlaps t2
+    ("shared", (0.004072, 0.004072 + 0.002548)),  # the one channel carries t2 first
+])
+def test_star_links_are_separate_and_a_shared_channel_is_not(tmp_path, network, t5):
+    # Prepare: a is 100 times faster, so its result is ready while h still sends to b.
+    graph = tiny_graph()
+    plan = three_device_plan(graph)
+    c = cluster(tmp_path, {"h": 1.0, "a": 100.0, "b": 1.0}, 1e6, network=network)
+    # Execute
+    trace = simulate_trace(c, graph, plan, [0.0])
+    # Assert
+    assert_times(times(trace), {
+        "t1": (0.0, 0.002036), "t2": (0.002036, 0.004072), "c3": (0.002036, 0.002246),
+        "t5": t5, "c4": (0.004072, 0.025072), "t6": (0.025072, 0.027620),
+        "g7": (0.027620, 0.028132), "c8": (0.028132, 0.034132),
+    })
+    resources = {r.op: r.resource for r in trace.ops}
+    assert resources["t5"] == ("channel" if network == "shared" else "a->h")
+
+
+def test_a_transfer_between_secondaries_holds_both_their_links(tmp_path):
+    # Prepare: a forwards its map straight to b; h is sending b the input at the same time.
+    graph = tiny_graph()
+    b = PlanBuilder(graph, "hand", "tiny", "h", ["h", "a", "b"])
+    source = b.input()
+    t1 = b.transfer("h", "a", 0, graph.full(0), [source])
+    c2 = b.compute("a", 0, 4, graph.full(4), [t1])
+    t3 = b.transfer("a", "b", 4, graph.full(4), [c2])
+    b.transfer("h", "b", 0, graph.full(0), [source])  # t4: occupies h->b
+    c5 = b.compute("b", 4, 7, graph.full(7), [t3])
+    plan = b.build(b.transfer("b", "h", 7, graph.full(7), [c5]))
+    validate(plan, graph)
+    c = cluster(tmp_path, {"h": 1.0, "a": 100.0, "b": 1.0}, {"a": 1e6, "b": 0.5e6})
+    # Execute
+    trace = simulate_trace(c, graph, plan, [0.0])
+    # Assert: t3 is ready at 2.758 ms but waits for h->b until t4 ends, then runs at the
+    # slower of the two links (0.5 Mbps).
+    t3_start = 0.002548 + 0.0005 + 2048 / 0.5e6
+    t3_end = t3_start + 0.0005 + 4096 / 0.5e6
+    assert_times(times(trace), {
+        "t1": (0.0, 0.002548), "c2": (0.002548, 0.002758), "t4": (0.002548, t3_start),
+        "t3": (t3_start, t3_end), "c5": (t3_end, t3_end + 0.006),
+        "t6": (t3_end + 0.006, t3_end + 0.006 + 0.0005 + 96 / 0.5e6),
+    })
