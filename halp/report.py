@@ -92,6 +92,23 @@ def summarise(trace: Trace, standalone_s: float | None = None) -> dict[str, Any]
         "span_s": t1 - t0,
         "utilisation": utilisation(trace),
         "bytes_sent": sum(r.bytes for r in trace.ops if r.kind == "transfer"),
+        **served_models(trace),
+    }
+
+
+def served_models(trace: Trace) -> dict[str, Any]:
+    """Which model variants served the requests, their mean top-1 accuracy, and how far the
+    latency predicted at choice time was from the latency the request took."""
+    choices: dict[str, int] = {}
+    for r in trace.requests:
+        choices[r.model] = choices.get(r.model, 0) + 1
+    accuracies = [r.top1 for r in trace.requests if r.top1 is not None]
+    errors = [abs(r.predicted_s - r.latency) / r.latency for r in trace.requests
+              if r.predicted_s is not None and r.latency > 0]
+    return {
+        "choices": choices,
+        "mean_top1": sum(accuracies) / len(accuracies) if accuracies else None,
+        "prediction_error_mean": sum(errors) / len(errors) if errors else None,
     }
 
 

@@ -203,6 +203,9 @@ class SelectMethod(Strict):
     # e.g. ["1.0_224", "0.5_160"] (quoted: YAML reads 0.5_160 as a number); all 16 when absent
     variants: list[Annotated[str, BeforeValidator(_variant_name)]] | None = None
     window: int = Field(8, ge=1, le=1000)  # transfers per link the bandwidth estimate averages
+    # Observations older than this are forgotten, so a link that has gone quiet (the chosen
+    # variant stopped using it) is assumed back at its nominal rate and gets probed again.
+    horizon: Duration = 10.0
     bucket: float = Field(1.1, gt=1.0, le=4.0)  # bandwidths within this ratio share cached plans
 
     @model_validator(mode="after")

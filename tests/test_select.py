@@ -107,3 +107,10 @@ def test_generators_are_reproducible_and_seed_dependent():
 def test_variant_names_round_trip():
     for v in known_variants():
         assert spec_of(v).variant == v
+
+
+def test_estimator_forgets_a_quiet_link():
+    est = BandwidthEstimator({"b": 50e6}, 0.0, window=4, horizon_s=10.0)
+    slow = [Observation(t, "b", 100_000, 100_000 * 8 / 5e6) for t in (1.0, 2.0, 3.0)]
+    assert est.estimate(slow, now_s=5.0)["b"] == pytest.approx(5e6)
+    assert est.estimate(slow, now_s=20.0)["b"] == 50e6  # nothing recent: back to nominal

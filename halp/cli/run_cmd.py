@@ -26,7 +26,7 @@ from halp.serving import Policy, policy_for
 from halp.trace import CHROME_FILE, TraceWriter, chrome_trace
 
 SUMMARY_KEYS = ("method", "backend", "requests", "latency_s", "standalone_latency_s", "speedup",
-                "deadline_hit_rate")
+                "deadline_hit_rate", "mean_top1", "choices", "prediction_error_mean")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -127,6 +127,12 @@ def describe(report: dict[str, Any]) -> list[str]:
     if report["deadline_hit_rate"] is not None:
         line += f", deadline met by {report['deadline_hit_rate']:.0%} of requests"
     lines.append(line)
+    if len(report["choices"]) > 1 or report.get("mean_top1") is not None:
+        counts = ", ".join(f"{v} x{n}" for v, n in sorted(report["choices"].items(), key=lambda x: -x[1]))
+        top1 = f"{report['mean_top1']:.1f}%" if report["mean_top1"] is not None else "-"
+        error = report["prediction_error_mean"]
+        lines.append(f"  models served: {counts}; mean top-1 {top1}"
+                     + (f"; predicted latency off by {error:.0%} on average" if error is not None else ""))
     return lines
 
 

@@ -28,18 +28,23 @@ MOBILENET_VARIANTS = [v for v in known_variants() if v != "vgg16"]
 class BandwidthEstimator:
     """Per link: the bits of the last `window` transfers over the time they took on the wire
     (their per-message overhead and delay taken off). That is the time-weighted mean rate, so
-    one tiny transfer cannot swing it. Until a link has been observed, its nominal rate holds."""
+    one tiny transfer cannot swing it. A link not observed within `horizon_s` is taken at its
+    nominal rate: optimistic, so a quiet link is tried, and so measured, again."""
 
-    def __init__(self, nominal_bps: dict[str, float], fixed_s: float, window: int):
+    def __init__(self, nominal_bps: dict[str, float], fixed_s: float, window: int,
+                 horizon_s: float = float("inf")):
         self.nominal = dict(nominal_bps)
         self.fixed_s = fixed_s
         self.window = window
+        self.horizon_s = horizon_s
 
-    def estimate(self, observed: list[Observation]) -> dict[str, float]:
+    def estimate(self, observed: list[Observation], now_s: float = float("inf")) -> dict[str, float]:
         bits: dict[str, float] = {}
         seconds: dict[str, float] = {}
         counts: dict[str, int] = {}
         for obs in reversed(observed):
+            if obs.time_s < now_s - self.horizon_s:
+                break  # observations arrive in time order: the rest are older still
             if obs.link not in self.nominal or counts.get(obs.link, 0) >= self.window:
                 continue
             wire = obs.duration_s - self.fixed_s
@@ -82,7 +87,8 @@ class SelectPolicy:
         self.prepared = {v: prepare(scenario, spec_of(v, scenario.seed), self.cluster) for v in self.variants}
         latency = LatencyModel(self.cluster)
         self.estimator = BandwidthEstimator(self.cluster.bandwidth_bps,
-                                            latency.message_s() + self.cluster.delay_s, method.window)
+                                            latency.message_s() + self.cluster.delay_s, method.window,
+                                            method.horizon)
         self.base = _base_config(method.base)
         self.cuts: dict[str, list[int] | None] = {}
         self.cache: dict[tuple, list[Candidate]] = {}
@@ -109,7 +115,7 @@ class SelectPolicy:
         return self.cache[key]
 
     def serve(self, request: int, now_s: float, observed: list[Observation]) -> Served:
-        bandwidth = self.estimator.estimate(observed)
+        bandwidth = self.estimator.estimate(observed, now_s)
         pick = choose(self.candidates(bandwidth), self.deadline_s)
         return Served(pick.plan, pick.prepared, predicted_s=pick.predicted_s, top1=pick.top1,
                       extra={"variant": pick.variant, "bandwidth_estimate_bps": bandwidth})
