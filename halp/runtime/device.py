@@ -1,0 +1,252 @@
+"""What every device does with a plan, whatever carries the bytes: host and workers share it.
+
+A device runs its Compute and Gather ops one at a time in plan order (`run_compute_ops`, on
+its compute thread), and prepares its outgoing Transfers in plan order as soon as each one's
+input block exists (`send_ops`, on its sender thread). Blocks live in a `BlockStore` keyed by
+(request, op id); a thread that needs a block waits on the store, and a failure anywhere wakes
+every waiter. The compute step itself is `halp.model.slicing.run_region`: no sockets here.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+from halp.errors import BackendError
+from halp.model.graph import ModelGraph, Region
+from halp.model.slicing import assemble, crop, run_region
+from halp.model.zoo import ModelSpec
+from halp.plan import Compute, Gather, Plan, Transfer, reads
+
+Block = tuple[Region, torch.Tensor]
+
+
+class Aborted(BackendError):
+    """The run this work belonged to failed or was reset."""
+
+
+class BlockStore:
+    """Blocks by (request, op id), with the time each appeared, and waiting with failure."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._blocks: dict[tuple[int, str], Block] = {}
+        self._times: dict[tuple[int, str], float] = {}
+        self._failure: str | None = None
+        self.generation = 0
+
+    def put(self, request: int, op: str, block: Block, at: float | None = None,
+            generation: int | None = None) -> float:
+        """Store a block; a block of an older generation (a reset run) is dropped."""
+        at = time.perf_counter() if at is None else at
+        with self._cond:
+            if generation is not None and generation != self.generation:
+                return at
+            self._blocks[(request, op)] = block
+            self._times[(request, op)] = at
+            self._cond.notify_all()
+        return at
+
+    def has(self, request: int, op: str) -> bool:
+        with self._cond:
+            return (request, op) in self._blocks
+
+    def time_of(self, request: int, op: str) -> float:
+        with self._cond:
+            return self._times[(request, op)]
+
+    def wait(self, request: int, ops: tuple[str, ...] | list[str], generation: int | None = None,
+             deadline: float | None = None, what: str = "") -> list[Block]:
+        """The blocks `ops` of `request`, once they all exist."""
+        keys = [(request, op) for op in ops]
+        with self._cond:
+            while True:
+                self._check(generation)
+                if all(k in self._blocks for k in keys):
+                    return [self._blocks[k] for k in keys]
+                left = None if deadline is None else deadline - time.perf_counter()
+                if left is not None and left <= 0:
+                    missing = [k[1] for k in keys if k not in self._blocks]
+                    raise BackendError(f"request {request}: {what or 'an op'} waited too long "
+                                       f"for {', '.join(missing)}")
+                self._cond.wait(0.5 if left is None else min(left, 0.5))
+
+    def _check(self, generation: int | None) -> None:
+        if self._failure is not None:
+            raise Aborted(self._failure)
+        if generation is not None and generation != self.generation:
+            raise Aborted("the run was reset")
+
+    def fail(self, message: str) -> None:
+        with self._cond:
+            if self._failure is None:
+                self._failure = message
+            self._cond.notify_all()
+
+    @property
+    def failure(self) -> str | None:
+        return self._failure
+
+    def drop(self, request: int) -> None:
+        with self._cond:
+            for key in [k for k in self._blocks if k[0] == request]:
+                del self._blocks[key]
+                self._times.pop(key, None)
+
+    def reset(self) -> int:
+        """Forget everything and any failure; waiters of older generations abort."""
+        with self._cond:
+            self._blocks.clear()
+            self._times.clear()
+            self._failure = None
+            self.generation += 1
+            self._cond.notify_all()
+            return self.generation
+
+
+class Mailbox:
+    """A queue that wakes a ZeroMQ poll loop: put from any thread, drain in the I/O thread."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+
+    def fileno(self) -> int:
+        return self._read
+
+    def put(self, item: Any) -> None:
+        self._queue.put(item)
+        try:
+            os.write(self._write, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full of wake-ups already
+        except OSError as exc:
+            if exc.errno != errno.EBADF:
+                raise
+
+    def drain(self) -> Iterator[Any]:
+        try:
+            while os.read(self._read, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                yield self._queue.get_nowait()
+            except queue.Empty:
+                return
+
+    def close(self) -> None:
+        for fd in (self._read, self._write):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+# ---- what a device does with its ops --------------------------------------------------------
+def compute_ops(plan: Plan, device: str) -> list[Compute | Gather]:
+    return [op for op in plan.ops if isinstance(op, Compute | Gather) and op.device == device]
+
+
+def sends_of(plan: Plan, device: str) -> list[Transfer]:
+    return [op for op in plan.ops if isinstance(op, Transfer) and op.src == device]
+
+
+def receives_of(plan: Plan, device: str) -> list[Transfer]:
+    return [op for op in plan.ops if isinstance(op, Transfer) and op.dst == device]
+
+
+def involved(plan: Plan, device: str) -> bool:
+    return bool(compute_ops(plan, device) or sends_of(plan, device) or receives_of(plan, device))
+
+
+def run_op(op: Compute | Gather, graph: ModelGraph, pieces: list[Block]) -> Block:
+    """Compute or stitch one op's block from its input blocks (exactly as `halp.execute`)."""
+    where = reads(op, graph)
+    assert where is not None
+    need = where[2]
+    data = assemble(need, pieces)
+    if isinstance(op, Compute):
+        return op.out, run_region(graph, op.start, op.stop, data, need, op.out)
+    return op.region, data
+
+
+def run_compute_ops(plan: Plan, graph: ModelGraph, device: str, request: int, store: BlockStore,
+                    generation: int | None = None, deadline: float | None = None,
+                    ) -> list[tuple[str, float, float]]:
+    """Run `device`'s Compute and Gather ops of `plan` in plan order; (op, start, end) each."""
+    records = []
+    for op in compute_ops(plan, device):
+        pieces = store.wait(request, op.inputs, generation, deadline, what=f"{op.id} on {device}")
+        t0 = time.perf_counter()
+        block = run_op(op, graph, pieces)
+        t1 = store.put(request, op.id, block, generation=generation)
+        records.append((op.id, t0, t1))
+    return records
+
+
+def send_ops(plan: Plan, graph: ModelGraph, device: str, request: int, store: BlockStore,
+             send: Callable[[Transfer, Block], None], generation: int | None = None,
+             deadline: float | None = None) -> None:
+    """Hand each of `device`'s Transfers, in plan order, to `send` as soon as its input exists."""
+    for op in sends_of(plan, device):
+        pieces = store.wait(request, op.inputs, generation, deadline, what=f"{op.id} on {device}")
+        where = reads(op, graph)
+        assert where is not None
+        need = where[2]
+        data = crop(assemble(need, pieces), need, op.region).contiguous()
+        send(op, (op.region, data))
+
+
+def check_block(plan: Plan, graph: ModelGraph, op_id: str, device: str, region: Region | None,
+                tensor: torch.Tensor | None) -> Transfer:
+    """The Transfer a received block claims to be, after checking that it fits the plan."""
+    try:
+        op = plan.op(op_id)
+    except KeyError:
+        raise BackendError(f"block for unknown op {op_id!r}") from None
+    if not isinstance(op, Transfer) or op.dst != device:
+        raise BackendError(f"block {op_id} is not a transfer to {device}")
+    if region != op.region or tensor is None:
+        raise BackendError(f"block {op_id} holds {region}, the plan says {op.region}")
+    shape = graph.shape(op.boundary)
+    if tensor.dim() == 4:
+        ok = len(shape) == 3 and tuple(tensor.shape[1:]) == (shape[0], op.region.rows.size,
+                                                             op.region.cols.size)
+    else:
+        ok = tensor.dim() == 2 and tensor.shape[1] == int(torch.Size(shape).numel())
+    if not ok or tensor.dtype != torch.float32:
+        raise BackendError(f"block {op_id} has shape {tuple(tensor.shape)} {tensor.dtype}, which "
+                           f"does not fit {op.region} of a map {shape}")
+    return op
+
+
+# ---- model specs on the wire ----------------------------------------------------------------
+def spec_to_dict(spec: ModelSpec) -> dict[str, Any]:
+    return {"name": spec.name, "width": spec.width, "resolution": spec.resolution,
+            "seed": spec.seed, "weights": spec.weights, "factory": spec.factory,
+            "input_shape": list(spec.input_shape) if spec.input_shape else None}
+
+
+def spec_from_dict(data: Any) -> ModelSpec:
+    if not isinstance(data, dict):
+        raise BackendError("model spec is not a mapping")
+    try:
+        shape = data.get("input_shape")
+        return ModelSpec(name=str(data["name"]), width=float(data["width"]),
+                         resolution=int(data["resolution"]), seed=int(data["seed"]),
+                         weights=str(data["weights"]) if data.get("weights") else None,
+                         factory=str(data["factory"]) if data.get("factory") else None,
+                         input_shape=tuple(int(x) for x in shape) if shape else None)  # type: ignore[arg-type]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BackendError(f"bad model spec: {exc}") from None

@@ -1,0 +1,609 @@
+"""The worker: one long-lived process per secondary device, serving run after run.
+
+It listens on a ROUTER socket. A host proves the shared token in a nonce handshake (see
+`halp.runtime.auth`), names the device this worker plays, and sends the model spec; the worker
+builds the model (the same seed gives the same weights) and answers with `model_digest`, so the
+host can check that both hold identical numbers. The host then installs plans (PLAN) and, per
+request, says which plan runs (START) and sends blocks (DATA).
+
+Three threads, as on the host: the I/O thread (the caller of `serve`) owns every socket,
+answers pings at once, stamps arrivals and sends; the compute thread runs this device's Compute
+and Gather ops in plan order (`halp.runtime.device.run_compute_ops`, whose step is `run_region`);
+the sender thread prepares this device's Transfers in plan order as soon as their inputs exist.
+When a request is done here (ops computed, blocks sent, every block for it received) the worker
+sends a REPORT with the times on its own `perf_counter` clock.
+
+Anything that fails to decode, to verify or to fit the plan is logged and dropped; the worker
+keeps serving. A new host HELLO, RESET or BYE drops the requests in flight; the models stay
+built for the next run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import zmq
+
+from halp import __version__
+from halp.errors import HalpError, PlanError
+from halp.model.graph import ModelGraph
+from halp.model.zoo import ModelSpec, build_model, model_digest
+from halp.plan import Plan, Transfer, validate
+from halp.runtime import auth
+from halp.runtime.clock import clock_identity
+from halp.runtime.device import (
+    Aborted,
+    Block,
+    BlockStore,
+    Mailbox,
+    check_block,
+    compute_ops,
+    receives_of,
+    run_compute_ops,
+    send_ops,
+    sends_of,
+    spec_from_dict,
+)
+from halp.runtime.wire import (
+    MAX_HEADER_BYTES,
+    MAX_PAYLOAD_BYTES,
+    AuthError,
+    KeyKind,
+    Message,
+    MsgType,
+    WireError,
+    decode,
+    encode,
+)
+
+MAX_PENDING_NONCES = 64
+MAX_MODELS = 16
+POLL_MS = 100
+
+
+def listen_address(text: str) -> str:
+    """`tcp://HOST:PORT` from `HOST:PORT`, `:PORT` or a full ZeroMQ address; port 0 = any."""
+    if "://" not in text:
+        text = "tcp://" + (text if not text.startswith(":") else "*" + text)
+    if text.startswith("tcp://") and text.endswith(":0"):
+        text = text[:-2] + ":*"
+    return text
+
+
+def configure(sock: zmq.Socket) -> None:
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, max(MAX_PAYLOAD_BYTES, MAX_HEADER_BYTES) + 4096)
+
+
+@dataclass
+class Session:
+    """The host this worker serves now, over two connections: `identity` (handshake, plans,
+    blocks) and `control` (pings only, so they never queue behind a block)."""
+
+    identity: bytes
+    control: bytes
+    key: bytes
+    run: str  # the run nonce
+    device: str  # the name this worker plays in the scenario
+    host: str
+    peers: dict[str, str]
+    guards: dict[bytes, auth.ReplayGuard] = field(default_factory=dict)
+    seqs: dict[bytes, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for identity in (self.identity, self.control):
+            self.guards[identity] = auth.ReplayGuard()
+            self.seqs[identity] = 0
+
+
+@dataclass
+class Installed:
+    plan: Plan
+    graph: ModelGraph
+
+
+@dataclass
+class PeerOut:
+    socket: zmq.Socket
+    key: bytes
+    seq: int = 0
+
+
+@dataclass
+class RequestState:
+    plan_id: int
+    expect: set[str]  # transfers to this device not yet arrived
+    compute_left: bool
+    sends_left: bool
+    records: list[tuple[str, float, float]] = field(default_factory=list)
+    arrived: dict[str, float] = field(default_factory=dict)
+    sent: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return not (self.expect or self.compute_left or self.sends_left)
+
+
+class Worker:
+    """A device's worker. `serve()` runs until `stop` is set; `close()` frees everything."""
+
+    def __init__(self, listen: str, token: bytes, name: str | None = None, threads: int = 1,
+                 log: logging.Logger | None = None):
+        self.token, self.name = token, name
+        self.log = log or logging.getLogger("halp.worker")
+        self.ctx = zmq.Context()
+        self.router = self.ctx.socket(zmq.ROUTER)
+        configure(self.router)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        address = listen_address(listen)
+        try:
+            self.router.bind(address)
+        except zmq.ZMQError as exc:
+            self.router.close(0)
+            self.ctx.term()
+            raise HalpError(f"worker cannot listen on {address}: {exc}") from None
+        self.address = str(self.router.getsockopt_string(zmq.LAST_ENDPOINT))
+        torch.set_num_threads(threads)
+        self.mailbox = Mailbox()
+        self.store = BlockStore()
+        self.models: OrderedDict[ModelSpec, tuple[torch.nn.Module, ModelGraph, str]] = OrderedDict()
+        self.plans: dict[int, Installed] = {}
+        self.session: Session | None = None
+        self.pending: OrderedDict[bytes, str] = OrderedDict()
+        self.peers_out: dict[str, PeerOut] = {}
+        self.peer_guards: dict[str, auth.ReplayGuard] = {}
+        self.requests: dict[int, RequestState] = {}
+        self.finished: set[int] = set()  # requests of this run already reported
+        self.rejected = 0
+        self.clock = clock_identity()
+        self._compute_q: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._send_q: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._compute_loop, name="halp-compute"),
+                         threading.Thread(target=self._send_loop, name="halp-sender")]
+        for thread in self._threads:
+            thread.start()
+        self._closed = False
+
+    @property
+    def label(self) -> str:
+        return self.name or (self.session.device if self.session else "worker")
+
+    # ---- the I/O loop ---------------------------------------------------------------------
+    def serve(self, stop: threading.Event) -> None:
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        poller.register(self.mailbox.fileno(), zmq.POLLIN)
+        while not stop.is_set():
+            events = dict(poller.poll(POLL_MS))
+            if self.router in events:
+                for _ in range(64):
+                    try:
+                        frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    self._on_frames(frames, time.perf_counter())
+            if self.mailbox.fileno() in events:
+                for item in self.mailbox.drain():
+                    try:
+                        self._on_item(item)
+                    except Exception:  # a bug must not stop the worker
+                        self.log.exception("%s: internal error handling %s", self.label, item[0])
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.store.fail("the worker is stopping")
+        self._compute_q.put(None)
+        self._send_q.put(None)
+        for thread in self._threads:
+            thread.join()
+        self._close_peers()
+        self.router.close(0)
+        self.ctx.term()
+        self.mailbox.close()
+
+    def _reject(self, identity: bytes, why: str, reply: bool = False) -> None:
+        self.rejected += 1
+        self.log.warning("%s: rejected a message from connection %s: %s", self.label,
+                         identity.hex(), why)
+        if reply:
+            frames = encode(Message(MsgType.REJECT, sender=self.name or "", kind=KeyKind.NONE,
+                                    body={"reason": why[:200]}), None)
+            self._route(identity, frames)
+
+    def _route(self, identity: bytes, frames: list[Any]) -> bool:
+        try:
+            self.router.send_multipart([identity, *frames], copy=False)
+            return True
+        except zmq.ZMQError as exc:
+            self.log.warning("%s: cannot send to connection %s (%s)", self.label, identity.hex(), exc)
+            return False
+
+    def _on_frames(self, frames: list[Any], now: float) -> None:
+        if len(frames) < 2:
+            return
+        identity = frames[0].bytes
+        session = self.session if self.session and identity in self.session.guards else None
+
+        def key_for(kind: KeyKind, sender: str) -> bytes | None:
+            if kind == KeyKind.TOKEN:
+                return self.token
+            if kind == KeyKind.SESSION and session is not None:
+                return session.key
+            if kind == KeyKind.PEER and self.session and sender in self.session.peers:
+                return auth.peer_key(self.token, self.session.run, sender, self.session.device)
+            return None
+
+        try:
+            msg = decode(frames[1:], key_for)
+        except WireError as exc:
+            # Only a well-formed handshake signed with another token hears why (so that a host
+            # with the wrong token fails at once); garbage gets no answer.
+            handshake = isinstance(exc, AuthError) and _looks_like_handshake(frames[1])
+            self._reject(identity, str(exc), reply=handshake)
+            return
+        try:
+            if msg.kind == KeyKind.SESSION:
+                assert session is not None
+                session.guards[identity].check(msg.seq)
+            elif msg.kind == KeyKind.PEER:
+                self.peer_guards.setdefault(msg.sender, auth.ReplayGuard()).check(msg.seq)
+        except WireError as exc:
+            self._reject(identity, f"{msg.type.name}: {exc}")
+            return
+        try:
+            self._dispatch(identity, msg, now)
+        except (WireError, HalpError) as exc:
+            handshake = msg.type in (MsgType.NONCE_REQ, MsgType.HELLO)
+            self._reject(identity, f"{msg.type.name}: {exc}", reply=handshake)
+            if msg.type in (MsgType.DATA, MsgType.START) and msg.request is not None:
+                # Authentic but unusable: tell the host now rather than let it time out.
+                self._to_host(Message(MsgType.FAIL, request=msg.request,
+                                      body={"error": f"{msg.type.name} {msg.op or ''}: {exc}"}))
+        except Exception:
+            self.log.exception("%s: internal error handling %s", self.label, msg.type.name)
+
+    def _dispatch(self, identity: bytes, msg: Message, now: float) -> None:
+        t = msg.type
+        if t == MsgType.NONCE_REQ:
+            challenge = auth.check_nonce(msg.body.get("challenge"))
+            nonce = auth.new_nonce()
+            self.pending[identity] = nonce
+            while len(self.pending) > MAX_PENDING_NONCES:
+                self.pending.popitem(last=False)
+            self._route(identity, encode(Message(MsgType.NONCE, sender=self.name or "",
+                                                 kind=KeyKind.TOKEN,
+                                                 body={"challenge": challenge, "nonce": nonce}),
+                                         self.token))
+        elif t == MsgType.HELLO:
+            self._hello(identity, msg)
+        elif t == MsgType.PING:
+            self._to_host(Message(MsgType.PONG, body={"t0": msg.body.get("t0"), "tw": now}),
+                          via=identity)
+        elif t == MsgType.PLAN:
+            self._plan(msg)
+        elif t == MsgType.START:
+            self._request(_request_id(msg), _plan_id(msg.body))
+        elif t == MsgType.DATA:
+            self._data(msg)
+        elif t == MsgType.RESET:
+            self._reset()
+        elif t == MsgType.BYE:
+            self._to_host(Message(MsgType.BYE_OK))
+            self.log.info("%s: run over (bye from %s)", self.label, self.session and self.session.host)
+            self._end_run()
+        else:
+            raise WireError(f"a worker does not take {t.name}")
+
+    # ---- handshake and run state ----------------------------------------------------------
+    def _hello(self, identity: bytes, msg: Message) -> None:
+        body = msg.body
+        expected = self.pending.pop(identity, None)
+        nonce = auth.check_nonce(body.get("nonce"))
+        if expected is None or nonce != expected:
+            raise WireError("stale or unknown nonce (a replayed hello?)")
+        run = auth.check_nonce(body.get("run"))
+        device, host = body.get("device"), body.get("host")
+        peers = body.get("peers", {})
+        threads = body.get("threads", 1)
+        control = body.get("control")
+        if not (isinstance(device, str) and isinstance(control, str) and len(control) <= 510 and isinstance(host, str) and isinstance(peers, dict)
+                and all(isinstance(k, str) and isinstance(v, str) for k, v in peers.items())
+                and isinstance(threads, int) and 1 <= threads <= 64):
+            raise WireError("hello lacks device, host, peers or threads")
+        if self.name and device != self.name:
+            raise WireError(f"this worker was started as {self.name!r}, but the host calls it "
+                            f"{device!r}; check the endpoints file")
+        spec = spec_from_dict(body.get("spec"))
+        if self.session is not None:
+            self.log.info("%s: a new host session replaces the run from %s", self.label,
+                          self.session.host)
+            self._end_run()
+        try:
+            control_id = bytes.fromhex(control)
+        except ValueError:
+            raise WireError("hello names a malformed control connection") from None
+        if not control_id or control_id == identity:
+            raise WireError("hello names no control connection, or its own")
+        self.session = Session(identity, control_id, auth.session_key(self.token, nonce, run),
+                               run, device, host, dict(peers))
+        torch.set_num_threads(threads)
+        self.log.info("%s: host %s connected (run %s, %d thread(s)); building %s", self.label,
+                      host, run[:8], threads, spec.variant)
+        self._compute_q.put(("welcome", self.store.generation, spec))
+
+    def _end_run(self) -> None:
+        self.store.reset()
+        self.requests.clear()
+        self.finished.clear()
+        self.plans.clear()
+        self._close_peers()
+        self.peer_guards.clear()
+        self.session = None
+
+    def _reset(self) -> None:
+        self.store.reset()
+        self.requests.clear()
+        self.finished.clear()
+
+    def _close_peers(self) -> None:
+        for peer in self.peers_out.values():
+            peer.socket.close(0)
+        self.peers_out.clear()
+
+    def _to_host(self, msg: Message, via: bytes | None = None) -> bool:
+        session = self.session
+        if session is None:
+            return False
+        identity = via or session.identity
+        msg.sender, msg.kind, msg.seq = session.device, KeyKind.SESSION, session.seqs[identity]
+        session.seqs[identity] += 1
+        if not self._route(identity, encode(msg, session.key)):
+            self.log.warning("%s: host %s is gone; dropping its run", self.label, session.host)
+            self._end_run()
+            return False
+        return True
+
+    def _plan(self, msg: Message) -> None:
+        session = self.session
+        assert session is not None
+        plan_id = _plan_id(msg.body)
+        try:
+            plan = Plan.from_dict(msg.body["plan"])
+            spec = spec_from_dict(msg.body.get("spec"))
+            for op in sends_of(plan, session.device):
+                if op.dst == session.host or op.dst in self.peers_out:
+                    continue
+                address = session.peers.get(op.dst)
+                if address is None:
+                    raise WireError(f"plan sends to {op.dst}, whose address the host did not give")
+                sock = self.ctx.socket(zmq.DEALER)
+                configure(sock)
+                try:
+                    sock.connect(address)
+                except zmq.ZMQError as exc:
+                    sock.close(0)
+                    raise WireError(f"cannot connect to {op.dst} at {address}: {exc}") from None
+                self.peers_out[op.dst] = PeerOut(
+                    sock, auth.peer_key(self.token, session.run, session.device, op.dst))
+        except (KeyError, TypeError, ValueError, HalpError) as exc:
+            self.log.warning("%s: cannot install plan %s: %s", self.label, plan_id, exc)
+            self._to_host(Message(MsgType.PLAN_OK, body={"plan_id": plan_id, "digest": None,
+                                                         "error": f"bad plan: {exc}"}))
+            return
+        self._compute_q.put(("install", self.store.generation, spec, plan_id, plan))
+
+    def _request(self, request: int, plan_id: int) -> RequestState:
+        state = self.requests.get(request)
+        if state is not None:
+            return state
+        if request in self.finished:
+            raise WireError(f"request {request} is already done here")
+        session = self.session
+        installed = self.plans.get(plan_id)
+        if session is None or installed is None:
+            raise WireError(f"request {request} names plan {plan_id}, which is not installed")
+        me = session.device
+        state = RequestState(plan_id, {op.id for op in receives_of(installed.plan, me)},
+                             bool(compute_ops(installed.plan, me)),
+                             bool(sends_of(installed.plan, me)))
+        self.requests[request] = state
+        job = ("run", self.store.generation, request, plan_id)
+        if state.compute_left:
+            self._compute_q.put(job)
+        if state.sends_left:
+            self._send_q.put(job)
+        return state
+
+    def _data(self, msg: Message) -> None:
+        session = self.session
+        assert session is not None
+        request, plan_id = _request_id(msg), _plan_id(msg.body)
+        installed = self.plans.get(plan_id)
+        if installed is None:
+            raise WireError(f"block for plan {plan_id}, which is not installed")
+        op = check_block(installed.plan, installed.graph, msg.op or "", session.device,
+                         msg.region, msg.tensor)
+        if msg.kind == KeyKind.PEER and msg.sender != op.src:
+            raise WireError(f"{msg.sender} sent block {op.id}, which comes from {op.src}")
+        state = self._request(request, plan_id)
+        assert msg.tensor is not None
+        at = self.store.put(request, op.id, (op.region, msg.tensor))
+        state.arrived[op.id] = at
+        state.expect.discard(op.id)
+        self._maybe_report(request)
+
+    def _maybe_report(self, request: int) -> None:
+        state = self.requests.get(request)
+        if state is None or not state.done:
+            return
+        del self.requests[request]
+        self.store.drop(request)
+        if len(self.finished) > 100_000:
+            self.finished.clear()
+        self.finished.add(request)
+        self._to_host(Message(MsgType.REPORT, request=request, body={
+            "plan_id": state.plan_id, "ops": [list(r) for r in state.records],
+            "sent": state.sent, "arrived": state.arrived}))
+
+    # ---- what the other threads hand over -------------------------------------------------
+    def _on_item(self, item: tuple[Any, ...]) -> None:
+        kind, generation = item[0], item[1]
+        if generation != self.store.generation or self.session is None:
+            return  # from a run that is over
+        if kind == "welcome":
+            _, _, digest, error = item
+            self._to_host(Message(MsgType.WELCOME, body={
+                "digest": digest, "error": error, "name": self.name, "pid": os.getpid(),
+                "version": __version__, "clock": self.clock}))
+        elif kind == "installed":
+            _, _, plan_id, digest, error = item
+            self._to_host(Message(MsgType.PLAN_OK, body={"plan_id": plan_id, "digest": digest,
+                                                         "error": error}))
+        elif kind == "data":
+            self._send_block(*item[2:])
+        elif kind in ("computed", "sent_all"):
+            request = item[2]
+            state = self.requests.get(request)
+            if state is None:
+                return
+            if kind == "computed":
+                state.records = item[3]
+                state.compute_left = False
+            else:
+                state.sends_left = False
+            self._maybe_report(request)
+        elif kind == "failed":
+            _, _, request, error = item
+            self.log.warning("%s: request %s failed: %s", self.label, request, error)
+            self.requests.pop(request, None)
+            self.store.drop(request)
+            self.finished.add(request)
+            self._to_host(Message(MsgType.FAIL, request=request, body={"error": error}))
+
+    def _send_block(self, request: int, plan_id: int, op: Transfer, block: Block) -> None:
+        session = self.session
+        assert session is not None
+        state = self.requests.get(request)
+        msg = Message(MsgType.DATA, request=request, op=op.id, region=block[0], tensor=block[1],
+                      body={"plan_id": plan_id}, sender=session.device)
+        at = time.perf_counter()
+        if op.dst == session.host:
+            self._to_host(msg)
+        else:
+            peer = self.peers_out[op.dst]
+            msg.kind, msg.seq = KeyKind.PEER, peer.seq
+            peer.seq += 1
+            peer.socket.send_multipart(encode(msg, peer.key), copy=False)
+        if state is not None:
+            state.sent[op.id] = at
+
+    # ---- compute and sender threads -------------------------------------------------------
+    def _model(self, spec: ModelSpec) -> tuple[torch.nn.Module, ModelGraph, str]:
+        if spec in self.models:
+            self.models.move_to_end(spec)
+            return self.models[spec]
+        model = build_model(spec)
+        graph = ModelGraph.from_module(model, spec.shape, spec.variant)
+        entry = (model, graph, model_digest(model))
+        self.models[spec] = entry
+        while len(self.models) > MAX_MODELS:
+            self.models.popitem(last=False)
+        return entry
+
+    def _compute_loop(self) -> None:
+        while (job := self._compute_q.get()) is not None:
+            kind, generation = job[0], job[1]
+            if kind == "welcome":
+                try:
+                    digest, error = self._model(job[2])[2], None
+                except Exception as exc:  # reported to the host; the worker keeps serving
+                    digest, error = None, f"{type(exc).__name__}: {exc}"
+                self.mailbox.put(("welcome", generation, digest, error))
+            elif kind == "install":
+                _, _, spec, plan_id, plan = job
+                try:
+                    _, graph, digest = self._model(spec)
+                    if plan.model != spec.variant:
+                        raise PlanError(f"plan is for {plan.model}, the spec builds {spec.variant}")
+                    validate(plan, graph)
+                    if generation == self.store.generation:
+                        self.plans[plan_id] = Installed(plan, graph)
+                    self.mailbox.put(("installed", generation, plan_id, digest, None))
+                except Exception as exc:  # reported to the host; the worker keeps serving
+                    self.mailbox.put(("installed", generation, plan_id, None,
+                                      f"{type(exc).__name__}: {exc}"))
+            else:
+                self._run_job(job, compute=True)
+
+    def _send_loop(self) -> None:
+        while (job := self._send_q.get()) is not None:
+            self._run_job(job, compute=False)
+
+    def _run_job(self, job: tuple[Any, ...], compute: bool) -> None:
+        _, generation, request, plan_id = job
+        session = self.session
+        installed = self.plans.get(plan_id)
+        if session is None or installed is None or generation != self.store.generation:
+            return
+        me = session.device
+        try:
+            if compute:
+                records = run_compute_ops(installed.plan, installed.graph, me, request,
+                                          self.store, generation)
+                self.mailbox.put(("computed", generation, request, records))
+            else:
+                def send(op: Transfer, block: Block) -> None:
+                    self.mailbox.put(("data", generation, request, plan_id, op, block))
+
+                send_ops(installed.plan, installed.graph, me, request, self.store, send, generation)
+                self.mailbox.put(("sent_all", generation, request))
+        except Aborted:
+            return
+        except Exception as exc:  # a failed op is reported to the host, not fatal here
+            self.mailbox.put(("failed", generation, request, f"{type(exc).__name__}: {exc}"))
+
+
+def _looks_like_handshake(head: Any) -> bool:
+    data = bytes(memoryview(head).cast("B")[:6])
+    return data[:4] == b"HALP" and data[5:6] in (bytes([MsgType.NONCE_REQ]), bytes([MsgType.HELLO]))
+
+
+def _request_id(msg: Message) -> int:
+    if msg.request is None:
+        raise WireError(f"{msg.type.name} without a request id")
+    return msg.request
+
+
+def _plan_id(body: dict[str, Any]) -> int:
+    plan_id = body.get("plan_id")
+    if not isinstance(plan_id, int) or isinstance(plan_id, bool):
+        raise WireError("message lacks its plan id")
+    return plan_id
+
+
+def serve_forever(listen: str, token: bytes, name: str | None = None, threads: int = 1,
+                  stop: threading.Event | None = None, ready: Any = None,
+                  log: logging.Logger | None = None) -> None:
+    """Start a worker, call `ready(address)`, serve until `stop` is set, then close it."""
+    worker = Worker(listen, token, name, threads, log)
+    try:
+        if ready is not None:
+            ready(worker.address)
+        worker.serve(stop or threading.Event())
+    finally:
+        worker.close()
+
+
+__all__ = ["Worker", "serve_forever", "listen_address"]

@@ -1,0 +1,109 @@
+"""Plans run end to end on real `halp worker` processes: every op traced as the simulator traces
+it, outputs equal to the monolithic model, and the same workers serve run after run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+
+from runtime_support import OnePlan, check_trace, endpoints, scenario_text, workers
+
+from halp.methods import prepare
+from halp.methods.common import PlanBuilder
+from halp.plan import Plan, validate
+from halp.runtime import load_token, run_host
+from halp.scenario import load_scenario
+from halp.serving import Served, policy_for
+from halp.trace import TraceWriter, read_trace_dir
+
+EQUAL = "method: {name: equal, cuts: [0, 9, 27]}"
+
+
+def chain_plan(prepared) -> Plan:
+    """Host -> w1 -> w2 -> host: the workers hand a whole map to each other directly."""
+    graph = prepared.graph
+    b = PlanBuilder(graph, "chain", prepared.spec.variant, "h", ["h", "w1", "w2"])
+    source = b.input()
+    t1 = b.transfer("h", "w1", 0, graph.full(0), [source])
+    c1 = b.compute("w1", 0, 9, graph.full(9), [t1])
+    t2 = b.transfer("w1", "w2", 9, graph.full(9), [c1])
+    c2 = b.compute("w2", 9, 27, graph.rows(27, 0, 8), [t2])
+    c3 = b.compute("w2", 9, 27, graph.rows(27, 8, graph.height(27)), [t2])
+    t3 = b.transfer("w2", "h", 27, graph.rows(27, 0, 8), [c2])
+    t4 = b.transfer("w2", "h", 27, graph.rows(27, 8, graph.height(27)), [c3])
+    g = b.gather("h", 27, graph.full(27), [t3, t4])
+    plan = b.build(b.host_tail(27, g))
+    validate(plan, graph)
+    return plan
+
+
+def scenario(tmp_path, name: str, text: str):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    return load_scenario(path)
+
+
+def test_plans_run_exactly_on_workers_that_stay_up(tmp_path):
+    from sim.backend import run as simulate
+
+    equal = scenario(tmp_path, "equal", scenario_text(requests=3, extra=EQUAL)
+                     .replace("method: {name: halp}\n", ""))
+    modnn = scenario(tmp_path, "modnn", scenario_text("modnn", requests=2))
+    with workers(tmp_path, ["w1", "w2"]) as (started, token_file):
+        token = load_token(token_file)
+        eps = endpoints(started)
+
+        # HALP's segments with equal shares: scatter, overlap, gather, on three devices.
+        policy = policy_for(equal)
+        with TraceWriter(tmp_path / "equal", "emu", "equal") as writer:
+            trace = run_host(equal, policy, writer, eps, token, 30.0, warmup_requests=1)
+        # The executor's threads are gone (pyzmq keeps one daemon for zero-copy sends).
+        assert [t.name for t in threading.enumerate() if not t.daemon] == ["MainThread"]
+        assert not [t for t in threading.enumerate() if t.name.startswith("halp-")]
+        plan = policy.served()[0].plan
+        check_trace(trace, plan, 3)
+        assert {r.device for r in trace.ops} == {"h", "w1", "w2"}
+        simulated = simulate(equal, policy, TraceWriter(None, "sim", "equal")).by_key()
+        assert set(simulated) == set(trace.by_key())
+        for key, record in trace.by_key().items():
+            twin = simulated[key]
+            assert (record.kind, record.resource, record.device, record.bytes) == \
+                (twin.kind, twin.resource, twin.device, twin.bytes)
+        on_disk = read_trace_dir(tmp_path / "equal")
+        assert len(on_disk.requests) == 3 and len(on_disk.ops) == len(trace.ops)
+        clocks = trace.meta["clocks"]
+        assert set(clocks) == {"w1", "w2"} and all(c["same_clock"] for c in clocks.values())
+        assert all(abs(c["measured_offset_s"]) < 0.01 for c in clocks.values())
+
+        # MoDNN: a scatter and a gather per layer.
+        policy = policy_for(modnn)
+        with TraceWriter(None, "emu", "modnn") as writer:
+            trace = run_host(modnn, policy, writer, eps, token, 30.0)
+        check_trace(trace, policy.served()[0].plan, 2)
+
+        # Worker to worker: blocks go directly between secondaries, signed with their pair key.
+        prepared = prepare(modnn)
+        chain = chain_plan(prepared)
+        with TraceWriter(None, "emu", "chain") as writer:
+            trace = run_host(modnn, OnePlan(Served(chain, prepared)), writer, eps, token, 30.0)
+        check_trace(trace, chain, 2)
+        assert trace.by_key()[(0, "t3")].resource == "w1->w2"
+
+        # The command the emulator runs in the host's node, with the plans it was given.
+        (tmp_path / "endpoints.json").write_text(json.dumps(eps))
+        (tmp_path / "plans.json").write_text(json.dumps([chain.to_dict()]))
+        done = subprocess.run(
+            [sys.executable, "-m", "halp.cli", "host", str(tmp_path / "modnn.yaml"),
+             "--endpoints", str(tmp_path / "endpoints.json"), "--token", str(token_file),
+             "--out", str(tmp_path / "cli"), "--plans", str(tmp_path / "plans.json"),
+             "--warmup", "0"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert "request 1 done in " in done.stdout and "2 requests" in done.stdout
+        check_trace(read_trace_dir(tmp_path / "cli"), chain, 2)
+        assert json.loads((tmp_path / "cli" / "runtime.json").read_text())["clocks"]["w1"]["pid"] \
+            == started[0].pid
+
+        assert all(w.popen.poll() is None for w in started)  # still serving after four runs
+        assert [w.stop() for w in started] == [0, 0]
