@@ -1,9 +1,9 @@
 """Op durations from the latency model, and a quick single-request timeline for planners.
 
 The semantics are the simulator's, for one request at constant bandwidth: a device runs its
-compute and gather ops one at a time in plan order; a device sends its transfers one at a time
-in plan order; a transfer also holds its link (per direction on a star, the one channel on a
-shared network). The simulator (`sim/`) is the authority; this is what planners use to compare
+compute and gather ops one at a time in plan order; a device sends its transfers to each peer
+one at a time in plan order (to different peers at once); a transfer also holds its link (per
+direction on a star, the one channel on a shared network). The simulator (`sim/`) is the authority; this is what planners use to compare
 candidate plans without importing a backend.
 """
 
@@ -51,7 +51,7 @@ def estimate(plan: Plan, graph: ModelGraph, latency: LatencyModel) -> Timing:
         if isinstance(op, Input):
             start[op.id] = end[op.id] = 0.0
         elif isinstance(op, Transfer):
-            sender, link = f"send:{op.src}", link_of(op, cluster.network)
+            sender, link = f"send:{op.src}->{op.dst}", link_of(op, cluster.network)
             t0 = max(ready, free.get(sender, 0.0), free.get(link, 0.0))
             t1 = t0 + latency.transfer_s(op.src, op.dst, op.bytes)
             free[sender] = free[link] = t1

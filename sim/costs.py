@@ -1,9 +1,10 @@
 """All the simulator's cost arithmetic: what each op of a plan holds, and for how long.
 
 A compute or gather op holds its device for the latency model's prediction
-(`halp.schedule.compute_s`). A transfer holds its sender and its link(s) for one message
-overhead, then its bits at the link's rate, then the propagation delay (plus jitter, when the
-scenario has some):
+(`halp.schedule.compute_s`). A transfer waits in its sender's queue for its destination (a
+device sends to each peer in plan order, to different peers at once, as the runtime does over
+one socket per peer), then holds its link(s) for one message overhead, then its bits at the
+link's rate, then the propagation delay (plus jitter, when the scenario has some):
 
     end = finish_time(start + overhead, bits) + delay
 
@@ -37,9 +38,9 @@ INPUT, COMPUTE, TRANSFER = 0, 1, 2
 CHANNEL = "channel"
 
 
-def sender(device: str) -> str:
-    """The name of a device's sending queue (a server separate from its compute)."""
-    return f"send:{device}"
+def sender(src: str, dst: str) -> str:
+    """The name of the queue of transfers from `src` to `dst` (a server apart from compute)."""
+    return f"send:{src}->{dst}"
 
 
 def min_trace(a: BandwidthTrace, b: BandwidthTrace) -> BandwidthTrace:
@@ -110,7 +111,7 @@ class Compiled:
 
     plan: Plan
     kind: tuple[int, ...]  # INPUT, COMPUTE (compute or gather) or TRANSFER
-    server: tuple[str, ...]  # the device (compute) or the sender (transfer) that runs the op
+    server: tuple[str, ...]  # the device (compute) or the sender queue (transfer) that runs the op
     inputs: tuple[tuple[int, ...], ...]
     duration: tuple[float, ...]  # NaN where it depends on the start (a bandwidth trace)
     links: tuple[tuple[str, ...], ...]  # link resources a transfer holds
@@ -146,7 +147,7 @@ def compile_plan(plan: Plan, graph: ModelGraph, latency: LatencyModel, links: Li
             nbytes.append(0)
         elif isinstance(op, Transfer):
             kind.append(TRANSFER)
-            server.append(sender(op.src))
+            server.append(sender(op.src, op.dst))
             fixed = links.fixed_s(op.src, op.dst, op.bytes)
             duration.append(math.nan if fixed is None else fixed)
             held.append(links.held(op.src, op.dst))

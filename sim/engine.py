@@ -3,8 +3,8 @@
 Servers. Every device is a SimPy process that serves its queue of compute and gather ops one
 at a time, strictly in plan order, request after request (FIFO across requests): it takes the
 next op, waits until that op's inputs exist, then holds itself for the op's duration. Every
-device also has a sender, a second such process for its outgoing transfers, so a device
-computes while it sends. A transfer additionally holds its link(s), which are `simpy.Resource`s
+pair of devices that exchanges data also has a sender, such a process for the transfers from
+one to the other, so a device computes while it sends, and sends to several peers at once. A transfer additionally holds its link(s), which are `simpy.Resource`s
 of capacity one granted first come, first served (a star link direction, or the shared
 channel; see `sim.costs`).
 

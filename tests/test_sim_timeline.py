@@ -78,7 +78,7 @@ def test_requests_queue_in_order_on_each_device(tmp_path):
     assert_times(times(trace, 0), {"c6": (0.021512, 0.027512)})
     assert_times(times(trace, 1), {
         "in": (0.010, 0.010),
-        "t1": (0.010, 0.014036),       # h's sender is free again
+        "t1": (0.010, 0.014036),       # h->s is free again
         "c2": (0.014536, 0.025036),    # s finishes request 0's c2 first
         "t4": (0.025036, 0.029584),
         "c3": (0.027512, 0.048512),    # after request 0's c3, g5 and c6 on h
@@ -123,23 +123,28 @@ def three_device_plan(graph) -> Plan:
     return plan
 
 
-@pytest.mark.parametrize("network, t5", [
-    ("star", (0.002246, 0.002246 + 0.002548)),   # a's uplink is free: t5 overlaps t2
-    ("shared", (0.004072, 0.004072 + 0.002548)),  # the one channel carries t2 first
-])
-def test_star_links_are_separate_and_a_shared_channel_is_not(tmp_path, network, t5):
-    # Prepare: a is 100 times faster, so its result is ready while h still sends to b.
+STAR = {  # h sends to a and to b at once, on their own links
+    "t1": (0.0, 0.002036), "t2": (0.0, 0.002036), "c3": (0.002036, 0.002246),
+    "t5": (0.002246, 0.004794), "c4": (0.002036, 0.023036), "t6": (0.023036, 0.025584),
+    "g7": (0.025584, 0.026096), "c8": (0.026096, 0.032096),
+}
+SHARED = {  # the one channel carries t1, then t2, then t5 (ready at 2.246 ms) after t2
+    "t1": (0.0, 0.002036), "t2": (0.002036, 0.004072), "c3": (0.002036, 0.002246),
+    "t5": (0.004072, 0.004072 + 0.002548), "c4": (0.004072, 0.025072), "t6": (0.025072, 0.027620),
+    "g7": (0.027620, 0.028132), "c8": (0.028132, 0.034132),
+}
+
+
+@pytest.mark.parametrize("network, expected", [("star", STAR), ("shared", SHARED)])
+def test_star_links_are_separate_and_a_shared_channel_is_not(tmp_path, network, expected):
+    # Prepare: a is 100 times faster, so its result is ready while b still computes.
     graph = tiny_graph()
     plan = three_device_plan(graph)
     c = cluster(tmp_path, {"h": 1.0, "a": 100.0, "b": 1.0}, 1e6, network=network)
     # Execute
     trace = simulate_trace(c, graph, plan, [0.0])
     # Assert
-    assert_times(times(trace), {
-        "t1": (0.0, 0.002036), "t2": (0.002036, 0.004072), "c3": (0.002036, 0.002246),
-        "t5": t5, "c4": (0.004072, 0.025072), "t6": (0.025072, 0.027620),
-        "g7": (0.027620, 0.028132), "c8": (0.028132, 0.034132),
-    })
+    assert_times(times(trace), expected)
     resources = {r.op: r.resource for r in trace.ops}
     assert resources["t5"] == ("channel" if network == "shared" else "a->h")
 
@@ -159,12 +164,12 @@ def test_a_transfer_between_secondaries_holds_both_their_links(tmp_path):
     c = cluster(tmp_path, {"h": 1.0, "a": 100.0, "b": 1.0}, {"a": 1e6, "b": 0.5e6})
     # Execute
     trace = simulate_trace(c, graph, plan, [0.0])
-    # Assert: t3 is ready at 2.758 ms but waits for h->b until t4 ends, then runs at the
-    # slower of the two links (0.5 Mbps).
-    t3_start = 0.002548 + 0.0005 + 2048 / 0.5e6
+    # Assert: t4 starts at once (h sends to a and b in parallel); t3 is ready at 2.758 ms but
+    # waits for h->b until t4 ends, then runs at the slower of the two links (0.5 Mbps).
+    t3_start = 0.0005 + 2048 / 0.5e6
     t3_end = t3_start + 0.0005 + 4096 / 0.5e6
     assert_times(times(trace), {
-        "t1": (0.0, 0.002548), "c2": (0.002548, 0.002758), "t4": (0.002548, t3_start),
+        "t1": (0.0, 0.002548), "c2": (0.002548, 0.002758), "t4": (0.0, t3_start),
         "t3": (t3_start, t3_end), "c5": (t3_end, t3_end + 0.006),
         "t6": (t3_end + 0.006, t3_end + 0.006 + 0.0005 + 96 / 0.5e6),
     })

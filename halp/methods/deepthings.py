@@ -11,7 +11,7 @@ among the graph's cut points by the predicted latency of the whole plan.
 
 from __future__ import annotations
 
-from halp.cluster import Cluster
+from halp.cluster import SHARED, Cluster
 from halp.errors import PlanError
 from halp.latency.model import LatencyModel
 from halp.methods.common import PlanBuilder, bounds, proportional
@@ -34,9 +34,11 @@ def plan_at(graph: ModelGraph, cluster: Cluster, latency: LatencyModel, model: s
     b = PlanBuilder(graph, "deepthings", model, host, cluster.names)
     source = b.input()
     b.segments.append((0, cut))
-    # List scheduling: when would each device finish one more tile?
+    # List scheduling: when would each device finish one more tile? Sends to one device queue
+    # behind each other; on a shared channel all sends do.
     free = {d: 0.0 for d in cluster.names}
-    send_free = 0.0
+    link_free = {d: 0.0 for d in cluster.names}
+    shared = cluster.network == SHARED
     assigned: list[tuple[str, Region]] = []
     for tile in tiles(graph, cut, grid):
         need = graph.rows_needed(0, cut, tile)
@@ -44,15 +46,18 @@ def plan_at(graph: ModelGraph, cluster: Cluster, latency: LatencyModel, model: s
         for device in cluster.names:
             work = latency.compute_s(device, graph, 0, cut, tile)
             if device == host:
-                options.append((free[device] + work, device, send_free))
+                options.append((free[device] + work, device, 0.0))
                 continue
-            arrive = send_free + latency.transfer_s(host, device, graph.region_bytes(0, need))
+            queue = max(link_free.values()) if shared else link_free[device]
+            arrive = queue + latency.transfer_s(host, device, graph.region_bytes(0, need))
             back = latency.transfer_s(device, host, graph.region_bytes(cut, tile))
             options.append((max(free[device], arrive) + work + back, device, arrive))
         finish, device, sent = min(options)
-        free[device] = finish if device == host else finish - latency.transfer_s(
-            device, host, graph.region_bytes(cut, tile))
-        send_free = sent
+        if device == host:
+            free[device] = finish
+        else:
+            free[device] = finish - latency.transfer_s(device, host, graph.region_bytes(cut, tile))
+            link_free[device] = sent
         assigned.append((device, tile))
     remote = [(d, t) for d, t in assigned if d != host]
     sends = [(d, t, b.transfer(host, d, 0, graph.rows_needed(0, cut, t), [source])) for d, t in remote]

@@ -5,11 +5,14 @@ the whole input map (H rows). It keeps the top rows [0, p0) and hands secondary 
 order) one contiguous block of input rows [p(k-1), pk), no halo, with p(m) = H. Secondary k
 computes every output row its block alone determines, C_k = computable(block_k); the host
 computes all other output rows (its own top part and the overlapping zones between blocks),
-from the whole input it holds. The host sends the blocks one after another while it computes.
+from the whole input it holds. The host sends the blocks while it computes: on a star each
+secondary's link carries its own block at once; on a shared channel the blocks go one after
+another, in the send order.
 
 Formulation (per segment, time from the moment the host holds the input):
 
-    send_k   = sum_{j <= k} tx(bytes(block_j), link_j)            sequential sends
+    send_k   = tx(bytes(block_k), link_k)                         star: links in parallel
+    send_k   = sum_{j <= k} tx(bytes(block_j), link_j)            shared: one channel
     done_k   = send_k + comp_k(C_k) + tx(bytes(C_k), link_k)      compute, then return
     host     = sum over host ranges R of comp_host(R)             runs during the sends
     T(p)     = max(host, max_k done_k) + gather(bytes of the output)
@@ -84,14 +87,16 @@ def segment_time(graph: ModelGraph, cluster: Cluster, latency: LatencyModel, lay
     host = cluster.host
     host_s = sum(latency.compute_s(host, graph, start, stop, graph.rows(stop, r.start, r.stop))
                  for r in lay.host)
+    shared = cluster.network == SHARED
     sent_at = 0.0
     returns: list[tuple[float, float]] = []
     for device, sent, out in lay.secondary:
-        sent_at += latency.transfer_s(host, device, graph.region_bytes(start, graph.rows(start, *sent)))
+        tx = latency.transfer_s(host, device, graph.region_bytes(start, graph.rows(start, *sent)))
+        sent_at = sent_at + tx if shared else tx
         done = sent_at + latency.compute_s(device, graph, start, stop, graph.rows(stop, *out))
         back = latency.transfer_s(device, host, graph.region_bytes(stop, graph.rows(stop, *out)))
         returns.append((done, back))
-    if cluster.network == SHARED:
+    if shared:
         channel, finish = sent_at, 0.0
         for done, back in sorted(returns):
             channel = max(channel, done) + back
@@ -173,7 +178,8 @@ def equal_split(graph: ModelGraph, cluster: Cluster, latency: LatencyModel, star
 
 
 def _orders(cluster: Cluster, secondaries: list[str]) -> list[tuple[str, ...]]:
-    """Send orders to try, the most promising first (fast links and fast devices early)."""
+    """Send orders to try, the most promising first (fast links and fast devices early). On a
+    star the order still decides which rows each secondary gets (blocks follow it down the map)."""
     first = tuple(sorted(secondaries, key=lambda d: (-cluster.bandwidth_bps[d], -cluster.device(d).speed)))
     if len(secondaries) <= 3:
         return list(dict.fromkeys([first, *itertools.permutations(secondaries)]))
