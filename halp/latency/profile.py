@@ -4,9 +4,14 @@ A profile predicts a layer's time as a non-negative linear function of what the 
 
     t = intercept_s + s_per_flop * flops + s_per_in_byte * in_bytes
         + s_per_out_byte * out_bytes + s_per_weight_byte * weight_bytes
+        + s_per_flop_per_tap * flops / taps
 
-with one set of coefficients per layer kind (conv, dwconv, pool, linear, elementwise). A fused
-run of layers adds `op_overhead_s` once. Every profile file says where and how it was measured,
+with one set of coefficients per layer kind (conv, dwconv, pool, linear, elementwise). `taps` is
+the number of kernel positions (9 for a 3x3 convolution, 1 for a 1x1 one or a layer without a
+window), so the last term is the part of the cost that grows with channels and output pixels
+but not with the kernel: it lets a 1x1 (pointwise) convolution run at a lower FLOP rate than a
+3x3 one, which it does (less arithmetic per byte moved). A fused run of layers adds
+`op_overhead_s` once. Every profile file says where and how it was measured,
 or, when derived, from what and under which assumption.
 """
 
@@ -19,9 +24,10 @@ from typing import Any
 import yaml
 
 from halp.errors import HalpError
-from halp.model.graph import BYTES_PER_ELEMENT, KINDS, RESHAPE, LayerSpec, Region
+from halp.model.graph import BYTES_PER_ELEMENT, CONV, DWCONV, KINDS, RESHAPE, LayerSpec, Region
 
-FEATURES = ("intercept_s", "s_per_flop", "s_per_in_byte", "s_per_out_byte", "s_per_weight_byte")
+FEATURES = ("intercept_s", "s_per_flop", "s_per_in_byte", "s_per_out_byte", "s_per_weight_byte",
+            "s_per_flop_per_tap")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -37,10 +43,7 @@ class Profile:
     path: str | None = None
 
     def features(self, layer: LayerSpec, held: Region, out: Region) -> list[float]:
-        """The regression inputs of `layer` reading `held` to produce `out`."""
-        in_bytes = _region_bytes(layer.in_shape, held)
-        out_bytes = _region_bytes(layer.out_shape, out)
-        return [1.0, layer.flops(out), in_bytes, out_bytes, float(layer.weight_bytes)]
+        return layer_features(layer, held, out)
 
     def layer_s(self, layer: LayerSpec, held: Region, out: Region) -> float:
         if layer.kind == RESHAPE or out.empty:
@@ -58,6 +61,24 @@ class Profile:
             "copy_s_per_byte": self.copy_s_per_byte, "held_out_mape": self.held_out_mape,
             "coefficients": self.coefficients,
         }
+
+
+def layer_features(layer: LayerSpec, held: Region, out: Region) -> list[float]:
+    """The regression inputs of `layer` reading `held` to produce `out`, in FEATURES order."""
+    in_bytes = _region_bytes(layer.in_shape, held)
+    out_bytes = _region_bytes(layer.out_shape, out)
+    flops = layer.flops(out)
+    return [1.0, flops, in_bytes, out_bytes, float(layer.weight_bytes), flops / _taps(layer)]
+
+
+def _taps(layer: LayerSpec) -> float:
+    """Kernel positions of a layer's window (dilation does not add taps)."""
+    if layer.kind in (CONV, DWCONV) and layer.macs:
+        out_numel = 1
+        for s in layer.out_shape:
+            out_numel *= s
+        return max(1.0, layer.macs / (out_numel * (layer.in_shape[0] // layer.groups)))
+    return float(layer.kernel[0] * layer.kernel[1])
 
 
 def _region_bytes(shape: tuple[int, ...], reg: Region) -> float:

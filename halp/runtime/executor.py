@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from halp.errors import BackendError
+from halp.latency.profiler import steady_allocator
 from halp.model.graph import ModelGraph
 from halp.model.zoo import model_digest
 from halp.plan import Compute, Gather, Input, Plan, Transfer
@@ -172,6 +173,7 @@ def run_host(scenario: Scenario, policy: Policy, writer: TraceWriter, endpoints:
     hub = Hub(addresses, token, host, hello, store, heartbeat_s, dead_after_s, log)
     threads = torch.get_num_threads()
     torch.set_num_threads(devices[host].threads)
+    steady_allocator()  # run ops with the memory behaviour they were profiled with
     sender: _Sender | None = None
     run: _Run | None = None
     try:

@@ -34,6 +34,7 @@ import zmq
 
 from halp import __version__
 from halp.errors import HalpError, PlanError
+from halp.latency.profiler import steady_allocator
 from halp.model.graph import ModelGraph
 from halp.model.zoo import ModelSpec, build_model, model_digest
 from halp.plan import Plan, Transfer, validate
@@ -154,6 +155,7 @@ class Worker:
             raise HalpError(f"worker cannot listen on {address}: {exc}") from None
         self.address = str(self.router.getsockopt_string(zmq.LAST_ENDPOINT))
         torch.set_num_threads(threads)
+        steady_allocator()  # run ops with the memory behaviour they were profiled with
         self.mailbox = Mailbox()
         self.store = BlockStore()
         self.models: OrderedDict[ModelSpec, tuple[torch.nn.Module, ModelGraph, str]] = OrderedDict()

@@ -1,0 +1,568 @@
+"""Measuring a device: time the ops planners ask for, fit a profile, write it to a file.
+
+What is timed is exactly what a device executes: `run_region` on a row slice, for single
+layers and for fused runs (a conv/dwconv/pool with the layers up to the next one, runs of 2..N
+of those, the whole spatial part, the classifier), at several slice heights and at random row
+positions (so slices with and without the map's border are both seen). Every op gets a warm-up
+call, then timed calls (`time.perf_counter`) in shuffled round-robin passes over all ops of one
+model, so that a burst of load from another process spreads over many ops instead of ruining
+one, and so that an op's predecessor (what is in the caches) varies as it does in a real plan.
+
+A call counts only if this thread kept its core throughout (wall time close to the thread's
+CPU time); an op is timed until it has `repeats` such clean calls. Its time is the *minimum*
+of them by default, as `timeit` advises: on a shared machine the other processes only ever add
+time, and on this 2-vCPU VM the median of the same ops drifted by up to 19% between runs a
+minute apart while the minimum drifted by under 8%. `statistic="median"` keeps the median.
+
+The fit (`halp.latency.fit`) holds out a random share of the fused runs (by seed) and reports
+the MAPE of their prediction as `held_out_mape`. Two small extra measurements complete a
+profile: `copy_s_per_byte` from `torch.cat` of row blocks (the gather), and
+`message_overhead_s`, half the round trip of a small ZeroMQ REQ/REP message over TCP loopback
+(a thread of this process answers; what a message costs beyond its bytes on the wire).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import datetime
+import gc
+import math
+import os
+import platform
+import random
+import statistics
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from halp.errors import HalpError
+from halp.latency.fit import Fit, Observation, fit_observations, mape, nnls, predict
+from halp.latency.profile import FEATURES, Profile, layer_features
+from halp.model.graph import CONV, DWCONV, POOL, RESHAPE, ModelGraph, Region
+from halp.model.slicing import run_region
+from halp.model.zoo import ModelSpec, build_model
+
+DEFAULT_HEIGHTS = (1.0, 1 / 2, 1 / 4, 1 / 8)
+# "mean" counts every call, clean or not: under a CPU quota (the emulator's CFS-limited hosts,
+# `halp profile --emu-cpu-share`) being throttled is part of the device's time, and the mean
+# is the expected time of an op (a short op is sometimes cut by the quota, sometimes not).
+STATISTICS: dict[str, Callable[[Sequence[float]], float]] = {
+    "min": min, "median": statistics.median, "mean": statistics.fmean}
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One measured op: layers [start, stop) of `model` producing rows `rows` at `stop`."""
+
+    model: str
+    start: int
+    stop: int
+    rows: tuple[int, int]
+    height: int  # of the map at boundary `stop`
+    kinds: tuple[str, ...]  # the kind of every layer that costs time
+    segments: int  # its conv, dwconv and pool layers: the length of a fused run
+    terms: tuple[tuple[str, tuple[float, ...]], ...]
+    seconds: float
+    calls: int = 0  # timed calls, clean or not
+    clean: int = 0  # calls during which this thread kept its core
+    clean_s: tuple[float, ...] = ()  # their times
+
+    @property
+    def fused(self) -> bool:
+        return len(self.terms) > 1
+
+    @property
+    def partial(self) -> bool:
+        return self.rows[1] - self.rows[0] < self.height
+
+    @property
+    def kind(self) -> str:
+        """The layer kind of a single-layer op; for a fused run its heaviest kind."""
+        for kind in ("conv", "dwconv", "linear", "pool", "elementwise"):
+            if kind in self.kinds:
+                return kind
+        return self.kinds[0] if self.kinds else RESHAPE
+
+    def observation(self) -> Observation:
+        return Observation(self.terms, self.seconds)
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    graph: ModelGraph
+    start: int
+    stop: int
+    out: Region
+
+
+def layer_terms(graph: ModelGraph, start: int, stop: int, out: Region):
+    """(kind, features) of every layer of a fused run that costs time (reshapes are free)."""
+    return tuple(
+        (layer.kind, tuple(layer_features(layer, held, produced)))
+        for layer, held, produced in graph.layer_regions(start, stop, out)
+        if layer.kind != RESHAPE and not produced.empty
+    )
+
+
+def graph_of(spec: ModelSpec) -> ModelGraph:
+    return ModelGraph.from_module(build_model(spec), spec.shape, spec.variant)
+
+
+# ---- which ops ----------------------------------------------------------------------------
+def plan_ops(graph: ModelGraph, heights: Sequence[float], max_run: int, rng: random.Random,
+             singles: bool = True, runs: bool = True) -> list[OpSpec]:
+    """The ops to time on `graph`: single layers and fused runs, each on row slices."""
+    ops: list[OpSpec] = []
+
+    def sliced(start: int, stop: int) -> None:
+        full_h = graph.height(stop)
+        seen = set()
+        for fraction in heights:
+            size = max(1, min(full_h, round(full_h * fraction)))
+            first = rng.randint(0, full_h - size)
+            if (first, size) in seen:
+                continue
+            seen.add((first, size))
+            ops.append(OpSpec(graph, start, stop, graph.rows(stop, first, first + size)))
+
+    end = graph.spatial_end
+    if singles:
+        for layer in graph.layers:
+            if layer.kind == RESHAPE:
+                continue
+            if layer.index < end:
+                sliced(layer.index, layer.index + 1)
+            else:
+                ops.append(OpSpec(graph, layer.index, layer.index + 1, graph.full(layer.index + 1)))
+    if runs:
+        cuts = graph.cut_points()
+        lengths = sorted({*range(1, max_run + 1), 2 * max_run, len(cuts) - 1})
+        for length in lengths:
+            for a in range(len(cuts) - length):
+                start, stop = cuts[a], cuts[a + length]
+                if stop - start > 1:
+                    sliced(start, stop)
+        if end < len(graph.layers):
+            ops.append(OpSpec(graph, end, len(graph.layers), graph.full(len(graph.layers))))
+    return ops
+
+
+# ---- timing -------------------------------------------------------------------------------
+def steady_allocator() -> bool:
+    """Keep freed memory in the process (glibc): no trimming of the heap, and mmap only for
+    blocks above 32 MiB. Otherwise every large tensor is a fresh mmap whose pages fault in on
+    first touch, which made VGG-16's first convolutions ~40% slower here, and by an amount that
+    depends on what ran before. Workers should call this at start-up too, so that what they
+    execute matches what was profiled. Returns False where it does not apply (not glibc)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)) and bool(libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20))
+    except (OSError, AttributeError):
+        return False
+
+
+def time_ops(ops: Sequence[OpSpec], repeats: int, threads: int = 1, statistic: str = "min",
+             progress: Callable[[str], None] | None = None) -> list[Sample]:
+    """Time every op: a warm-up, then `repeats` clean calls each, in shuffled round-robin
+    passes; the `statistic` (min, median or mean) of the clean calls is the op's time.
+
+    A call is clean when its wall-clock time (`perf_counter`) is within 5% + 20 us of the
+    CPU time of this thread: otherwise the thread was descheduled (another process took the
+    core) and the call is timed again in a later pass, up to 3 x `repeats` passes. With more
+    than one thread the CPU time of the calling thread says nothing, and every call counts."""
+    if repeats < 1:
+        raise HalpError(f"repeats must be at least 1, got {repeats}")
+    if statistic not in STATISTICS:
+        raise HalpError(f"statistic {statistic!r}: use one of {', '.join(STATISTICS)}")
+    summarise = STATISTICS[statistic]
+    steady_allocator()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    inputs: dict[tuple[int, ...], torch.Tensor] = {}
+    generator = torch.Generator().manual_seed(0)
+    prepared = []
+    for op in ops:
+        held = op.graph.rows_needed(op.start, op.stop, op.out)
+        shape = op.graph.shape(op.start)
+        dims = (1, shape[0], held.rows.size, held.cols.size) if len(shape) == 3 else (1, *shape)
+        if dims not in inputs:
+            inputs[dims] = torch.randn(dims, generator=generator)
+        prepared.append((op, inputs[dims], held))
+    clean: list[list[float]] = [[] for _ in ops]
+    every: list[list[float]] = [[] for _ in ops]
+    shuffler = random.Random(len(prepared))
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        with torch.inference_mode():
+            for op, x, held in prepared:  # warm-up
+                run_region(op.graph, op.start, op.stop, x, held, op.out)
+            for r in range(3 * repeats):
+                todo = [i for i in range(len(prepared)) if len(clean[i]) < repeats]
+                if not todo:
+                    break
+                if progress:
+                    progress(f"pass {r + 1} over {len(todo)} ops")
+                shuffler.shuffle(todo)
+                for i in todo:
+                    op, x, held = prepared[i]
+                    x.mul_(1.0)  # the input was just produced or received: warm it
+                    t0, c0 = time.perf_counter(), time.thread_time()
+                    run_region(op.graph, op.start, op.stop, x, held, op.out)
+                    c1, t1 = time.thread_time(), time.perf_counter()
+                    wall = t1 - t0
+                    every[i].append(wall)
+                    if (threads > 1 or statistic == "mean"
+                            or wall - (c1 - c0) <= 0.05 * wall + 20e-6):
+                        clean[i].append(wall)
+                gc.collect()
+    finally:
+        if was_enabled:
+            gc.enable()
+        torch.set_num_threads(previous)
+    samples = []
+    for (op, _, _), good, ts in zip(prepared, clean, every, strict=True):
+        layers = [lay for lay in op.graph.layers[op.start:op.stop] if lay.kind != RESHAPE]
+        samples.append(Sample(
+            model=op.graph.name, start=op.start, stop=op.stop,
+            rows=(op.out.rows.start, op.out.rows.stop), height=op.graph.height(op.stop),
+            kinds=tuple(lay.kind for lay in layers),
+            segments=sum(1 for lay in layers if lay.kind in (CONV, DWCONV, POOL)),
+            terms=layer_terms(op.graph, op.start, op.stop, op.out),
+            seconds=summarise(good) if good else min(ts),
+            calls=len(ts), clean=len(good), clean_s=tuple(good),
+        ))
+    return samples
+
+
+def measure_graphs(graphs: Sequence[ModelGraph], heights: Sequence[float] = DEFAULT_HEIGHTS,
+                   repeats: int = 5, threads: int = 1, max_run: int = 4, seed: int = 0,
+                   singles: bool = True, runs: bool = True, statistic: str = "min",
+                   progress: Callable[[str], None] | None = None) -> list[Sample]:
+    """Time the ops of `plan_ops` on each graph in turn (see `time_ops`)."""
+    rng = random.Random(seed)
+    samples: list[Sample] = []
+    for graph in graphs:  # one model at a time, as a device runs one model's ops
+        ops = plan_ops(graph, heights, max_run, rng, singles=singles, runs=runs)
+        if progress:
+            progress(f"{graph.name}: {len(ops)} ops")
+        samples += time_ops(ops, repeats, threads, statistic)
+    return samples
+
+
+def measure(models: Sequence[ModelSpec], heights: Sequence[float] = DEFAULT_HEIGHTS,
+            repeats: int = 5, threads: int = 1, max_run: int = 4, seed: int = 0,
+            statistic: str = "min", progress: Callable[[str], None] | None = None) -> list[Sample]:
+    """Time single layers and fused runs of `models` on row slices of `heights` (fractions
+    of each map's height)."""
+    return measure_graphs([graph_of(m) for m in models], heights, repeats, threads, max_run,
+                          seed, statistic=statistic, progress=progress)
+
+
+# ---- the extras: gather and messages ------------------------------------------------------
+def measure_copy_s_per_byte(threads: int = 1, repeats: int = 15) -> float:
+    """Seconds per byte of stitching row blocks together with `torch.cat` (the gather): the
+    fastest of `repeats` calls per size, like the compute ops, fitted through the origin."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    sizes, seconds = [], []
+    try:
+        for channels, height, width in ((64, 56, 56), (128, 56, 56), (256, 28, 28), (64, 112, 112),
+                                        (512, 14, 14), (32, 112, 112)):
+            for blocks in (2, 4):
+                parts = list(torch.randn(1, channels, height, width).chunk(blocks, dim=2))
+                torch.cat(parts, dim=2)
+                ts = []
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    torch.cat(parts, dim=2)
+                    ts.append(time.perf_counter() - t0)
+                sizes.append(channels * height * width * 4)
+                seconds.append(min(ts))
+    finally:
+        torch.set_num_threads(previous)
+    y = np.array(seconds)
+    return float(nnls((np.array(sizes, dtype=float) / y)[:, None], np.ones_like(y))[0])
+
+
+def measure_message_overhead_s(round_trips: int = 300, payload_bytes: int = 64) -> float:
+    """Half the median round trip of a small ZeroMQ REQ/REP message over TCP loopback."""
+    import zmq
+
+    context = zmq.Context()
+    rep = context.socket(zmq.REP)
+    req = context.socket(zmq.REQ)
+    try:
+        rep.setsockopt(zmq.LINGER, 0)
+        req.setsockopt(zmq.LINGER, 0)
+        port = rep.bind_to_random_port("tcp://127.0.0.1")
+        warmup = 30
+
+        def answer() -> None:
+            for _ in range(warmup + round_trips):
+                rep.send(rep.recv())
+
+        server = threading.Thread(target=answer, daemon=True)
+        server.start()
+        req.connect(f"tcp://127.0.0.1:{port}")
+        payload = b"x" * payload_bytes
+        rtts = []
+        for i in range(warmup + round_trips):
+            t0 = time.perf_counter()
+            req.send(payload)
+            req.recv()
+            if i >= warmup:
+                rtts.append(time.perf_counter() - t0)
+        server.join(timeout=5.0)
+    finally:
+        req.close()
+        rep.close()
+        context.term()
+    return statistics.median(rtts) / 2.0
+
+
+# ---- fitting ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FitReport:
+    fit: Fit
+    train: list[Sample]
+    held_out: list[Sample]
+
+    def errors(self, samples: Sequence[Sample]) -> list[float]:
+        return [abs(predict(self.fit, s.terms, FEATURES) - s.seconds) / s.seconds * 100.0
+                for s in samples]
+
+    @property
+    def held_out_mape(self) -> float | None:
+        if not self.held_out:
+            return None
+        return mape([predict(self.fit, s.terms, FEATURES) for s in self.held_out],
+                    [s.seconds for s in self.held_out])
+
+
+def split(samples: Sequence[Sample], holdout: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Hold out a random share `holdout` of the fused runs (by seed); singles always train."""
+    fused = [i for i, s in enumerate(samples) if s.fused]
+    rng = random.Random(seed)
+    held = set(rng.sample(fused, int(round(holdout * len(fused))))) if fused else set()
+    return ([s for i, s in enumerate(samples) if i not in held],
+            [s for i, s in enumerate(samples) if i in held])
+
+
+def fit_samples(samples: Sequence[Sample], holdout: float = 0.25, seed: int = 0) -> FitReport:
+    train, held_out = split(samples, holdout, seed)
+    fit = fit_observations([s.observation() for s in train], FEATURES, overhead=True)
+    return FitReport(fit, train, held_out)
+
+
+def fit_profile(samples: Sequence[Sample], name: str, *, holdout: float = 0.25, seed: int = 0,
+                copy_s_per_byte: float = 0.0, message_overhead_s: float = 0.0,
+                provenance: dict[str, Any] | None = None) -> Profile:
+    """A profile fitted on `samples`, with the MAPE of the held-out fused runs."""
+    report = fit_samples(samples, holdout, seed)
+    held = report.held_out_mape
+    coefficients = {kind: {k: _sig(v) for k, v in coef.items() if v > 0}
+                    for kind, coef in sorted(report.fit.coefficients.items())}
+    prov = dict(provenance or {})
+    prov.setdefault("samples", len(report.train) + len(report.held_out))
+    prov["held_out"] = {
+        "ops": len(report.held_out), "share_of_fused_runs": holdout, "seed": seed,
+        "mape_by_kind": _mape_by(report, lambda s: s.kind),
+        "mape_by_run_length": _mape_by(report, lambda s: s.segments),
+    }
+    return Profile(
+        name=name, coefficients=coefficients, op_overhead_s=_sig(report.fit.op_overhead_s),
+        message_overhead_s=_sig(message_overhead_s), copy_s_per_byte=_sig(copy_s_per_byte),
+        provenance=prov, held_out_mape=None if held is None else round(held, 2),
+    )
+
+
+def _mape_by(report: FitReport, key: Callable[[Sample], Any]) -> dict[Any, float]:
+    groups: dict[Any, list[float]] = {}
+    for s, err in zip(report.held_out, report.errors(report.held_out), strict=True):
+        groups.setdefault(key(s), []).append(err)
+    return {k: round(statistics.fmean(v), 2) for k, v in sorted(groups.items())}
+
+
+def _sig(value: float, digits: int = 4) -> float:
+    return float(f"{value:.{digits}g}") if value else 0.0
+
+
+# ---- the whole measurement ----------------------------------------------------------------
+class BackgroundLoad:
+    """How busy the other processes kept this machine's CPUs while the block ran: their CPU
+    time over (wall time x CPUs), from /proc/stat minus this process's own CPU time. A figure
+    of trust for a measurement: above ~0.1, caches and memory bandwidth were shared."""
+
+    share: float | None = None
+
+    def __enter__(self) -> BackgroundLoad:
+        self._start = (_busy_cpu_s(), time.process_time(), time.perf_counter())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        busy0, own0, wall0 = self._start
+        busy1, own1, wall1 = _busy_cpu_s(), time.process_time(), time.perf_counter()
+        if busy0 is None or busy1 is None or wall1 <= wall0:
+            return
+        other = (busy1 - busy0) - (own1 - own0)
+        self.share = round(max(0.0, other / ((wall1 - wall0) * (os.cpu_count() or 1))), 3)
+
+
+def _busy_cpu_s() -> float | None:
+    """CPU seconds spent busy by all processes since boot (Linux), or None elsewhere."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] != "cpu":
+        return None
+    ticks = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    busy = sum(ticks) - ticks[3] - ticks[4]
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def measure_profile(models: Sequence[ModelSpec], name: str, *, heights: Sequence[float] = DEFAULT_HEIGHTS,
+                    repeats: int = 5, threads: int = 1, max_run: int = 4, cpu_share: float = 1.0,
+                    seed: int = 0, statistic: str = "min", command: str = "",
+                    progress: Callable[[str], None] | None = None) -> Profile:
+    """Measure this machine on `models` and fit its profile."""
+    began = time.perf_counter()
+    with BackgroundLoad() as load:
+        samples = measure(models, heights, repeats, threads, max_run, seed, statistic, progress)
+    copy = measure_copy_s_per_byte(threads)
+    message = measure_message_overhead_s()
+    calls = sum(s.calls for s in samples)
+    provenance = {
+        "kind": "measured",
+        "cpu": cpu_model(),
+        "threads": threads,
+        "cpu_share": cpu_share,
+        "date": datetime.date.today().isoformat(),
+        "torch": torch.__version__,
+        "hostname": platform.node(),
+        "command": command,
+        "models": [m.variant for m in models],
+        "heights": [round(h, 4) for h in heights],
+        "repeats": repeats,
+        "statistic": statistic,
+        "max_run": max_run,
+        "samples": len(samples),
+        "clean_calls": round(sum(s.clean for s in samples) / calls, 3) if calls else None,
+        "background_cpu": load.share,
+        "allocator": "glibc mallopt: no heap trim, mmap above 32 MiB" if steady_allocator() else "default",
+        "measure_s": round(time.perf_counter() - began, 1),
+    }
+    return fit_profile(samples, name, seed=seed, copy_s_per_byte=copy, message_overhead_s=message,
+                       provenance=provenance)
+
+
+HEADER = """\
+# Latency profile of one device, measured and fitted by `halp profile` (halp/latency/profiler.py).
+# Ops timed: run_region on row slices of the maps (heights x the map height, random positions),
+# single layers and fused runs (a conv/dwconv/pool with the layers up to the next one, and runs
+# of 2..max_run of those, the whole spatial part, the classifier), in shuffled round-robin
+# passes; per op the `statistic` (min, median, mean) of `repeats` clean calls (this thread kept
+# its core) after a warm-up, torch.set_num_threads(threads), glibc keeping freed memory.
+# Per layer kind: t = intercept_s + s_per_flop*flops + s_per_in_byte*in_bytes
+#   + s_per_out_byte*out_bytes + s_per_weight_byte*weight_bytes
+#   + s_per_flop_per_tap*flops/(kernel taps)          (a missing term is 0),
+# plus op_overhead_s once per fused run: non-negative least squares on relative error.
+# held_out_mape: mean absolute percentage error (%) on the fused runs held out of the fit.
+# copy_s_per_byte: torch.cat of row blocks. message_overhead_s: half the round trip of a
+# 64-byte ZeroMQ REQ/REP message over TCP loopback (excludes bytes / bandwidth).
+"""
+
+
+DERIVED_HEADER = """\
+# DERIVED latency profile: NOT MEASURED on the device it names. It is a measured profile scaled
+# by `halp profile --derive-from` (halp.latency.profiler.derive_profile) under the assumption in
+# provenance: FLOP and byte terms x compute_scale (chosen so VGG-16 takes vgg16_s_assumed),
+# fixed costs (intercepts, op and message overheads) x overhead_scale, gather x copy_scale.
+# Replace it with a measured one: run `halp hw profile` on the device itself.
+"""
+
+
+def write_profile(profile: Profile, path: str | Path, header: str = HEADER) -> Path:
+    """Write `profile` as YAML, with a comment header saying how it was measured."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = yaml.dump(_plain(profile.to_dict()), Dumper=_Dumper, sort_keys=False, width=1000)
+    path.write_text(header + body)
+    return path
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style, but a mapping of numbers (a kind's coefficients) or a list of plain values
+    on one line."""
+
+    def represent_dict(self, data):  # type: ignore[override]
+        flow = bool(data) and all(isinstance(v, int | float | type(None)) for v in data.values())
+        return self.represent_mapping("tag:yaml.org,2002:map", data, flow_style=flow)
+
+    def represent_list(self, data):  # type: ignore[override]
+        flow = all(not isinstance(v, dict | list) for v in data)
+        return self.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_Dumper.add_representer(dict, _Dumper.represent_dict)
+_Dumper.add_representer(list, _Dumper.represent_list)
+
+
+def _plain(value: Any) -> Any:
+    """Plain YAML types (no numpy scalars, no tuples)."""
+    if isinstance(value, dict):
+        return {str(k) if not isinstance(k, int) else k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, str):
+        return str(value)  # torch.__version__ is a str subclass that YAML refuses
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+# ---- derived profiles ---------------------------------------------------------------------
+def derive_profile(base: Profile, name: str, *, compute_scale: float, overhead_scale: float,
+                   copy_scale: float, provenance: dict[str, Any]) -> Profile:
+    """A profile for a device that was not measured, scaled from one that was: the terms that
+    grow with the work (FLOPs, bytes) by `compute_scale`, the fixed costs (per-layer
+    intercepts, per-op and per-message overheads: interpreter and dispatch time) by
+    `overhead_scale`, and the gather's cost per byte by `copy_scale`."""
+    if min(compute_scale, overhead_scale, copy_scale) <= 0:
+        raise HalpError("scale factors of a derived profile must be positive")
+    coefficients = {
+        kind: {term: _sig(value * (overhead_scale if term == "intercept_s" else compute_scale))
+               for term, value in coef.items()}
+        for kind, coef in base.coefficients.items()
+    }
+    return Profile(
+        name=name, coefficients=coefficients,
+        op_overhead_s=_sig(base.op_overhead_s * overhead_scale),
+        message_overhead_s=_sig(base.message_overhead_s * overhead_scale),
+        copy_s_per_byte=_sig(base.copy_s_per_byte * copy_scale),
+        provenance={"kind": "derived", "from": base.name, **provenance,
+                    "compute_scale": _sig(compute_scale), "overhead_scale": overhead_scale,
+                    "copy_scale": copy_scale},
+        held_out_mape=None,
+    )
