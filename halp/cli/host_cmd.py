@@ -39,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, metavar="S",
                    help="bound on connecting and on each request (default: the scenario's)")
     p.add_argument("--warmup", type=int, metavar="N",
-                   help="untimed requests per plan first (default: backends.emu.warmup_requests "
+                   help="untimed requests per plan first (default: backends.<backend>.warmup_requests "
                         "for emu, 0 for hw)")
     p.add_argument("--dead-after", type=float, default=10.0, metavar="S",
                    help="a worker silent this long is dead (default 10)")

@@ -1,0 +1,124 @@
+"""Speed-up of HALP and MoDNN over stand-alone VGG-16, measured on emulated devices.
+
+    sudo .venv/bin/python bench/emu_speedup.py [SCENARIO] [--requests N]
+
+Default scenario: `scenarios/emu_vgg16_3dev.yaml`, three equal devices, each a quarter of a
+core, on 100 Mbps star links. One emulated network and one set of workers serve the three
+methods in turn (workers stay up between runs, so no model build lands in a latency). For each
+method: the measured mean latency, the simulator's prediction of the same plan, and the speed-up
+over stand-alone. Then, for HALP, where its time goes (busy time of every device and link in
+one request, and the longest chain of ops), which is what limits the speed-up.
+
+The published HALP prototype reached 1.7x on three Raspberry Pis (VGG-16).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from emu.backend import EmulatedRun  # noqa: E402
+from emu.network import EmulatedNetwork  # noqa: E402
+from halp.backends import load_backend  # noqa: E402
+from halp.errors import HalpError  # noqa: E402
+from halp.scenario import Scenario, load_scenario  # noqa: E402
+from halp.serving import policy_for  # noqa: E402
+from halp.trace import Trace, TraceWriter  # noqa: E402
+
+METHODS = ("standalone", "modnn", "halp")
+PUBLISHED = 1.7
+
+
+def busy(trace: Trace, request: int) -> dict[str, float]:
+    """Seconds each resource (device or link) is busy in one request."""
+    out: dict[str, float] = {}
+    for op in trace.ops:
+        if op.request == request and op.kind != "input":
+            out[op.resource] = out.get(op.resource, 0.0) + op.duration
+    return out
+
+
+def critical_path(trace: Trace, request: int) -> list[tuple[str, str, float]]:
+    """The chain of ops that ends last: walk back from the last op through whichever op
+    ended last before each one started (op, resource, duration)."""
+    ops = sorted((op for op in trace.ops if op.request == request and op.kind != "input"),
+                 key=lambda op: op.end)
+    chain = []
+    current = ops[-1] if ops else None
+    while current is not None:
+        chain.append((current.op, current.resource, current.duration))
+        before = [op for op in ops if op.end <= current.start + 1e-4 and op is not current]
+        current = before[-1] if before else None
+    return list(reversed(chain))
+
+
+def explain(trace: Trace, latency_s: float) -> list[str]:
+    request = trace.requests[-1].request
+    lines = ["where HALP's time goes (last request):"]
+    for resource, seconds in sorted(busy(trace, request).items(), key=lambda kv: -kv[1]):
+        lines.append(f"  {resource:<12} busy {seconds * 1e3:8.1f} ms = {seconds / latency_s:5.0%} "
+                     "of the latency")
+    chain = critical_path(trace, request)
+    compute = sum(d for _, r, d in chain if "->" not in r and r != "channel")
+    moving = sum(d for _, r, d in chain if "->" in r or r == "channel")
+    lines.append(f"  longest chain: {len(chain)} ops, {compute * 1e3:.0f} ms computing and "
+                 f"{moving * 1e3:.0f} ms transferring, of {latency_s * 1e3:.0f} ms")
+    return lines
+
+
+def predicted(scenario: Scenario) -> float:
+    with TraceWriter(None, "sim", scenario.method.name) as writer:
+        trace = load_backend("sim").run(scenario, policy_for(scenario), writer)
+    return statistics.fmean(trace.latencies())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("scenario", nargs="?", default=str(REPO / "scenarios" / "emu_vgg16_3dev.yaml"))
+    parser.add_argument("--requests", type=int, default=3)
+    parser.add_argument("--interval", default="7s", help="between requests (default 7s)")
+    args = parser.parse_args(argv)
+    try:
+        # Far enough apart that no request waits for the one before (MoDNN takes seconds).
+        base = load_scenario(args.scenario).with_values(
+            {"workload.requests": args.requests, "workload.arrival": "periodic",
+             "workload.interval": args.interval})
+        variants = {m: base.with_values({"method.name": m}) for m in METHODS}
+        measured: dict[str, Trace] = {}
+        with tempfile.TemporaryDirectory(prefix="halp-speedup-") as tmp:
+            run = EmulatedRun(variants["standalone"], Path(tmp), log=lambda line: None)
+
+            def serve_all(net: EmulatedNetwork) -> None:
+                for method, scenario in variants.items():
+                    print(f"measuring {method} ...", file=sys.stderr, flush=True)
+                    measured[method] = run.serve(net, scenario, method)
+
+            run.run(None, before_host=serve_all)
+    except HalpError as exc:
+        print(f"emu_speedup: {exc}", file=sys.stderr)
+        return 2
+    devices = ", ".join(f"{d.name} {d.cpu_share:g} core" for d in base.devices)
+    print(f"{base.model.name} on {len(base.devices)} emulated devices ({devices}), "
+          f"{base.network.kind} {base.network.bandwidth / 1e6:g} Mbps, {args.requests} requests each")
+    print(f"{'method':<11} {'measured':>10} {'predicted':>10} {'speed-up':>9} {'exact':>6}")
+    latency = {m: statistics.fmean(t.latencies()) for m, t in measured.items()}
+    for method in METHODS:
+        exact = all((r.extra or {}).get("relative_error", 0.0) <= 1e-4
+                    for r in measured[method].requests)
+        print(f"{method:<11} {latency[method] * 1e3:8.0f} ms {predicted(variants[method]) * 1e3:7.0f} ms "
+              f"{latency['standalone'] / latency[method]:8.2f}x {'yes' if exact else 'NO':>6}")
+    print(f"published HALP prototype: {PUBLISHED}x on three Raspberry Pis; here "
+          f"{latency['standalone'] / latency['halp']:.2f}x")
+    for line in explain(measured["halp"], latency["halp"]):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

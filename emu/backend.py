@@ -1,0 +1,433 @@
+"""The emulator as a backend: `run(scenario, policy, writer) -> Trace`.
+
+One run:
+
+1. describe the topology (`emu.topology`) and build it (`emu.network.EmulatedNetwork`);
+2. write the run directory: the scenario as run, the endpoints, the topology, the workers' and
+   the host's logs; the shared token goes to a private temporary directory, removed at the end;
+3. start `halp worker` in every secondary's host, with this interpreter, and wait until each
+   listens (its TCP socket is in LISTEN state in its namespace): a worker imports PyTorch once,
+   in its quarter of a core, and stays up, so the import never lands in a request's latency;
+4. run the host executor (`emu.host_main`: `halp host` plus progress lines) in the host device's
+   node, relay its lines, and play bandwidth traces from the moment it says request 0 arrived;
+5. read back the records the host wrote (`halp.trace.read_trace_dir`), copy them into `writer`
+   and return the trace.
+
+Teardown is total on every exit path (an exception, Ctrl-C, SIGTERM): the processes this run
+started are stopped by their process group id, then the network removes its links, bridge,
+IFB device, shells and cgroups. Nothing is killed by name. A worker that dies mid-run ends the
+run within `HOST_GRACE_S` with one line naming its device; the requests that finished before are
+on disk and in `writer`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from emu.host_main import SERVING
+from emu.network import EmulatedNetwork, LiveRates, require_emulator
+from emu.topology import Topology, describe
+from halp.errors import BackendError
+from halp.latency.profile import find_profile
+from halp.scenario import Scenario
+from halp.serving import Policy
+from halp.trace import Trace, TraceWriter, read_trace_dir
+
+NAME = "emu"
+HOST_GRACE_S = 3.0  # after a worker dies: how long the host may take to notice and stop
+READY = "listening on"  # what `halp worker` prints once it listens
+POLL_S = 0.1
+STOP_GRACE_S = 3.0
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that `finally` blocks run."""
+
+
+# ---- processes started inside nodes -------------------------------------------------------
+class Started:
+    """A process this run started inside a node; stopped by its process group id (mnexec -d
+    makes it a session leader, so the group holds it and whatever it spawns)."""
+
+    def __init__(self, device: str, role: str, popen: subprocess.Popen, log_path: Path | None):
+        self.device = device
+        self.role = role
+        self.popen = popen
+        self.log_path = log_path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_text(self) -> str:
+        if self.log_path is None or not self.log_path.is_file():
+            return ""
+        return self.log_path.read_text(errors="replace")
+
+    def last_line(self) -> str:
+        lines = [ln.strip() for ln in self.log_text().splitlines() if ln.strip()]
+        return lines[-1] if lines else ""
+
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.pid, signal.SIGKILL)
+                self.popen.wait(timeout=5.0)
+        # Anything the process left in its group (it should have none).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        for stream in (self.popen.stdout, self.popen.stderr, self.popen.stdin):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+
+class Processes:
+    """The processes of one run; `stop_all` stops each by pid, hosts first."""
+
+    def __init__(self) -> None:
+        self.started: list[Started] = []
+
+    def add(self, started: Started) -> Started:
+        self.started.append(started)
+        return started
+
+    def stop_all(self) -> None:
+        for p in sorted(self.started, key=lambda s: s.role != "host"):
+            p.stop()
+
+    def workers(self) -> list[Started]:
+        return [p for p in self.started if p.role == "worker"]
+
+
+def python_command(*args: str) -> list[str]:
+    """This interpreter running the `halp` command (the venv's, which sees the project)."""
+    return [sys.executable, "-m", "halp.cli", *args]
+
+
+def child_env(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads),
+                "MKL_NUM_THREADS": str(threads)})
+    return env
+
+
+def portable_yaml(scenario: Scenario) -> str:
+    """The scenario as run, with every file it names made absolute (profiles, bandwidth traces,
+    weights), so that it loads the same from the run directory."""
+    data = yaml.safe_load(scenario.to_yaml())
+    for device in data["devices"]:
+        device["profile"] = str(find_profile(device["profile"], scenario.base).resolve())
+    for value in data["network"].get("links", {}).values():
+        if isinstance(value, dict) and "trace" in value:
+            value["trace"] = str(scenario.resolve(value["trace"]).resolve())
+    if data["model"].get("weights"):
+        data["model"]["weights"] = str(scenario.resolve(data["model"]["weights"]).resolve())
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def listening(pid: int, ip: str, port: int) -> bool:
+    """Is a TCP socket of `ip:port` in LISTEN state in the network namespace of `pid`?"""
+    want_port = f"{port:04X}"
+    want_ips = {_hex_ip(ip), "00000000"}
+    try:
+        table = Path(f"/proc/{pid}/net/tcp").read_text()
+    except OSError:
+        return False
+    for line in table.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 3 and fields[3] == "0A":
+            local_ip, local_port = fields[1].split(":")
+            if local_port == want_port and local_ip in want_ips:
+                return True
+    return False
+
+
+def _hex_ip(ip: str) -> str:
+    return "".join(f"{int(part):02X}" for part in reversed(ip.split(".")))
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into an exception for the duration (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def new_tag() -> str:
+    """Five characters that make this run's interface and cgroup names unique."""
+    return "e" + secrets.token_hex(2)
+
+
+# ---- one run ------------------------------------------------------------------------------
+class EmulatedRun:
+    """Everything one run needs, and its teardown. `run()` is the whole lifecycle."""
+
+    def __init__(self, scenario: Scenario, run_dir: Path, log: Callable[[str], None],
+                 tag: str | None = None):
+        from mininet.util import numCores
+
+        self.scenario = scenario
+        self.run_dir = run_dir
+        self.log = log
+        self.topology: Topology = describe(scenario, tag or new_tag(), numCores())
+        self.processes = Processes()
+        self.secret_dir = Path(tempfile.mkdtemp(prefix="halp-emu-"))
+        self.token_file = self.secret_dir / "token"
+        self.timeout_s = scenario.backends.emu.timeout
+        self.files: dict[str, Path] = {}
+        self.rate_changes: list[tuple[float, str, float]] = []  # applied (run time, link, bps)
+
+    # files
+    def write_inputs(self) -> dict[str, Path]:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.secret_dir, 0o700)
+        fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+        files = {"scenario": self.run_dir / "scenario.yaml",
+                 "endpoints": self.run_dir / "endpoints.json",
+                 "topology": self.run_dir / "topology.txt"}
+        files["scenario"].write_text(portable_yaml(self.scenario))
+        files["endpoints"].write_text(json.dumps(self.topology.endpoints(), indent=2) + "\n")
+        files["topology"].write_text(self.topology.describe() + "\n")
+        self.files = files
+        return files
+
+    def start_workers(self, net: EmulatedNetwork) -> None:
+        for spec in self.topology.secondaries:
+            log_path = self.run_dir / f"worker-{spec.device}.log"
+            with log_path.open("w") as log_file:
+                popen = net.node(spec.device).popen(
+                    python_command("worker", "--listen", spec.endpoint, "--token",
+                                   str(self.token_file), "--name", spec.device,
+                                   "--threads", str(spec.threads)),
+                    stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                    env=child_env(spec.threads), cwd=str(self.secret_dir))
+            self.processes.add(Started(spec.device, "worker", popen, log_path))
+
+    def wait_workers(self) -> None:
+        deadline = time.monotonic() + self.timeout_s
+        waiting = {p.device: p for p in self.processes.workers()}
+        began = time.monotonic()
+        while waiting:
+            for device, p in list(waiting.items()):
+                spec = self.topology.node(device)
+                if not p.alive():
+                    raise BackendError(f"worker on {device} exited while starting (code "
+                                       f"{p.popen.returncode}): {p.last_line() or 'no output'}")
+                if READY in p.log_text() and listening(p.pid, spec.ip, spec.port):
+                    del waiting[device]
+            if waiting and time.monotonic() > deadline:
+                raise BackendError(f"worker on {', '.join(sorted(waiting))} did not listen within "
+                                   f"{self.timeout_s:g} s (backends.emu.timeout)")
+            time.sleep(POLL_S)
+        self.log(f"{len(self.processes.workers())} workers up in {time.monotonic() - began:.1f} s")
+
+    def start_host(self, net: EmulatedNetwork, files: dict[str, Path], out: Path) -> Started:
+        spec = self.topology.host
+        argv = [sys.executable, "-m", "emu.host_main", str(files["scenario"]),
+                "--endpoints", str(files["endpoints"]), "--token", str(self.token_file),
+                "--out", str(out)]
+        popen = net.node(spec.device).popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, env=child_env(spec.threads), cwd=str(self.secret_dir),
+            text=True, bufsize=1)
+        return self.processes.add(Started(spec.device, "host", popen,
+                                          out.parent / f"{out.name}.log"))
+
+    def serve(self, net: EmulatedNetwork, scenario: Scenario, name: str) -> Trace:
+        """One more host run on the same network and workers (they stay up between runs):
+        `scenario` must have the same devices and network; records go to `run_dir/name`."""
+        if describe(scenario, self.topology.tag, self.topology.cores) != self.topology:
+            raise BackendError(f"{scenario.name}: not the devices and network of this run")
+        files = dict(self.files)
+        files["scenario"] = self.run_dir / f"{name}.yaml"
+        files["scenario"].write_text(portable_yaml(scenario))
+        live = LiveRates(net, self.log)
+        try:
+            self.follow_host(self.start_host(net, files, self.run_dir / name), live)
+        finally:
+            live.stop()
+        return read_trace_dir(self.run_dir / name, backend=NAME, method=scenario.method.name)
+
+    def follow_host(self, host: Started, live: LiveRates) -> None:
+        """Relay the host's lines until it exits; end the run if a worker dies."""
+        lines: queue.Queue[str | None] = queue.Queue()
+        reader = threading.Thread(target=_pump, args=(host.popen.stdout, lines, host.log_path),
+                                  name="emu-host-output", daemon=True)
+        reader.start()
+        dead: Started | None = None
+        dead_at = 0.0
+        # A whole run may take long (many requests); only silence is bounded by the timeout.
+        last_output = time.monotonic()
+        while True:
+            try:
+                line = lines.get(timeout=POLL_S)
+            except queue.Empty:
+                line = ""
+            if line is None:  # the host closed its output: it is exiting
+                try:
+                    host.popen.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    host.stop()
+                break
+            if line:
+                last_output = time.monotonic()
+                if line.startswith(SERVING):
+                    live.start(float(line[len(SERVING):]))
+                self.log(f"{self.topology.host.device}: {line}")
+            if dead is None:
+                dead = next((w for w in self.processes.workers() if not w.alive()), None)
+                dead_at = time.monotonic()
+            if dead is not None and time.monotonic() - dead_at > HOST_GRACE_S:
+                break
+            silence_s = max(self.timeout_s, 30.0)
+            if time.monotonic() - last_output > silence_s:
+                host.stop()
+                raise BackendError(f"host on {self.topology.host.device} said nothing for "
+                                   f"{silence_s:g} s (backends.emu.timeout); stopped it")
+        reader.join(timeout=1.0)
+        dead = dead or next((w for w in self.processes.workers() if not w.alive()), None)
+        if dead is not None:
+            host.stop()
+            raise BackendError(f"worker on {dead.device} died mid-run (exit code "
+                               f"{dead.popen.returncode}); finished requests are in "
+                               f"{self.run_dir / 'host'}")
+        if host.popen.returncode != 0:
+            raise BackendError(f"host on {self.topology.host.device} failed (exit code "
+                               f"{host.popen.returncode}): {host.last_line() or 'no output'}")
+
+    def run(self, writer: TraceWriter | None,
+            before_host: Callable[[EmulatedNetwork], None] | None = None) -> Trace:
+        """The whole lifecycle. `before_host(net)` runs once the workers are up and before the
+        host starts (benchmarks measure the bare link there, in the same run)."""
+        host_out = self.run_dir / "host"
+        failure: BaseException | None = None
+        try:
+            files = self.write_inputs()
+            with sigterm_raises(), EmulatedNetwork(self.topology, self.log) as net:
+                live = LiveRates(net, self.log)
+                try:
+                    self.start_workers(net)
+                    self.wait_workers()
+                    if before_host is not None:
+                        before_host(net)
+                    host = self.start_host(net, files, host_out)
+                    self.follow_host(host, live)
+                finally:
+                    try:
+                        live.stop()
+                    finally:
+                        self.processes.stop_all()
+                        self.rate_changes = list(live.applied)
+        except Terminated:
+            failure = BackendError("emulator run stopped by SIGTERM")
+        except BaseException as exc:
+            failure = exc
+        finally:
+            shutil.rmtree(self.secret_dir, ignore_errors=True)
+            trace = read_trace_dir(host_out, backend=NAME, method=self.scenario.method.name)
+            if writer is not None:
+                _copy(trace, writer)
+        if failure is not None:
+            raise failure
+        runtime = host_out / "runtime.json"
+        if runtime.is_file():
+            trace.meta.update(json.loads(runtime.read_text()))
+        trace.meta.update({"scenario": self.scenario.name, "run_dir": str(self.run_dir),
+                           "tag": self.topology.tag, "network": self.topology.kind,
+                           "rate_changes": [{"time_s": round(t, 4), "link": d, "bps": bps}
+                                            for t, d, bps in self.rate_changes]})
+        if writer is not None:
+            writer.trace.meta.update(trace.meta)
+        return trace
+
+
+def _pump(stream: Any, lines: queue.Queue, log_path: Path | None) -> None:
+    log = log_path.open("w") if log_path is not None else None
+    try:
+        for raw in stream:
+            if log is not None:
+                log.write(raw)
+                log.flush()
+            lines.put(raw.rstrip("\n"))
+    except (OSError, ValueError):
+        pass
+    finally:
+        if log is not None:
+            log.close()
+        lines.put(None)
+
+
+def _copy(trace: Trace, writer: TraceWriter) -> None:
+    """Put the host's records into the caller's writer, each request after its ops."""
+    by_request: dict[int, list] = {}
+    for op in trace.ops:
+        by_request.setdefault(op.request, []).append(op)
+    for record in trace.requests:
+        for op in by_request.pop(record.request, []):
+            writer.op(op)
+        writer.request(record)
+    for ops in by_request.values():  # ops of requests that never finished
+        for op in ops:
+            writer.op(op)
+
+
+def run(scenario: Scenario, policy: Policy, writer: TraceWriter,
+        log: Callable[[str], None] | None = None) -> Trace:
+    """Serve the scenario's workload on emulated devices; see the module docstring.
+
+    The host executor runs in its own process inside the host's node and answers each request
+    with `policy_for(scenario)` rebuilt from the scenario as run; `policy` is that same policy
+    (planning is deterministic), which is what `halp run` and `halp validate` pass."""
+    require_emulator()
+    log = log or (lambda msg: print(f"emu: {msg}", file=sys.stderr, flush=True))
+    out_dir = writer.out_dir
+    if out_dir is not None:
+        return EmulatedRun(scenario, out_dir / "emu", log).run(writer)
+    with tempfile.TemporaryDirectory(prefix="halp-emu-run-") as tmp:
+        return EmulatedRun(scenario, Path(tmp), log).run(writer)
+
+
+def run_limited(args: list[str], cpu_share: float, threads: int = 1,
+                log: Callable[[str], None] | None = None) -> int:
+    """Run `halp ARGS...` inside one host limited to `cpu_share` of a core (what
+    `halp profile --emu-cpu-share` uses); its exit code. See `emu.profile`."""
+    from emu.profile import run_limited as limited
+
+    return limited(args, cpu_share, threads=threads, log=log)

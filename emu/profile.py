@@ -1,0 +1,56 @@
+"""`halp profile --emu-cpu-share S`: run the profiler inside one CPU-limited Mininet host.
+
+The profile of an emulated device must be measured where that device runs: in a cgroup that
+gets `S` of one core with the emulator's CFS period. This builds a one-host network
+(`emu.topology.single_host`), runs the same `halp profile` command in it (with this
+interpreter, without `--emu-cpu-share`, and with `--cpu-share S` so the profile's provenance
+says where it was measured), relays its output and tears everything down.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+
+from emu.backend import (
+    Processes,
+    Started,
+    Terminated,
+    child_env,
+    new_tag,
+    python_command,
+    sigterm_raises,
+)
+from emu.network import EmulatedNetwork, require_emulator
+from emu.topology import single_host
+from halp.errors import BackendError
+
+DEFAULT_CFS_PERIOD_US = 10_000
+
+
+def run_limited(args: list[str], cpu_share: float, threads: int = 1,
+                cfs_period_us: int = DEFAULT_CFS_PERIOD_US,
+                log: Callable[[str], None] | None = None) -> int:
+    """Run `halp ARGS...` inside a host limited to `cpu_share` of a core; its exit code."""
+    require_emulator()
+    from mininet.util import numCores
+
+    out = log or (lambda line: print(line, flush=True))
+    topology = single_host(new_tag(), cpu_share, threads, cfs_period_us, numCores())
+    device = topology.host.device
+    processes = Processes()
+    try:
+        with sigterm_raises(), EmulatedNetwork(topology) as net:
+            try:
+                popen = net.node(device).popen(
+                    python_command(*args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT, env=child_env(threads), text=True, bufsize=1)
+                processes.add(Started(device, "host", popen, None))
+                assert popen.stdout is not None
+                for line in popen.stdout:
+                    out(line.rstrip("\n"))
+                return popen.wait()
+            finally:
+                processes.stop_all()
+    except Terminated:
+        raise BackendError("profiling stopped by SIGTERM") from None

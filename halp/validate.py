@@ -1,0 +1,162 @@
+"""Validation: how far the simulator's prediction is from a measured run of the same plans.
+
+Pure comparison logic. The two traces join on (request, op): both backends executed the same
+plan, so every op id of a request exists in both. Reported:
+
+- per request, the latency error `|predicted - measured|`, in seconds and relative to the
+  measured latency (`latency_error_mean` and `latency_error_max` are the relative ones, as
+  fractions: 0.1 is 10 %);
+- per op kind (compute, transfer, gather), the MAPE of op durations in percent, over the ops
+  whose measured duration is positive (an input op lasts no time on either side);
+- the pairs themselves, for the scatter plot of predicted against measured.
+
+Requests that only one side finished (a run cut short) are counted, not compared.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from halp.trace import Trace
+
+KINDS = ("compute", "transfer", "gather")
+
+
+@dataclass
+class Validation:
+    requests: int  # compared: finished on both sides
+    predicted_s: list[float]  # per compared request, in request order
+    measured_s: list[float]
+    op_pairs: dict[str, list[tuple[float, float]]]  # kind -> (predicted, measured) durations
+    only_predicted: int = 0  # requests the measured run did not finish
+    only_measured: int = 0
+    unmatched_ops: int = 0  # ops of compared requests missing on one side
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def abs_errors_s(self) -> list[float]:
+        return [abs(p - m) for p, m in zip(self.predicted_s, self.measured_s, strict=True)]
+
+    @property
+    def rel_errors(self) -> list[float]:
+        return [abs(p - m) / m if m > 0 else float("inf")
+                for p, m in zip(self.predicted_s, self.measured_s, strict=True)]
+
+    def mape(self, kind: str) -> float | None:
+        pairs = [(p, m) for p, m in self.op_pairs.get(kind, []) if m > 0]
+        if not pairs:
+            return None
+        return 100.0 * statistics.fmean(abs(p - m) / m for p, m in pairs)
+
+    def summary(self) -> dict[str, Any]:
+        rel, err = self.rel_errors, self.abs_errors_s
+        return {
+            "requests": self.requests,
+            "latency_error_mean": statistics.fmean(rel) if rel else None,
+            "latency_error_max": max(rel) if rel else None,
+            "latency_abs_error_mean_s": statistics.fmean(err) if err else None,
+            "latency_abs_error_max_s": max(err) if err else None,
+            "predicted_latency_mean_s": statistics.fmean(self.predicted_s) if rel else None,
+            "measured_latency_mean_s": statistics.fmean(self.measured_s) if rel else None,
+            "compute_op_mape": self.mape("compute"),
+            "transfer_op_mape": self.mape("transfer"),
+            "gather_op_mape": self.mape("gather"),
+            "ops_compared": {k: len(v) for k, v in self.op_pairs.items()},
+            "only_predicted": self.only_predicted,
+            "only_measured": self.only_measured,
+            "unmatched_ops": self.unmatched_ops,
+            **self.meta,
+        }
+
+
+def compare(predicted: Trace, measured: Trace) -> Validation:
+    """Join two traces of the same plans on (request, op)."""
+    pred_req = {r.request: r for r in predicted.requests}
+    meas_req = {r.request: r for r in measured.requests}
+    both = sorted(set(pred_req) & set(meas_req))
+    pred_ops, meas_ops = predicted.by_key(), measured.by_key()
+    pairs: dict[str, list[tuple[float, float]]] = {k: [] for k in KINDS}
+    unmatched = 0
+    wanted = set(both)
+    for key in set(pred_ops) | set(meas_ops):
+        if key[0] not in wanted:
+            continue
+        p, m = pred_ops.get(key), meas_ops.get(key)
+        if p is None or m is None:
+            unmatched += 1
+            continue
+        if m.kind in pairs:
+            pairs[m.kind].append((p.duration, m.duration))
+    return Validation(
+        requests=len(both),
+        predicted_s=[pred_req[r].latency for r in both],
+        measured_s=[meas_req[r].latency for r in both],
+        op_pairs=pairs,
+        only_predicted=len(set(pred_req) - set(meas_req)),
+        only_measured=len(set(meas_req) - set(pred_req)),
+        unmatched_ops=unmatched,
+    )
+
+
+def format_summary(summary: dict[str, Any], target: float = 0.10) -> str:
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.1f}%"
+
+    mean, worst = summary["latency_error_mean"], summary["latency_error_max"]
+    if mean is None:
+        return "no request finished on both sides; nothing to compare"
+    verdict = "within" if mean <= target else "OUTSIDE"
+    return "\n".join([
+        f"{summary['requests']} requests compared: predicted {summary['predicted_latency_mean_s'] * 1e3:.1f} ms, "
+        f"measured {summary['measured_latency_mean_s'] * 1e3:.1f} ms on average",
+        f"per-request latency error: mean {mean * 100:.1f}% "
+        f"({summary['latency_abs_error_mean_s'] * 1e3:.1f} ms), max {worst * 100:.1f}% "
+        f"({summary['latency_abs_error_max_s'] * 1e3:.1f} ms); {verdict} the {target * 100:g}% target",
+        f"op duration MAPE: compute {pct(summary['compute_op_mape'])}, transfer "
+        f"{pct(summary['transfer_op_mape'])}, gather {pct(summary['gather_op_mape'])}",
+    ])
+
+
+def scatter(validation: Validation, path: Path, title: str = "") -> Path:
+    """Predicted against measured: op durations by kind (left), request latencies (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ops_ax, req_ax) = plt.subplots(1, 2, figsize=(10, 4.5))
+    low, high = float("inf"), 0.0
+    for kind, marker in zip(KINDS, ("o", "s", "^"), strict=True):
+        pairs = [(p, m) for p, m in validation.op_pairs.get(kind, []) if p > 0 and m > 0]
+        if not pairs:
+            continue
+        xs, ys = [m * 1e3 for _, m in pairs], [p * 1e3 for p, _ in pairs]
+        ops_ax.scatter(xs, ys, s=12, marker=marker, alpha=0.6, label=f"{kind} ({len(pairs)})")
+        low, high = min(low, *xs, *ys), max(high, *xs, *ys)
+    if high > 0:
+        ops_ax.plot([low, high], [low, high], color="grey", lw=1, ls="--")
+        ops_ax.set_xscale("log")
+        ops_ax.set_yscale("log")
+    ops_ax.set_xlabel("measured op duration (ms)")
+    ops_ax.set_ylabel("predicted op duration (ms)")
+    ops_ax.legend(loc="upper left", fontsize=8)
+    ops_ax.set_title("ops")
+    xs = [m * 1e3 for m in validation.measured_s]
+    ys = [p * 1e3 for p in validation.predicted_s]
+    req_ax.scatter(xs, ys, s=16)
+    if xs:
+        lo, hi = min(*xs, *ys), max(*xs, *ys)
+        req_ax.plot([lo, hi], [lo, hi], color="grey", lw=1, ls="--")
+    req_ax.set_xlabel("measured latency (ms)")
+    req_ax.set_ylabel("predicted latency (ms)")
+    req_ax.set_title("requests")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

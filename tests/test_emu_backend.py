@@ -1,0 +1,219 @@
+"""The emulator backend on real Mininet (root only): exact outputs over shaped links, a dead
+worker ends the run in bounded time, workers shrug off garbage, and nothing is left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, write_scenario
+
+from emu.backend import EmulatedRun, run
+from emu.network import EmulatedNetwork
+from halp.errors import BackendError
+from halp.runtime import TOLERANCE
+from halp.scenario import load_scenario
+from halp.serving import policy_for
+from halp.trace import TraceWriter, read_trace_dir
+
+from emu_support import emu_required, machine_state  # noqa: F401  (fixtures)
+
+pytestmark = [pytest.mark.emu, pytest.mark.usefixtures("emu_required", "machine_state")]
+
+# MobileNet-V1 0.25 at 128 px: small enough for a quarter core. The host's planning speed is
+# low so that HALP hands rows to the secondaries (at speed 1 it keeps this tiny model local).
+SCENARIO = """\
+name: emu-test
+seed: 3
+model: {{name: mobilenet_v1, width: 0.25, resolution: 128}}
+devices:
+  - {{name: a, role: host, profile: this-machine, cpu_share: 0.5, speed: 0.05}}
+{secondaries}
+network: {{kind: star, bandwidth: 50Mbps}}
+method: {{name: {method}}}
+workload: {{requests: {requests}, arrival: periodic, interval: {interval}}}
+backends: {{emu: {{timeout: 60s}}}}
+"""
+
+
+def scenario(tmp_path: Path, devices: int = 2, method: str = "halp", requests: int = 2,
+             interval: str = "100ms"):
+    secondaries = "\n".join(f"  - {{name: {n}, profile: this-machine, cpu_share: 0.5}}"
+                            for n in "bcd"[:devices - 1])
+    text = SCENARIO.format(secondaries=secondaries, method=method, requests=requests,
+                           interval=interval)
+    return load_scenario(write_scenario(tmp_path, text))
+
+
+def quiet(_line: str) -> None:
+    pass
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("devices", [2, 3])
+@pytest.mark.parametrize("method", ["halp", "modnn"])
+def test_plans_compute_exact_outputs_over_the_emulated_network(tmp_path, devices,
+                                                                method):
+    s = scenario(tmp_path, devices, method)
+
+    with TraceWriter(tmp_path / "out", "emu", method) as writer:
+        trace = run(s, None, writer, log=quiet)
+
+    assert len(trace.requests) == 2
+    for record in trace.requests:
+        assert record.extra["relative_error"] <= TOLERANCE
+    # Conformance: every op of the plan, after its inputs, with the plan's bytes.
+    plan = policy_for(s).served()[0].plan
+    ops = trace.by_key()
+    for record in trace.requests:
+        for op in plan.ops:
+            got = ops[(record.request, op.id)]
+            for i in op.inputs:
+                slack = got.uncertainty_s + ops[(record.request, i)].uncertainty_s + 1e-3
+                assert got.start >= ops[(record.request, i)].end - slack, f"{op.id} before {i}"
+            assert got.bytes == getattr(op, "bytes", 0)
+    used = {op.device for op in trace.ops if op.kind == "compute"}
+    assert used == {op.device for op in plan.ops if op.kind == "compute"}
+    assert len(used) >= 2  # the plan shares the work out
+    transfers = [op for op in trace.ops if op.kind == "transfer"]
+    assert transfers and all(op.bytes > 0 and op.end > op.start for op in transfers)
+    on_disk = read_trace_dir(tmp_path / "out")
+    assert len(on_disk.requests) == 2 and len(on_disk.ops) == len(trace.ops)
+    assert not (tmp_path / "out" / "emu" / "token").exists()
+
+
+@pytest.mark.slow
+def test_a_bandwidth_trace_plays_during_the_run(tmp_path):
+    (tmp_path / "b.csv").write_text("time_s,bandwidth_bps\n0,50e6\n0.3,5e6\n")
+    s = scenario(tmp_path, devices=2, requests=4, interval="200ms").with_values(
+        {"network.links": {"b": {"trace": "b.csv"}}})
+
+    trace = run(s, None, TraceWriter(None, "emu", "halp"), log=quiet)
+
+    assert len(trace.requests) == 4
+    assert [(c["link"], c["bps"]) for c in trace.meta["rate_changes"]] == [("b", 5e6)]
+    assert trace.meta["rate_changes"][0]["time_s"] == pytest.approx(0.3, abs=0.05)
+    # What b sends after the change crawls: its transfers take longer than before it.
+    sent = [op for op in trace.ops if op.kind == "transfer" and op.device == "b"]
+    early = [op.duration / op.bytes for op in sent if op.end < 0.3]
+    late = [op.duration / op.bytes for op in sent if op.start > 0.35]
+    assert early and late and min(late) > 3 * max(early)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_ends_it_naming_the_device(tmp_path):
+    s = scenario(tmp_path, devices=3, requests=200, interval="50ms")
+    out = tmp_path / "out"
+    emu_run = EmulatedRun(s, out / "emu", quiet)
+    killed_at: list[float] = []
+
+    def kill_after_two_requests() -> None:
+        done = out / "emu" / "host" / "requests.jsonl"
+        while not (done.is_file() and len(done.read_text().splitlines()) >= 2):
+            time.sleep(0.05)
+        victim = next(p for p in emu_run.processes.workers() if p.device == "c")
+        killed_at.append(time.monotonic())
+        os.kill(victim.pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_after_two_requests, daemon=True)
+    killer.start()
+    with TraceWriter(out, "emu", "halp") as writer:
+        with pytest.raises(BackendError) as err:
+            emu_run.run(writer)
+    ended = time.monotonic()
+
+    message = str(err.value)
+    assert "\n" not in message and "worker on c" in message
+    assert ended - killed_at[0] < 15.0
+    finished = read_trace_dir(out).requests
+    assert len(finished) >= 2  # what finished before the kill is on disk
+    assert len(writer.trace.requests) == len(finished)
+
+
+GARBAGE = textwrap.dedent("""
+    import sys, zmq
+    from halp.runtime.wire import KeyKind, Message, MsgType, encode
+    address = sys.argv[1]
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 5000)  # deliver everything before closing
+    sock.connect(address)
+    sock.send_multipart([b"\\x00garbage" * 100])                      # not a message
+    sock.send_multipart([b"HALP\\x01", b"", b"short"])                 # truncated
+    head, payload, mac = encode(Message(MsgType.NONCE_REQ, sender="a", kind=KeyKind.TOKEN),
+                                b"the wrong token, long enough")
+    sock.send_multipart([head, payload, mac])                         # wrong token
+    sock.send_multipart([head[:-3], payload, mac])                    # torn header
+    sock.send_multipart([bytes(range(256)) * 4000])                   # one big junk frame
+    print("sent garbage")
+    sock.close()
+    ctx.term()
+""")
+
+
+@pytest.mark.slow
+def test_a_worker_fed_garbage_keeps_serving(tmp_path):
+    s = scenario(tmp_path, devices=2, requests=2)
+    emu_run = EmulatedRun(s, tmp_path / "run", quiet)
+    attacks: list[str] = []
+
+    def attack(net: EmulatedNetwork) -> None:
+        endpoint = emu_run.topology.node("b").endpoint
+        proc = net.node("a").popen([sys.executable, "-c", GARBAGE, endpoint], text=True,
+                                   cwd=str(REPO))
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        attacks.append(out)
+
+    trace = emu_run.run(None, before_host=attack)
+
+    assert "sent garbage" in attacks[0]
+    assert len(trace.requests) == 2
+    assert all(r.extra["relative_error"] <= TOLERANCE for r in trace.requests)
+    log = (tmp_path / "run" / "worker-b.log").read_text()
+    assert log.count("rejected") == 5  # it saw each piece of garbage, said so, and went on
+
+
+RUNNER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from emu.backend import run
+    from halp.errors import HalpError
+    from halp.scenario import load_scenario
+    from halp.trace import TraceWriter
+    s = load_scenario(sys.argv[1])
+    try:
+        with TraceWriter(Path(sys.argv[2]), "emu", s.method.name) as w:
+            run(s, None, w, log=lambda line: print(line, flush=True))
+    except HalpError as exc:
+        print("ERROR", exc, flush=True)
+        sys.exit(2)
+""")
+
+
+@pytest.mark.slow
+def test_sigterm_mid_run_tears_everything_down(tmp_path):
+    s = scenario(tmp_path, devices=2, requests=200, interval="50ms")
+    path = tmp_path / "s.yaml"
+    proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(path), str(tmp_path / "out")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=str(REPO))
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "request 1 " in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest = "".join(seen) + proc.communicate(timeout=30)[0]
+
+    assert proc.returncode == 2, rest
+    assert "stopped by SIGTERM" in rest
+    assert s.name and len(read_trace_dir(tmp_path / "out").requests) >= 2

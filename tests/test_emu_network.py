@@ -1,0 +1,156 @@
+"""The emulated network on real Mininet: links carry what they are shaped for, a shared channel
+is one capacity, traces change rates live, and nothing outlives the network (root only)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+import time
+
+import pytest
+from conftest import write_scenario
+
+from emu.network import EmulatedNetwork, LiveRates, netem_available
+from emu.topology import describe
+from halp.errors import BackendError
+from halp.scenario import load_scenario
+
+from emu_support import emu_required, machine_state  # noqa: F401  (fixtures)
+
+pytestmark = [pytest.mark.emu, pytest.mark.usefixtures("emu_required", "machine_state")]
+
+SCENARIO = """\
+name: net
+model: {name: mobilenet_v1, width: 0.25, resolution: 128}
+devices:
+  - {name: a, role: host, profile: this-machine, cpu_share: 0.5}
+  - {name: b, profile: this-machine, cpu_share: 0.5}
+  - {name: c, profile: this-machine, cpu_share: 0.5}
+network: NETWORK
+method: {name: halp}
+"""
+
+
+def topology(tmp_path, network: str, tag: str):
+    (tmp_path / "b.csv").write_text("time_s,bandwidth_bps\n0,20e6\n0.5,5e6\n")
+    path = write_scenario(tmp_path, SCENARIO.replace("NETWORK", network))
+    return describe(load_scenario(path), tag, cores=2)
+
+
+RECEIVER = textwrap.dedent("""
+    import json, socket, sys, threading, time
+    port, expected = int(sys.argv[1]), int(sys.argv[2])
+    server = socket.create_server(("0.0.0.0", port))
+    print("ready", flush=True)
+    times, total, lock = [], [0], threading.Lock()
+
+    def drain(conn):
+        first = None
+        while True:
+            data = conn.recv(1 << 16)
+            if not data:
+                break
+            now = time.monotonic()
+            first = first or now
+            with lock:
+                total[0] += len(data)
+        times.append((first, now))
+        conn.close()
+
+    threads = []
+    for _ in range(expected):
+        conn, _ = server.accept()
+        threads.append(threading.Thread(target=drain, args=(conn,)))
+        threads[-1].start()
+    for t in threads:
+        t.join()
+    print(json.dumps({"bytes": total[0], "first": min(a for a, _ in times),
+                      "last": max(b for _, b in times)}), flush=True)
+""")
+
+SENDER = textwrap.dedent("""
+    import socket, sys
+    host, port, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    with socket.create_connection((host, port)) as conn:
+        conn.sendall(bytes(size))
+        conn.shutdown(socket.SHUT_WR)
+        conn.recv(1)
+""")
+
+
+def transfer(net: EmulatedNetwork, receiver: str, senders: list[str], nbytes: int) -> float:
+    """Send `nbytes` from each sender to the receiver at once; the payload bits per second the
+    receiver saw, from the first byte to the last, on its own clock."""
+    rx = net.node(receiver).popen([sys.executable, "-c", RECEIVER, "5300", str(len(senders))],
+                                  text=True)
+    assert rx.stdout is not None
+    assert rx.stdout.readline().strip() == "ready"
+    ip = net.topology.node(receiver).ip
+    txs = [net.node(s).popen([sys.executable, "-c", SENDER, ip, "5300", str(nbytes)])
+           for s in senders]
+    result = json.loads(rx.communicate(timeout=120)[0])
+    for tx in txs:
+        tx.wait(timeout=30)
+    assert result["bytes"] == nbytes * len(senders)
+    return result["bytes"] * 8 / (result["last"] - result["first"])
+
+
+def test_a_link_carries_n_megabytes_in_the_ideal_time_both_ways(tmp_path):
+    topo = topology(tmp_path, "{kind: star, bandwidth: 20Mbps}", "nt1")
+    with EmulatedNetwork(topo) as net:
+        up = transfer(net, "a", ["b"], 4_000_000)
+        down = transfer(net, "b", ["a"], 4_000_000)
+
+    # Payload rate: the ideal N x 8 / B time, give or take 15 % (TCP/IP headers take 4.4 %).
+    assert up == pytest.approx(20e6, rel=0.15)
+    assert down == pytest.approx(20e6, rel=0.15)
+
+
+def test_star_links_are_independent_and_a_shared_channel_is_one_capacity(tmp_path):
+    star = topology(tmp_path, "{kind: star, bandwidth: 10Mbps}", "nt2")
+    with EmulatedNetwork(star) as net:
+        apart = transfer(net, "a", ["b", "c"], 2_000_000)
+    shared = topology(tmp_path, "{kind: shared, bandwidth: 10Mbps}", "nt3")
+    with EmulatedNetwork(shared) as net:
+        together = transfer(net, "a", ["b", "c"], 2_000_000)
+
+    assert apart == pytest.approx(20e6, rel=0.15)  # two links of 10 Mbps
+    assert together == pytest.approx(10e6, rel=0.15)  # one channel of 10 Mbps
+
+
+def test_a_bandwidth_trace_changes_the_rate_live_and_stops(tmp_path):
+    topo = topology(tmp_path, "{kind: star, bandwidth: 20Mbps, links: {b: {trace: b.csv}}}", "nt4")
+    with EmulatedNetwork(topo) as net:
+        live = LiveRates(net)
+        assert net.rates("b") == {"hnt41-eth0": 20e6, net.switch_port["b"]: 20e6}
+        live.start(time.monotonic())
+        time.sleep(0.9)
+        rates = net.rates("b")
+        live.stop()
+
+    assert set(rates.values()) == {5e6}
+    assert [(d, r) for _, d, r in live.applied] == [("b", 5e6)]
+    assert 0.5 <= live.applied[0][0] < 0.8
+
+
+def test_delay_without_netem_is_refused_in_one_line(tmp_path):
+    topo = topology(tmp_path, "{kind: star, bandwidth: 20Mbps, delay: 5ms}", "nt5")
+    if netem_available():
+        pytest.skip("this kernel has netem; the refusal cannot happen here")
+    with pytest.raises(BackendError, match="netem") as err:
+        with EmulatedNetwork(topo):
+            pass
+    assert "\n" not in str(err.value)
+
+
+def test_a_failure_half_way_through_start_leaves_nothing(tmp_path, monkeypatch):
+    topo = topology(tmp_path, "{kind: shared, bandwidth: 20Mbps}", "nt6")
+
+    def broken(self):
+        raise BackendError("checking failed on purpose")
+
+    monkeypatch.setattr(EmulatedNetwork, "_check", broken)
+    with pytest.raises(BackendError, match="on purpose"):
+        with EmulatedNetwork(topo):
+            pass  # never reached

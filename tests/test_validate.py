@@ -1,0 +1,106 @@
+"""Validation joins two traces of the same plans on (request, op) and measures the gap."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from halp.trace import OpRecord, RequestRecord, Trace
+from halp.validate import compare, format_summary, scatter
+
+
+def trace(backend: str, latency: dict[int, float], compute_s: float, transfer_s: float) -> Trace:
+    t = Trace(backend=backend, method="halp")
+    for r, lat in latency.items():
+        t0 = 10.0 * r
+        t.ops += [
+            OpRecord(r, "in", "input", "a", "a", t0, t0),
+            OpRecord(r, "c1", "compute", "a", "a", t0, t0 + compute_s),
+            OpRecord(r, "t1", "transfer", "a->b", "a", t0, t0 + transfer_s, bytes=1000),
+        ]
+        t.requests.append(RequestRecord(r, t0, t0 + lat, "halp", "m"))
+    return t
+
+
+def test_errors_are_relative_to_the_measured_run():
+    predicted = trace("sim", {0: 0.9, 1: 1.1}, compute_s=0.5, transfer_s=0.2)
+    measured = trace("emu", {0: 1.0, 1: 1.0}, compute_s=0.4, transfer_s=0.25)
+
+    summary = compare(predicted, measured).summary()
+
+    assert summary["requests"] == 2
+    assert summary["latency_error_mean"] == pytest.approx(0.1)
+    assert summary["latency_error_max"] == pytest.approx(0.1)
+    assert summary["latency_abs_error_max_s"] == pytest.approx(0.1)
+    assert summary["compute_op_mape"] == pytest.approx(25.0)  # |0.5 - 0.4| / 0.4
+    assert summary["transfer_op_mape"] == pytest.approx(20.0)  # |0.2 - 0.25| / 0.25
+    assert summary["gather_op_mape"] is None
+    json.dumps(summary)  # the JSON the CLI prints
+
+
+def test_requests_only_one_side_finished_are_counted_not_compared():
+    predicted = trace("sim", {0: 1.0, 1: 1.0, 2: 1.0}, 0.5, 0.2)
+    measured = trace("emu", {0: 1.0, 1: 1.0}, 0.5, 0.2)
+    measured.ops.pop()  # one op of request 1 missing
+
+    validation = compare(predicted, measured)
+
+    assert validation.requests == 2
+    assert validation.only_predicted == 1
+    assert validation.unmatched_ops == 1
+    assert validation.summary()["latency_error_mean"] == 0.0
+
+
+def test_summary_reads_as_one_verdict_and_plot_is_written(tmp_path):
+    predicted = trace("sim", {0: 1.3}, 0.5, 0.2)
+    measured = trace("emu", {0: 1.0}, 0.5, 0.2)
+    validation = compare(predicted, measured)
+
+    text = format_summary(validation.summary(), target=0.1)
+    path = scatter(validation, tmp_path / "v.png", title="t")
+
+    assert "30.0%" in text and "OUTSIDE" in text
+    assert path.is_file() and path.stat().st_size > 1000
+
+
+def test_nothing_to_compare_says_so():
+    empty = Trace(backend="emu", method="halp")
+    summary = compare(trace("sim", {0: 1.0}, 0.5, 0.2), empty).summary()
+    assert summary["latency_error_mean"] is None
+    assert "nothing to compare" in format_summary(summary)
+
+
+EMU_SCENARIO = """\
+name: validate-emu
+seed: 3
+model: {name: mobilenet_v1, width: 0.25, resolution: 128}
+devices:
+  - {name: a, role: host, profile: this-machine, cpu_share: 0.5, speed: 0.05}
+  - {name: b, profile: this-machine, cpu_share: 0.5}
+network: {kind: star, bandwidth: 50Mbps}
+method: {name: halp}
+workload: {requests: 2, arrival: periodic, interval: 100ms}
+"""
+
+
+@pytest.mark.emu
+@pytest.mark.slow
+def test_validate_against_the_emulator_writes_json_and_plot(tmp_path, capsys):
+    from halp.cli import main
+
+    from emu_support import require_emu
+
+    require_emu()
+    path = tmp_path / "s.yaml"
+    path.write_text(EMU_SCENARIO)
+
+    code = main(["validate", str(path), "--against", "emu", "--json", "--out", str(tmp_path / "v")])
+
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert {"requests", "latency_error_mean", "latency_error_max", "compute_op_mape",
+            "transfer_op_mape"} <= set(summary)
+    assert summary["requests"] == 2 and summary["unmatched_ops"] == 0
+    for name in ("validation.json", "validation.png", "sim/ops.jsonl", "emu/ops.jsonl"):
+        assert (tmp_path / "v" / name).is_file()
