@@ -330,6 +330,7 @@ class EmuConfig(Strict):
 
 class HwConfig(Strict):
     start_workers: bool = True
+    warmup_requests: int = Field(1, ge=0)  # untimed requests per plan first (imports, caches)
     remote_dir: str = "~/halp"
     timeout: Duration = 120.0
 
