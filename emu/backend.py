@@ -47,7 +47,7 @@ from halp.errors import BackendError
 from halp.latency.profile import find_profile
 from halp.scenario import Scenario
 from halp.serving import Policy
-from halp.trace import Trace, TraceWriter, read_trace_dir
+from halp.trace import Trace, TraceWriter, read_trace_dir, replay_records
 
 NAME = "emu"
 HOST_GRACE_S = 3.0  # after a worker dies: how long the host may take to notice and stop
@@ -363,7 +363,7 @@ class EmulatedRun:
             shutil.rmtree(self.secret_dir, ignore_errors=True)
             trace = read_trace_dir(host_out, backend=NAME, method=self.scenario.method.name)
             if writer is not None:
-                _copy(trace, writer)
+                replay_records(trace, writer)
         if failure is not None:
             raise failure
         runtime = host_out / "runtime.json"
@@ -392,20 +392,6 @@ def _pump(stream: Any, lines: queue.Queue, log_path: Path | None) -> None:
         if log is not None:
             log.close()
         lines.put(None)
-
-
-def _copy(trace: Trace, writer: TraceWriter) -> None:
-    """Put the host's records into the caller's writer, each request after its ops."""
-    by_request: dict[int, list] = {}
-    for op in trace.ops:
-        by_request.setdefault(op.request, []).append(op)
-    for record in trace.requests:
-        for op in by_request.pop(record.request, []):
-            writer.op(op)
-        writer.request(record)
-    for ops in by_request.values():  # ops of requests that never finished
-        for op in ops:
-            writer.op(op)
 
 
 def run(scenario: Scenario, policy: Policy, writer: TraceWriter,

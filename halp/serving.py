@@ -57,6 +57,19 @@ class StaticPolicy:
         return [self.answer]
 
 
+class FixedPolicy:
+    """Serves one given answer for every request (a plan chosen elsewhere)."""
+
+    def __init__(self, answer: Served):
+        self.answer = answer
+
+    def serve(self, request: int, now_s: float, observed: list[Observation]) -> Served:
+        return self.answer
+
+    def served(self) -> list[Served]:
+        return [self.answer]
+
+
 def policy_for(scenario: Scenario) -> Policy:
     if scenario.method.name == "select":
         from halp.methods.select import SelectPolicy

@@ -123,6 +123,21 @@ class TraceWriter:
                 handle.close()
 
 
+def replay_records(trace: Trace, writer: TraceWriter) -> None:
+    """Put another run's records into `writer`, each request after its ops (the order a live
+    run writes them); ops of requests that never finished come last."""
+    by_request: dict[int, list[OpRecord]] = {}
+    for op in trace.ops:
+        by_request.setdefault(op.request, []).append(op)
+    for record in trace.requests:
+        for op in by_request.pop(record.request, []):
+            writer.op(op)
+        writer.request(record)
+    for ops in by_request.values():
+        for op in ops:
+            writer.op(op)
+
+
 def read_trace_dir(out_dir: Path, backend: str = "", method: str = "") -> Trace:
     """Read the records a run wrote (the complete lines; a torn last line is ignored)."""
     trace = Trace(backend=backend, method=method)

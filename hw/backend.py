@@ -45,7 +45,7 @@ from typing import Any
 from halp.errors import BackendError
 from halp.scenario import Scenario
 from halp.serving import Policy
-from halp.trace import OPS_FILE, REQUESTS_FILE, Trace, TraceWriter, read_trace_dir
+from halp.trace import OPS_FILE, REQUESTS_FILE, Trace, TraceWriter, read_trace_dir, replay_records
 from hw.inventory import READY, Inventory, Target, device_scenario, inventory
 from hw.ssh import (
     CONNECT_TIMEOUT_S,
@@ -344,20 +344,6 @@ class HardwareRun:
         return meta
 
 
-def _copy(trace: Trace, writer: TraceWriter) -> None:
-    """Put the host's records into the caller's writer, each request after its ops."""
-    by_request: dict[int, list] = {}
-    for op in trace.ops:
-        by_request.setdefault(op.request, []).append(op)
-    for record in trace.requests:
-        for op in by_request.pop(record.request, []):
-            writer.op(op)
-        writer.request(record)
-    for ops in by_request.values():  # ops of a request that never finished
-        for op in ops:
-            writer.op(op)
-
-
 def _execute(scenario: Scenario, policy: Policy, writer: TraceWriter, run_dir: Path,
              log: Callable[[str], None]) -> Trace:
     hw_run = HardwareRun(scenario, policy, run_dir, log)
@@ -367,7 +353,7 @@ def _execute(scenario: Scenario, policy: Policy, writer: TraceWriter, run_dir: P
     except BaseException as exc:
         failure = exc
     trace = read_trace_dir(hw_run.mirror, backend=NAME, method=scenario.method.name)
-    _copy(trace, writer)
+    replay_records(trace, writer)
     if failure is not None:
         raise failure
     trace.meta.update(hw_run.meta())

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-REQUIRE_ENV = "HALP_REQUIRE_EMU"
+from support import skip_or_fail
 
 
 def emu_missing() -> str | None:
@@ -38,13 +38,8 @@ def emu_missing() -> str | None:
 
 
 def require_emu() -> None:
-    """Skip the test when the emulator cannot run, or fail it under HALP_REQUIRE_EMU=1."""
-    reason = emu_missing()
-    if reason is None:
-        return
-    if os.environ.get(REQUIRE_ENV) == "1":
-        pytest.fail(f"{REQUIRE_ENV}=1 but {reason}", pytrace=False)
-    pytest.skip(reason)
+    """Skip the test when it cannot run here, or fail it under HALP_REQUIRE_EMU=1."""
+    skip_or_fail(emu_missing())
 
 
 @pytest.fixture

@@ -32,10 +32,12 @@ from pathlib import Path
 
 import pytest
 
+from support import skip_or_fail
+
 REPO = Path(__file__).resolve().parents[1]
 SSHD = Path("/usr/sbin/sshd")
 SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
-REQUIRE_ENV = "HALP_REQUIRE_EMU"
+
 PRIVSEP = Path("/run/sshd")
 PROFILE = "rpi4"  # slow enough on paper that HALP shares the model out
 
@@ -56,12 +58,8 @@ def hw_missing() -> str | None:
 
 
 def require_hw() -> None:
-    reason = hw_missing()
-    if reason is None:
-        return
-    if os.environ.get(REQUIRE_ENV) == "1":
-        pytest.fail(f"{REQUIRE_ENV}=1 but {reason}", pytrace=False)
-    pytest.skip(reason)
+    """Skip the test when it cannot run here, or fail it under HALP_REQUIRE_EMU=1."""
+    skip_or_fail(hw_missing())
 
 
 @pytest.fixture

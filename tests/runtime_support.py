@@ -104,19 +104,6 @@ def endpoints(started: list[WorkerProcess]) -> dict[str, str]:
     return {w.name: w.address for w in started}
 
 
-class OnePlan:
-    """A policy that serves one plan (a real policy: the Policy protocol, nothing mocked)."""
-
-    def __init__(self, served):
-        self.answer = served
-
-    def serve(self, request, now_s, observed):
-        return self.answer
-
-    def served(self):
-        return [self.answer]
-
-
 def check_trace(trace: Trace, plan: Plan, requests: int, slack_s: float = 0.0) -> None:
     """Every op of every request is recorded once, with causal times and the plan's bytes."""
     assert len(trace.requests) == requests

@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
+
 from halp.cluster import Cluster, Device
 from halp.latency.model import LatencyModel
 from halp.latency.profile import load_profile
 from halp.network import BandwidthTrace
+
+REQUIRE_ENV = "HALP_REQUIRE_EMU"  # set by .ci/run: a skipped emulator or SSH test is a failure
+
+
+def skip_or_fail(reason: str | None) -> None:
+    """Skip a test that cannot run here, or fail it where it must run (HALP_REQUIRE_EMU=1)."""
+    if reason is None:
+        return
+    if os.environ.get(REQUIRE_ENV) == "1":
+        pytest.fail(f"{REQUIRE_ENV}=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 def cluster(speeds: list[float], bandwidth_bps: float | list[float] = 100e6, network: str = "star",

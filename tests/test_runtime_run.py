@@ -8,14 +8,14 @@ import subprocess
 import sys
 import threading
 
-from runtime_support import OnePlan, check_trace, endpoints, scenario_text, workers
+from runtime_support import check_trace, endpoints, scenario_text, workers
 
 from halp.methods import prepare
 from halp.methods.common import PlanBuilder
 from halp.plan import Plan, validate
 from halp.runtime import load_token, run_host
 from halp.scenario import load_scenario
-from halp.serving import Served, policy_for
+from halp.serving import FixedPolicy, Served, policy_for
 from halp.trace import TraceWriter, read_trace_dir
 
 EQUAL = "method: {name: equal, cuts: [0, 9, 27]}"
@@ -87,7 +87,7 @@ def test_plans_run_exactly_on_workers_that_stay_up(tmp_path):
         prepared = prepare(modnn)
         chain = chain_plan(prepared)
         with TraceWriter(None, "emu", "chain") as writer:
-            trace = run_host(modnn, OnePlan(Served(chain, prepared)), writer, eps, token, 30.0)
+            trace = run_host(modnn, FixedPolicy(Served(chain, prepared)), writer, eps, token, 30.0)
         check_trace(trace, chain, 2)
         assert trace.by_key()[(0, "t3")].resource == "w1->w2"
 

@@ -100,23 +100,10 @@ def _progress(record) -> None:
           f"max abs error {record.max_abs_error:.2g})", flush=True)
 
 
-class _OnePlan:
-    """Serves one given plan for every request."""
-
-    def __init__(self, served):
-        self.answer = served
-
-    def serve(self, request, now_s, observed):
-        return self.answer
-
-    def served(self):
-        return [self.answer]
-
-
 def _policy_from_plans(scenario, path: Path):
     from halp.methods import prepare
     from halp.plan import Plan, validate
-    from halp.serving import Served, policy_for
+    from halp.serving import FixedPolicy, Served, policy_for
 
     try:
         data = json.loads(path.read_text())
@@ -136,7 +123,7 @@ def _policy_from_plans(scenario, path: Path):
             raise BackendError(f"plans file {path}: the plan is for {plan.model}, the scenario's "
                                f"model is {prepared.spec.variant}")
         validate(plan, prepared.graph)
-        return _OnePlan(Served(plan, prepared))
+        return FixedPolicy(Served(plan, prepared))
     policy = policy_for(scenario)
     if sorted(s.plan.to_json() for s in policy.served()) != sorted(p.to_json() for p in plans):
         raise BackendError(f"plans file {path}: its {len(plans)} plans are not the ones the "
