@@ -27,6 +27,16 @@ class LatencyModel:
         self._memo: dict[tuple, float] = {}
         self._rows: dict[tuple, list[tuple[float, float, float]]] = {}
 
+    def at(self, cluster: Cluster) -> LatencyModel:
+        """The model of `cluster`, the same devices at other speeds or bandwidths: it shares the
+        per-row cost tables (they depend on the profiles only), so re-planning every decision
+        of a changing cluster does not rebuild them."""
+        other = LatencyModel(cluster)
+        if [d.profile for d in cluster.devices] == [d.profile for d in self.cluster.devices] \
+                and cluster.names == self.cluster.names:
+            other._rows = self._rows
+        return other
+
     def compute_s(self, device: str, graph: ModelGraph, start: int, stop: int, out: Region) -> float:
         key = (device, id(graph), start, stop, out)
         hit = self._memo.get(key)
