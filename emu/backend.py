@@ -38,13 +38,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from emu.host_main import SERVING
 from emu.network import EmulatedNetwork, LiveRates, require_emulator
 from emu.topology import Topology, describe
 from halp.errors import BackendError
-from halp.latency.profile import find_profile
 from halp.scenario import Scenario
 from halp.serving import Policy
 from halp.trace import Trace, TraceWriter, read_trace_dir, replay_records
@@ -136,20 +133,6 @@ def child_env(threads: int) -> dict[str, str]:
     return env
 
 
-def portable_yaml(scenario: Scenario) -> str:
-    """The scenario as run, with every file it names made absolute (profiles, bandwidth traces,
-    weights), so that it loads the same from the run directory."""
-    data = yaml.safe_load(scenario.to_yaml())
-    for device in data["devices"]:
-        device["profile"] = str(find_profile(device["profile"], scenario.base).resolve())
-    for value in data["network"].get("links", {}).values():
-        if isinstance(value, dict) and "trace" in value:
-            value["trace"] = str(scenario.resolve(value["trace"]).resolve())
-    if data["model"].get("weights"):
-        data["model"]["weights"] = str(scenario.resolve(data["model"]["weights"]).resolve())
-    return yaml.safe_dump(data, sort_keys=False)
-
-
 def listening(pid: int, ip: str, port: int) -> bool:
     """Is a TCP socket of `ip:port` in LISTEN state in the network namespace of `pid`?"""
     want_port = f"{port:04X}"
@@ -222,7 +205,7 @@ class EmulatedRun:
         files = {"scenario": self.run_dir / "scenario.yaml",
                  "endpoints": self.run_dir / "endpoints.json",
                  "topology": self.run_dir / "topology.txt"}
-        files["scenario"].write_text(portable_yaml(self.scenario))
+        files["scenario"].write_text(self.scenario.to_yaml())
         files["endpoints"].write_text(json.dumps(self.topology.endpoints(), indent=2) + "\n")
         files["topology"].write_text(self.topology.describe() + "\n")
         self.files = files
@@ -277,7 +260,7 @@ class EmulatedRun:
             raise BackendError(f"{scenario.name}: not the devices and network of this run")
         files = dict(self.files)
         files["scenario"] = self.run_dir / f"{name}.yaml"
-        files["scenario"].write_text(portable_yaml(scenario))
+        files["scenario"].write_text(scenario.to_yaml())
         live = LiveRates(net, self.log)
         try:
             self.follow_host(self.start_host(net, files, self.run_dir / name), live)

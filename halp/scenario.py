@@ -27,7 +27,7 @@ from halp import units
 from halp.channel import gauss_markov, gilbert_elliott
 from halp.cluster import Cluster, Device
 from halp.errors import HalpError, ScenarioError
-from halp.latency.profile import load_profile
+from halp.latency.profile import find_profile, load_profile
 from halp.model.zoo import MOBILENET_RESOLUTIONS, MOBILENET_WIDTHS, ModelSpec
 from halp.network import BandwidthTrace, read_trace
 
@@ -443,7 +443,18 @@ class Scenario(Strict):
                               base_units=True)
 
     def to_yaml(self) -> str:
+        """The scenario as run: units written back, and every file it names (profiles, traces,
+        weights, policy) made absolute, so it loads the same from a run folder."""
         data = self.model_dump(mode="json", exclude={"base_dir"}, exclude_none=True)
+        for device in data["devices"]:
+            device["profile"] = str(find_profile(device["profile"], self.base).resolve())
+        for value in data["network"].get("links", {}).values():
+            if isinstance(value, dict) and "trace" in value:
+                value["trace"] = str(self.resolve(value["trace"]).resolve())
+        if data["model"].get("weights"):
+            data["model"]["weights"] = str(self.resolve(data["model"]["weights"]).resolve())
+        if data["method"].get("policy"):
+            data["method"]["policy"] = str(self.resolve(data["method"]["policy"]).resolve())
         return yaml.safe_dump(data, sort_keys=False)
 
 
