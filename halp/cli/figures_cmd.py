@@ -20,7 +20,8 @@ FIGURES = Path(__file__).resolve().parents[2] / "figures"
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("figures", help="regenerate the figures (scripts in figures/)")
-    p.add_argument("names", nargs="*", metavar="NAME", help="figures to make (default: all)")
+    p.add_argument("names", nargs="*", metavar="NAME",
+                   help="figures (or groups: `erl` is every erl_* figure) to make (default: all)")
     p.add_argument("--out", type=Path, help=f"output folder (default {FIGURES / 'out'})")
     p.add_argument("--list", action="store_true", help="list the figures and exit")
     p.set_defaults(func=run)
@@ -52,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
             doc = (load(path).__doc__ or "").strip().splitlines()
             print(f"{name:<24} {doc[0] if doc else ''}")
         return 0
+    # A group name stands for every figure whose name starts with it: `erl` -> erl_*.
+    names = [m for n in args.names
+             for m in ([n] if n in figures else [f for f in figures if f.startswith(f"{n}_")] or [n])]
+    args.names = names
     unknown = [n for n in args.names if n not in figures]
     if unknown:
         raise HalpError(f"no figure {', '.join(unknown)}; known: {', '.join(figures)}")
