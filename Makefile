@@ -12,7 +12,7 @@ SYSTEM_PACKAGES := mininet cgroup-tools openssh-server iperf3
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,hw]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,hw,ray]'
 	touch $(STAMP)
 
 system-deps:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 
 import pytest
@@ -153,13 +152,6 @@ def test_sweep_writes_a_csv_and_a_plot(small, tmp_path, capsys, jobs):
 def test_sweep_needs_an_axis(small, capsys):
     assert main(["sweep", str(small), "--set", "method.name=halp"]) == 2
     assert "nothing to sweep" in capsys.readouterr().err
-
-
-@pytest.mark.skipif(importlib.util.find_spec("ray") is not None, reason="ray is installed")
-def test_sweep_on_ray_says_how_to_install_it(small, capsys):
-    assert main(["sweep", str(small), "--set", "method.name=halp,modnn", "--ray", "auto"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "pip install ray" in err
 
 
 def test_figures_are_listed_and_each_script_has_main(capsys):

@@ -2,9 +2,12 @@
 
 Every `--set` with several comma-separated values is a sweep axis; a `--set` with one value is a
 plain override (the same key given twice: the last wins). The grid is the cartesian product of
-the axes, each point simulated in its own worker process (`--jobs`, default one per core; or on
-a Ray cluster with `--ray ADDRESS`, if Ray is installed). Writes `sweep.csv` and `sweep.png`
-(mean latency and speedup against the first axis, one line per combination of the others).
+the axes, each point simulated in its own worker process (`--jobs`, default one per core), or
+as a task on a Ray cluster with `--ray ADDRESS` (`pip install ray`; ADDRESS is a head node's
+HOST:PORT, `auto` for the cluster this machine belongs to, or `local` to start a Ray instance
+here; halp and the scenario file must be at the same paths on every node). Writes `sweep.csv`
+and `sweep.png` (mean latency and speedup against the first axis, one line per combination of
+the others).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import csv
 import itertools
 import multiprocessing
 import os
+import socket
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -37,7 +41,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="a sweep axis (several values) or an override (one value)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                    help="worker processes (default: one per core)")
-    p.add_argument("--ray", metavar="ADDRESS", help="run the points on a Ray cluster (pip install ray)")
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help="run the points on a Ray cluster: HOST:PORT, auto or local "
+                        "(pip install ray)")
     p.add_argument("--out", type=Path, help="output folder (default runs/sweep-<name>-<time>)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.set_defaults(func=run)
@@ -122,9 +128,13 @@ def point(path: str, fixed: dict[str, Any], values: dict[str, Any]) -> dict[str,
                     "speedup": report["speedup"], "deadline_hit_rate": report["deadline_hit_rate"],
                     "error": ""})
     except HalpError as exc:
-        row.update({m: None for m in METRICS})
-        row["error"] = str(exc)
+        return failed(values, str(exc))
     return row
+
+
+def failed(values: dict[str, Any], error: str) -> dict[str, Any]:
+    """The row of a point that could not be simulated."""
+    return {**values, **{m: None for m in METRICS}, "error": error}
 
 
 # ---- running the grid ---------------------------------------------------------------------
@@ -175,22 +185,58 @@ def run_grid(path: str, fixed: dict[str, Any], points: list[dict[str, Any]], job
 
 def _run_ray(path: str, fixed: dict[str, Any], points: list[dict[str, Any]], address: str,
              progress: Progress) -> list[dict[str, Any]]:
+    """Each point as a Ray task; a task Ray could not run (a lost node) becomes an error row."""
     try:
         import ray  # type: ignore[import-not-found]
     except ImportError:
         raise HalpError("--ray needs Ray, which is not installed: pip install ray "
                         "(or leave out --ray to use local worker processes)") from None
-    ray.init(address=address)
-    remote = ray.remote(point)
-    refs = [remote.remote(path, fixed, values) for values in points]
-    order = {ref: i for i, ref in enumerate(refs)}
-    results: list[dict[str, Any] | None] = [None] * len(points)
-    pending = list(refs)
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=1)
-        results[order[ready[0]]] = ray.get(ready[0])
-        progress.step()
-    return [r for r in results if r is not None]
+    _check_reachable(address)
+    try:
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except ConnectionError as exc:
+            if address == "auto":
+                raise HalpError("--ray auto: no running Ray instance found here (start one with "
+                                "`ray start --head`, or use --ray local)") from None
+            raise HalpError(f"--ray {address}: {_first_line(exc)} (if the cluster uses token "
+                            "authentication, set RAY_AUTH_MODE=token)") from None
+        except (ValueError, RuntimeError) as exc:
+            raise HalpError(f"--ray {address}: {_first_line(exc)}") from None
+        remote = ray.remote(point)
+        refs = [remote.remote(path, fixed, values) for values in points]
+        order = {ref: i for i, ref in enumerate(refs)}
+        results: list[dict[str, Any]] = [{} for _ in points]
+        pending = list(refs)
+        while pending:
+            (ref,), pending = ray.wait(pending, num_returns=1)
+            i = order[ref]
+            try:
+                results[i] = ray.get(ref)
+            except ray.exceptions.RayError as exc:
+                cause = getattr(exc, "cause", None) or exc
+                results[i] = failed(points[i], f"{type(cause).__name__}: {_first_line(cause)}")
+            progress.step()
+        return results
+    finally:
+        ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast on a HOST:PORT where nothing listens (ray.init would retry for minutes)."""
+    if address in ("auto", "local") or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except (OSError, ValueError):
+        raise HalpError(f"--ray {address}: no Ray head node answers there (give HOST:PORT of "
+                        "a running cluster, `auto` or `local`)") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 # ---- output -------------------------------------------------------------------------------
