@@ -6,6 +6,7 @@ re-planning per variant of the scenario.
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,16 @@ def trace(s: Scenario, method: str) -> tuple[Trace, Any]:
     with TraceWriter(None, "sim", method) as writer:
         result = backend.run(variant, policy, writer)
     return result, policy.answer.plan
+
+
+def write_rows(rows: list[dict[str, Any]], path: Path) -> Path:
+    """The table a figure was drawn from, as CSV beside it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
 
 
 def save(fig: Any, out_dir: Path, name: str) -> Path:

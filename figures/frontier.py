@@ -7,14 +7,13 @@ method are joined by a line.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from _shared import OUT, SCENARIOS, save  # noqa: E402
+from _shared import OUT, SCENARIOS, save, write_rows  # noqa: E402
 
 from halp.accuracy import spec_of, top1  # noqa: E402
 from halp.methods import plan_for, prepare  # noqa: E402
@@ -45,12 +44,7 @@ def main(out_dir: Path = OUT) -> list[Path]:
             plan = plan_for(method, prep.graph, prep.cluster, prep.latency, variant)
             latency = simulate(prep.cluster, prep.graph, plan, [0.0])[0]
             rows.append({"variant": variant, "method": label, "latency_s": latency, "top1": top1(variant)})
-    out_dir.mkdir(parents=True, exist_ok=True)
-    table = out_dir / "frontier.csv"
-    with table.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    table = write_rows(rows, out_dir / "frontier.csv")
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for label, _, colour in METHODS:
         mine = [r for r in rows if r["method"] == label]

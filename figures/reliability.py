@@ -9,7 +9,6 @@ when the emulator can run here (root and Mininet), a shorter emulated run on the
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from _shared import OUT, SCENARIOS, save  # noqa: E402
+from _shared import OUT, SCENARIOS, save, write_rows  # noqa: E402
 
 from halp.accuracy import top1  # noqa: E402
 from halp.scenario import load_scenario  # noqa: E402
@@ -66,12 +65,7 @@ def main(out_dir: Path = OUT) -> list[Path]:
     rows = points("sim", REQUESTS)
     if EMU_REQUESTS:
         rows += points("emu", EMU_REQUESTS)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    table = out_dir / "reliability.csv"
-    with table.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    table = write_rows(rows, out_dir / "reliability.csv")
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for label, _, colour, style in CONFIGS:
         for backend_name, marker in (("sim", ""), ("emu", "o")):
