@@ -164,6 +164,9 @@ def device_scenario(scenario: Scenario) -> tuple[str, dict[str, Path]]:
         if isinstance(link, dict) and "trace" in link:
             files[f"traces/{device}.csv"] = scenario.resolve(link["trace"])
             link["trace"] = f"traces/{device}.csv"
+    if data["method"].get("policy"):  # a trained split policy (method erl)
+        files["policy.pt"] = scenario.resolve(data["method"]["policy"])
+        data["method"]["policy"] = "policy.pt"
     return yaml.safe_dump(data, sort_keys=False), files
 
 

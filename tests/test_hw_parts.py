@@ -200,3 +200,14 @@ def test_without_sshd_hw_tests_skip_or_fail_when_required(monkeypatch, tmp_path)
     monkeypatch.setenv("HALP_REQUIRE_EMU", "1")
     with pytest.raises(pytest.fail.Exception, match="HALP_REQUIRE_EMU=1 but"):
         hw_support.require_hw()
+
+
+def test_an_erl_policy_travels_with_the_host_scenario(tmp_path):
+    policy = tmp_path / "trained.pt"
+    policy.write_bytes(b"weights")
+    s = scenario(tmp_path, profile="rpi4").with_values({"method": {"name": "erl", "policy": str(policy)}})
+
+    text, files = device_scenario(s)
+
+    assert files["policy.pt"] == policy
+    assert yaml.safe_load(text)["method"]["policy"] == "policy.pt"
