@@ -12,8 +12,7 @@ from typing import Any
 
 import yaml
 
-from halp.latency.model import LatencyModel
-from halp.methods import Prepared, make_plan, prepare
+from halp.methods import Prepared, make_plan, prepare_reusing
 from halp.scenario import Scenario, load_scenario, parse_scenario
 from halp.serving import StaticPolicy
 from halp.trace import Trace, TraceWriter
@@ -27,7 +26,6 @@ METHODS = ["halp", "modnn", "deepthings", "equal", "offload", "standalone"]
 COLOURS = {"halp": "#d62728", "modnn": "#1f77b4", "deepthings": "#2ca02c", "equal": "#9467bd",
            "offload": "#8c564b", "standalone": "#7f7f7f"}
 
-_MODELS: dict[Any, Prepared] = {}
 
 
 def scenario(name: str, **changes: Any) -> Scenario:
@@ -48,12 +46,7 @@ def first_devices(name: str, n: int) -> Scenario:
 
 def prepared(s: Scenario) -> Prepared:
     """The scenario's model built once per process, with this scenario's cluster."""
-    spec = s.model_spec()
-    base = _MODELS.get(spec)
-    if base is None:
-        base = _MODELS[spec] = prepare(s)
-    cluster = s.cluster()
-    return Prepared(base.spec, base.model, base.graph, cluster, LatencyModel(cluster))
+    return prepare_reusing(s)
 
 
 def latency_s(s: Scenario, method: str) -> float:

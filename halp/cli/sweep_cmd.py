@@ -27,7 +27,7 @@ from typing import Any
 from halp import units
 from halp.cli.common import parse_override, print_json
 from halp.errors import HalpError, ScenarioError
-from halp.scenario import Scenario, load_scenario
+from halp.scenario import load_scenario
 
 DYNAMIC = ("select",)  # methods whose policy prepares its own models
 METRICS = ["requests", "mean_s", "p50_s", "p95_s", "max_s", "single_request_s",
@@ -91,31 +91,16 @@ def grid(axes: dict[str, list[Any]]) -> list[dict[str, Any]]:
 
 
 # ---- one point (runs in a worker process) -------------------------------------------------
-_PREPARED: dict[Any, Any] = {}
-
-
-def _prepared(scenario: Scenario):
-    """The model and graph built once per worker and model, the cluster of this point."""
-    from halp.latency.model import LatencyModel
-    from halp.methods import Prepared, prepare
-
-    spec = scenario.model_spec()
-    base = _PREPARED.get(spec)
-    if base is None:
-        base = _PREPARED[spec] = prepare(scenario)
-    cluster = scenario.cluster()
-    return Prepared(base.spec, base.model, base.graph, cluster, LatencyModel(cluster))
-
-
 def point(path: str, fixed: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     """Simulate one grid point; a failure becomes the row's `error`."""
     from halp.cli.run_cmd import execute, single_request_s, standalone_s
+    from halp.methods import prepare_reusing
     from halp.serving import StaticPolicy, policy_for
 
     row: dict[str, Any] = {key: value for key, value in values.items()}
     try:
         scenario = load_scenario(path).with_values({**fixed, **values})
-        prepared = _prepared(scenario)
+        prepared = prepare_reusing(scenario)
         policy = (policy_for(scenario) if scenario.method.name in DYNAMIC
                   else StaticPolicy(scenario, prepared))
         report = execute(scenario, "sim", None, policy=policy,

@@ -39,6 +39,20 @@ def prepare(scenario: Scenario, spec: ModelSpec | None = None, cluster: Cluster 
     return Prepared(spec, model, graph, cluster, LatencyModel(cluster))
 
 
+_BUILT: dict[ModelSpec, Prepared] = {}
+
+
+def prepare_reusing(scenario: Scenario) -> Prepared:
+    """`prepare`, with each model built once per process: sweeps and figures plan many
+    variants of one scenario, and building VGG-16 costs more than planning it."""
+    spec = scenario.model_spec()
+    base = _BUILT.get(spec)
+    if base is None:
+        base = _BUILT[spec] = prepare(scenario)
+    cluster = scenario.cluster()
+    return Prepared(base.spec, base.model, base.graph, cluster, LatencyModel(cluster))
+
+
 def plan_for(method: object, graph: ModelGraph, cluster: Cluster, latency: LatencyModel,
              model: str) -> Plan:
     """The plan of `method` (a scenario's method config) for one model on one cluster."""
