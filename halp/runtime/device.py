@@ -39,6 +39,7 @@ class BlockStore:
         self._cond = threading.Condition()
         self._blocks: dict[tuple[int, str], Block] = {}
         self._times: dict[tuple[int, str], float] = {}
+        self._sent: set[tuple[int, str]] = set()
         self._failure: str | None = None
         self.generation = 0
 
@@ -78,6 +79,32 @@ class BlockStore:
                                        f"for {', '.join(missing)}")
                 self._cond.wait(0.5 if left is None else min(left, 0.5))
 
+    def mark_sent(self, request: int, op: str) -> None:
+        """Transfer `op` left this device (handed to its socket, or dropped with its link)."""
+        with self._cond:
+            self._sent.add((request, op))
+            self._cond.notify_all()
+
+    def wait_sent(self, request: int, sends: list[Transfer], generation: int | None = None,
+                  deadline: float | None = None) -> None:
+        """Wait until each of `sends` (in plan order) has left, up to the first whose input
+        does not exist yet (its sender is held there; nothing after it can leave first)."""
+        with self._cond:
+            while True:
+                self._check(generation)
+                pending = False
+                for op in sends:
+                    if (request, op.id) in self._sent:
+                        continue
+                    pending = all((request, i) in self._blocks for i in op.inputs)
+                    break
+                if not pending:
+                    return
+                left = None if deadline is None else deadline - time.perf_counter()
+                if left is not None and left <= 0:
+                    raise BackendError(f"request {request}: a send waited too long to leave")
+                self._cond.wait(0.5 if left is None else min(left, 0.5))
+
     def _check(self, generation: int | None) -> None:
         if self._failure is not None:
             raise Aborted(self._failure)
@@ -99,12 +126,14 @@ class BlockStore:
             for key in [k for k in self._blocks if k[0] == request]:
                 del self._blocks[key]
                 self._times.pop(key, None)
+            self._sent = {k for k in self._sent if k[0] != request}
 
     def reset(self) -> int:
         """Forget everything and any failure; waiters of older generations abort."""
         with self._cond:
             self._blocks.clear()
             self._times.clear()
+            self._sent.clear()
             self._failure = None
             self.generation += 1
             self._cond.notify_all()
@@ -184,10 +213,20 @@ def run_op(op: Compute | Gather, graph: ModelGraph, pieces: list[Block]) -> Bloc
 def run_compute_ops(plan: Plan, graph: ModelGraph, device: str, request: int, store: BlockStore,
                     generation: int | None = None, deadline: float | None = None,
                     ) -> list[tuple[str, float, float]]:
-    """Run `device`'s Compute and Gather ops of `plan` in plan order; (op, start, end) each."""
+    """Run `device`'s Compute and Gather ops of `plan` in plan order; (op, start, end) each.
+
+    Sends come first: before an op starts, the device's earlier Transfers (in plan order) whose
+    input exists must have left. On a CPU-limited device the compute thread would otherwise
+    starve the threads that send, holding a secondary back by whole CFS periods while the
+    plan (and the simulator) has the block on the wire."""
     records = []
+    position = {op.id: i for i, op in enumerate(plan.ops)}
+    sends = sends_of(plan, device)
     for op in compute_ops(plan, device):
         pieces = store.wait(request, op.inputs, generation, deadline, what=f"{op.id} on {device}")
+        earlier = [t for t in sends if position[t.id] < position[op.id]]
+        if earlier:
+            store.wait_sent(request, earlier, generation, deadline)
         t0 = time.perf_counter()
         block = run_op(op, graph, pieces)
         t1 = store.put(request, op.id, block, generation=generation)

@@ -246,6 +246,8 @@ class Hub:
     def _on_send(self, device: str, msg: Message) -> None:
         link = self.links[device]
         if link.state != "ready":
+            if msg.type == MsgType.DATA and msg.request is not None and msg.op is not None:
+                self.store.mark_sent(msg.request, msg.op)  # dropped: nobody waits for it
             return
         if msg.type == MsgType.DATA:
             assert msg.request is not None and msg.op is not None
@@ -253,6 +255,8 @@ class Hub:
             with self.cond:
                 self.sent[(msg.request, msg.op)] = at
         self._send(link, msg)
+        if msg.type == MsgType.DATA:
+            self.store.mark_sent(msg.request, msg.op)
 
     def _on_monitor(self, link: Link, monitor: zmq.Socket) -> None:
         while True:

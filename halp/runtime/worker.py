@@ -510,6 +510,7 @@ class Worker:
             peer.socket.send_multipart(encode(msg, peer.key), copy=False)
         if state is not None:
             state.sent[op.id] = at
+        self.store.mark_sent(request, op.id)
 
     # ---- compute and sender threads -------------------------------------------------------
     def _model(self, spec: ModelSpec) -> tuple[torch.nn.Module, ModelGraph, str]:
