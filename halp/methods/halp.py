@@ -1,13 +1,15 @@
 """HALP: segments split by rows, overlapping zones on the host, transfers hidden behind compute.
 
 The network's spatial part is cut into segments [a, b). At the start of a segment the host holds
-the whole input map (H rows). It keeps the top rows [0, p0) and hands secondary k (in send
-order) one contiguous block of input rows [p(k-1), pk), no halo, with p(m) = H. Secondary k
-computes every output row its block alone determines, C_k = computable(block_k); the host
-computes all other output rows (its own top part and the overlapping zones between blocks),
-from the whole input it holds. The host sends the blocks while it computes: on a star each
-secondary's link carries its own block at once; on a shared channel the blocks go one after
-another, in the send order.
+the whole input map (H rows). It hands secondary k (in send order) one contiguous block of
+input rows [s_k, e_k), no halo, the blocks in send order down the map and not overlapping
+(0 <= s_1 <= e_1 <= s_2 <= ... <= e_m <= H). Secondary k computes every output row its block
+alone determines, C_k = computable(block_k); the host computes all other output rows: the
+rows above, between and below the blocks, the overlapping zones included, from the whole input
+it holds. With the host's share in the middle of the map its range covers the zones on both
+sides in one piece (one pyramid of halo rows, not two). The host sends the blocks while it
+computes: on a star each secondary's link carries its own block at once; on a shared channel
+the blocks go one after another, in the send order.
 
 Formulation (per segment, time from the moment the host holds the input):
 
@@ -17,11 +19,12 @@ Formulation (per segment, time from the moment the host holds the input):
     host     = sum over host ranges R of comp_host(R)             runs during the sends
     T(p)     = max(host, max_k done_k) + gather(bytes of the output)
 
-    minimise T(p) over integer 0 <= p0 <= p1 <= ... <= p(m-1) <= H, and over send orders.
+    minimise T over the integer edges s_1 <= e_1 <= ... <= e_m, and over send orders.
 
 On a shared channel the returns queue behind each other (first come, first served). The split
-starts from shares proportional to device speed and is refined by coordinate descent with
-halving steps (T is piecewise constant in p, so gradients do not help). Segment cuts are chosen
+starts from shares proportional to device speed, with the host on top and with the host in the
+middle, and is refined by coordinate descent with halving steps (T is piecewise constant in
+the edges, so gradients do not help). Segment cuts are chosen
 by dynamic programming over the cut points: best(j) = min_i best(i) + T*(cut_i, cut_j), each
 segment costed at its optimised split. Layers after the spatial part (flatten, linear) run on
 the host. `equal` uses the same segments but equal shares for every device, blind to speed.
@@ -108,26 +111,59 @@ def segment_time(graph: ModelGraph, cluster: Cluster, latency: LatencyModel, lay
 
 
 def _blocks(points: list[int], height: int) -> tuple[tuple[int, int], ...]:
+    """Contiguous blocks from their top edges: block k is [points[k], points[k+1]), the last
+    one ends at `height`."""
     edges = [*points, height]
     return tuple((edges[i], edges[i + 1]) for i in range(len(points)))
+
+
+def _pairs(edges: list[int]) -> tuple[tuple[int, int], ...]:
+    """Blocks from their edges [s1, e1, s2, e2, ...]; a gap between two blocks is the host's."""
+    return tuple((edges[i], edges[i + 1]) for i in range(0, len(edges), 2))
 
 
 def _rate(latency: LatencyModel, device: str, graph: ModelGraph, start: int, stop: int) -> float:
     return 1.0 / max(latency.compute_s(device, graph, start, stop, graph.full(stop)), 1e-12)
 
 
+def _starts(counts: list[int], height: int) -> list[list[int]]:
+    """Edges to start the descent from, for shares `counts` (host first, then the send order):
+    the host on top of the map, and the host in the middle (its range then covers the zone
+    between the two blocks beside it in one piece, one halo fewer to compute)."""
+    top = [sum(counts[: k + 1]) for k in range(len(counts) - 1)]
+    starts = [[e for p in _blocks(top, height) for e in p]]
+    m = len(counts) - 1
+    if m >= 2:
+        upper = m // 2  # secondaries above the host
+        shares = [*counts[1: upper + 1], counts[0], *counts[upper + 1:]]
+        at, edges = 0, []
+        for k, size in enumerate(shares):
+            if k != upper:
+                edges += [at, at + size]
+            at += size
+        edges[-1] = height
+        starts.append(edges)
+    return starts
+
+
 def optimise_split(graph: ModelGraph, cluster: Cluster, latency: LatencyModel, start: int, stop: int,
                    effort: int = 2) -> Split:
     """The best split of segment [start, stop) found by coordinate descent (see module doc).
 
-    `effort` 1 is the quick pass used while choosing cuts (one send order, coarse steps);
-    2 tries several send orders down to single rows."""
+    A secondary's block is any range of input rows, blocks in send order down the map; the rows
+    between blocks (and above the first) are the host's. The descent moves one edge at a time,
+    or two touching edges together, with halving steps, from the host-on-top and the
+    host-in-the-middle layouts. `effort` 1 is the quick pass used while choosing cuts (one send
+    order, coarse steps); 2 tries several send orders down to single rows."""
     secondaries = cluster.secondaries
     height = graph.height(start)
 
-    def cost(order: tuple[str, ...], points: list[int]) -> float:
+    def cost(order: tuple[str, ...], edges: list[int]) -> float:
         return segment_time(graph, cluster, latency,
-                            layout(graph, start, stop, order, _blocks(points, height)), start, stop)
+                            layout(graph, start, stop, order, _pairs(edges)), start, stop)
+
+    def valid(edges: list[int]) -> bool:
+        return all(0 <= a <= b <= height for a, b in zip(edges, [*edges[1:], height], strict=True))
 
     if not secondaries:
         t = cost((), [])
@@ -136,34 +172,36 @@ def optimise_split(graph: ModelGraph, cluster: Cluster, latency: LatencyModel, s
     best: Split | None = None
     for order in orders:
         weights = [_rate(latency, d, graph, start, stop) for d in (cluster.host, *order)]
-        counts = proportional(height, weights)
-        points = [sum(counts[: k + 1]) for k in range(len(order))]
-        t = cost(order, points)
-        step = max(1, height // 4) if effort > 1 else max(1, height // 8)
-        while step >= 1:
-            improved = True
-            while improved:
-                improved = False
-                for k in range(len(points)):
-                    for delta in (-step, step):
-                        trial = points.copy()
-                        trial[k] += delta
-                        if not all(0 <= a <= b <= height for a, b in zip(trial, [*trial[1:], height], strict=True)):
-                            continue
-                        tt = cost(order, trial)
-                        if tt < t - 1e-12:
-                            points, t, improved = trial, tt, True
-            step //= 2
-            if effort <= 1 and step < max(1, height // 32):
-                break
-        candidate = Split(start, stop, order, _blocks(points, height), t)
-        if best is None or candidate.time_s < best.time_s:
-            best = candidate
+        for edges in _starts(proportional(height, weights), height):
+            t = cost(order, edges)
+            step = max(1, height // 4) if effort > 1 else max(1, height // 8)
+            while step >= 1:
+                improved = True
+                while improved:
+                    improved = False
+                    moves = [[i] for i in range(len(edges))]
+                    moves += [[i, i + 1] for i in range(1, len(edges) - 1, 2) if edges[i] == edges[i + 1]]
+                    for move in moves:
+                        for delta in (-step, step):
+                            trial = edges.copy()
+                            for i in move:
+                                trial[i] += delta
+                            if not valid(trial):
+                                continue
+                            tt = cost(order, trial)
+                            if tt < t - 1e-12:
+                                edges, t, improved = trial, tt, True
+                step //= 2
+                if effort <= 1 and step < max(1, height // 32):
+                    break
+            candidate = Split(start, stop, order, _pairs(edges), t)
+            if best is None or candidate.time_s < best.time_s:
+                best = candidate
     assert best is not None
     # The host alone is always a candidate (all blocks empty).
-    alone = cost(best.order, [height] * len(best.order))
+    alone = cost(best.order, [height] * (2 * len(best.order)))
     if alone < best.time_s:
-        best = Split(start, stop, best.order, _blocks([height] * len(best.order), height), alone)
+        best = Split(start, stop, best.order, _pairs([height] * (2 * len(best.order))), alone)
     return best
 
 
