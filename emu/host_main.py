@@ -6,7 +6,7 @@
 It is `halp host` (`halp.runtime.executor.run_host`, the same records in DIR) with two lines
 more on stdout for the backend that follows it:
 
-    serving t0=<CLOCK_MONOTONIC seconds>   when request 0 arrives: the run's time zero, which
+    serving t0=<CLOCK_MONOTONIC seconds>   when serving begins: the run's time zero, which
                                            bandwidth traces are played against
     request <r> <latency_ms>               as each request finishes
 
@@ -21,31 +21,12 @@ import json
 import logging
 import signal
 import sys
-import time
 from pathlib import Path
 
 from halp.errors import HalpError
-from halp.serving import Observation, Policy, Served
 from halp.trace import RequestRecord, TraceWriter
 
 SERVING = "serving t0="
-
-
-class Announcing:
-    """The scenario's policy, printing the run's time zero when the first request arrives."""
-
-    def __init__(self, policy: Policy):
-        self.policy = policy
-        self.announced = False
-
-    def serve(self, request: int, now_s: float, observed: list[Observation]) -> Served:
-        if not self.announced:
-            self.announced = True
-            print(f"{SERVING}{time.monotonic() - now_s:.6f}", flush=True)
-        return self.policy.serve(request, now_s, observed)
-
-    def served(self) -> list[Served]:
-        return self.policy.served()
 
 
 class Reporting(TraceWriter):
@@ -88,13 +69,14 @@ def main(argv: list[str] | None = None) -> int:
         log.setLevel(logging.WARNING)
         log.propagate = False
         out = Path(args.out)
-        policy = Announcing(policy_for(scenario))
+        policy = policy_for(scenario)
         print(f"connecting to {len(endpoints)} workers, {warmup} warm-up request(s) per plan",
               flush=True)
         with Reporting(out, backend="emu", method=scenario.method.name) as writer:
             try:
                 run_host(scenario, policy, writer, endpoints, token, config.timeout,
-                         warmup_requests=warmup, dead_after_s=args.dead_after, log=log)
+                         warmup_requests=warmup, dead_after_s=args.dead_after, log=log,
+                         on_start=lambda t0: print(f"{SERVING}{t0:.6f}", flush=True))
             finally:
                 (out / "runtime.json").write_text(json.dumps(writer.trace.meta, indent=2,
                                                              default=str))

@@ -39,6 +39,19 @@ def chain_plan(prepared) -> Plan:
     return plan
 
 
+class Switching:
+    """Serves `first` to request 0 and `second`, which it never declared, to the others."""
+
+    def __init__(self, first: Served, second: Served):
+        self.first, self.second = first, second
+
+    def serve(self, request: int, now_s: float, observed: list) -> Served:
+        return self.first if request == 0 else self.second
+
+    def served(self) -> list[Served]:
+        return [self.first]
+
+
 def scenario(tmp_path, name: str, text: str):
     path = tmp_path / f"{name}.yaml"
     path.write_text(text)
@@ -90,6 +103,16 @@ def test_plans_run_exactly_on_workers_that_stay_up(tmp_path):
             trace = run_host(modnn, FixedPolicy(Served(chain, prepared)), writer, eps, token, 30.0)
         check_trace(trace, chain, 2)
         assert trace.by_key()[(0, "t3")].resource == "w1->w2"
+
+        # A plan the policy did not declare goes to the workers before its request arrives.
+        spaced = scenario(tmp_path, "spaced", scenario_text("modnn", requests=2, interval="1s"))
+        switching = Switching(Served(policy.served()[0].plan, prepared), Served(chain, prepared))
+        with TraceWriter(None, "emu", "switching") as writer:
+            trace = run_host(spaced, switching, writer, eps, token, 30.0)
+        late = trace.requests[1]
+        assert late.extra["install_s"] > 0 and late.method == "chain"
+        assert late.extra["queue_s"] < late.extra["install_s"]
+        assert all(r.extra["relative_error"] <= 1e-4 for r in trace.requests)
 
         # The command the emulator runs in the host's node, with the plans it was given.
         (tmp_path / "endpoints.json").write_text(json.dumps(eps))

@@ -33,7 +33,7 @@ Host (on the host device; for the emulator, inside the host's Mininet node)::
     In Python:
         run_host(scenario, policy, writer, endpoints, token, timeout_s, *,
                  warmup_requests=0, heartbeat_s=0.5, dead_after_s=10.0, sync_rounds=8,
-                 distinct_inputs=4, log=None, on_request=None) -> Trace
+                 distinct_inputs=4, log=None, on_request=None, on_start=None) -> Trace
 
     Records: one OpRecord per plan op (ids, kinds, resources as the simulator writes them, the
     input op included with zero length), times in seconds on the host clock from the run

@@ -142,7 +142,8 @@ def run_host(scenario: Scenario, policy: Policy, writer: TraceWriter, endpoints:
              token: bytes, timeout_s: float, *, warmup_requests: int = 0,
              heartbeat_s: float = 0.5, dead_after_s: float = 10.0, sync_rounds: int = 8,
              distinct_inputs: int = 4, log: logging.Logger | None = None,
-             on_request: Callable[[RequestRecord], None] | None = None) -> Trace:
+             on_request: Callable[[RequestRecord], None] | None = None,
+             on_start: Callable[[float], None] | None = None) -> Trace:
     """Serve `scenario`'s workload with `policy` on the workers at `endpoints` (device name ->
     ZeroMQ address of its `halp worker`), appending records to `writer`. Returns its Trace.
 
@@ -150,7 +151,9 @@ def run_host(scenario: Scenario, policy: Policy, writer: TraceWriter, endpoints:
     `dead_after_s` is dead. `warmup_requests` untimed requests per plan run first (not
     recorded). Request r computes input `r % distinct_inputs` (fixed by the scenario's seed),
     so the monolithic reference is computed at most that many times per model. `on_request`
-    is called with each RequestRecord once it is written (progress lines).
+    is called with each RequestRecord once it is written (progress lines); `on_start` once,
+    with the run's time zero on the `time.monotonic()` clock, when serving begins (bandwidth
+    traces are played from then).
     """
     log = log or logging.getLogger("halp.host")
     host = scenario.host
@@ -186,7 +189,7 @@ def run_host(scenario: Scenario, policy: Policy, writer: TraceWriter, endpoints:
         installed = _install(hub, servings, timeout_s, digests)
         sender = _Sender(hub, store, host)
         run = _Run(scenario, hub, store, sender, installed, timeout_s, distinct_inputs, log,
-                   on_request, digests)
+                   on_request, digests, on_start)
         writer.trace.meta.update(run.meta())
         for name, clock in run.meta()["clocks"].items():
             log.info("%s ready: clock offset %.6f s +- %.6f s%s", name, clock["offset_s"],
@@ -310,11 +313,12 @@ class _Run:
     def __init__(self, scenario: Scenario, hub: Hub, store: BlockStore, sender: _Sender,
                  installed: list[_Installed], timeout_s: float, distinct_inputs: int,
                  log: logging.Logger, on_request: Callable[[RequestRecord], None] | None = None,
-                 digests: _Digests | None = None):
+                 digests: _Digests | None = None, on_start: Callable[[float], None] | None = None):
         self.scenario, self.hub, self.store, self.sender = scenario, hub, store, sender
         self.installed, self.timeout_s, self.log = installed, timeout_s, log
         self.host = scenario.host
         self.on_request = on_request
+        self.on_start = on_start
         self.digests = digests or _Digests()
         self.network = scenario.network.kind
         self.check = _Check()
@@ -374,18 +378,27 @@ class _Run:
                 request -= 1
 
     def serve(self, policy: Policy, writer: TraceWriter) -> None:
+        """Each request: decide, install the plan if it is new, wait for the input, execute.
+
+        The host decides as soon as it is free, before the input arrives: it serves one request
+        at a time, so nothing is observed between the end of the previous request and the
+        arrival, and the policy knows then exactly what it would know at the arrival (it is
+        asked with the arrival time). So a new plan goes to the workers while the host idles;
+        deciding and installing lands in a latency only when it runs past the arrival."""
         arrivals = arrival_times(self.scenario.workload, self.scenario.seed)
         self.start = time.perf_counter()
+        if self.on_start is not None:
+            self.on_start(time.monotonic() - (time.perf_counter() - self.start))
         for request, at in enumerate(arrivals):
             arrival = self.start + at
-            while (left := arrival - time.perf_counter()) > 0:
-                self.hub.check()
-                time.sleep(min(left, 0.05))
             t0 = time.perf_counter()
             served = policy.serve(request, at, list(self.observed))
             t1 = time.perf_counter()
             item = self._find(served)
             costs = {"policy_s": t1 - t0, "install_s": time.perf_counter() - t1}
+            while (left := arrival - time.perf_counter()) > 0:
+                self.hub.check()
+                time.sleep(min(left, 0.05))
             outcome = self._execute(request, item, arrival)
             self._record(request, at, item, served, outcome, writer, costs)
             self._cleanup(request)
@@ -480,8 +493,9 @@ class _Run:
                                bytes=op.bytes if isinstance(op, Transfer) else 0,
                                uncertainty_s=uncertainty))
         error, relative = self._compare(request, item, outcome.output)
-        # queue_s: from arrival until the host started the request (busy with earlier ones,
-        # asking the policy, installing a new plan); policy_s and install_s are part of it.
+        # queue_s: from arrival until the host started the request (busy with earlier ones, or
+        # still deciding or installing a new plan); policy_s and install_s were spent before
+        # the start, from the end of the previous request on.
         extra = {**served.extra, "relative_error": relative,
                  "queue_s": max(0.0, outcome.started - (self.start + at)), **costs}
         record = RequestRecord(
