@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from halp.model.graph import ModelGraph, region
-from halp.model.slicing import run_region
+from halp.model.slicing import assemble, run_region
 
 
 def chain(draw_layers, channels: int = 3):
@@ -104,3 +104,28 @@ def test_vgg_halo_grows_with_depth():
     # Two 3x3 convolutions: one output row reads five input rows.
     assert graph.rows_needed(0, 4, one_row).rows.size == 5
     assert graph.cut_points()[0] == 0 and graph.cut_points()[-1] == graph.spatial_end
+
+
+def test_a_linear_layer_computes_any_range_of_its_features():
+    """A flat map's rows are its features: each one reads the whole input and its own weights."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                          nn.Linear(16, 10), nn.ReLU(), nn.Linear(10, 6)).eval()
+    graph = ModelGraph.from_module(model, (3, 8, 8))
+    x = torch.randn(1, 3, 8, 8)
+    whole = model(x).detach()
+    end, flat = len(graph), 3  # boundary 3: the flat map of 16 features
+    assert graph.height(flat) == 16 and graph.region_bytes(flat, graph.rows(flat, 4, 9)) == 5 * 4
+    features = model[:3](x).detach()
+    pieces = []
+    for rows in [(0, 2), (2, 5), (5, 10)]:  # the first linear layer and its ReLU, by features
+        out = graph.rows(5, *rows)
+        assert graph.rows_needed(flat, 5, out) == graph.full(flat)
+        got = run_region(graph, flat, 5, features, graph.full(flat), out)
+        torch.testing.assert_close(got, torch.relu(model[3](features))[:, rows[0]:rows[1]])
+        pieces.append((out, got))
+    hidden = assemble(graph.full(5), pieces)
+    got = run_region(graph, 5, end, hidden, graph.full(5), graph.rows(end, 1, 4))
+    torch.testing.assert_close(got, whole[:, 1:4])
+    # Cost: a third of the features is about a third of the layer's operations.
+    assert graph.flops(flat, 4, graph.rows(4, 0, 5)) * 2 == graph.flops(flat, 4, graph.full(4))

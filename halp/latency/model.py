@@ -60,10 +60,12 @@ class LatencyModel:
                 if layer.kind == RESHAPE:
                     costs.append((0.0, 0.0, 0.0))
                     continue
-                if not layer.spatial:
+                if not layer.spatial:  # reads its whole input whatever rows it produces
                     full_in = region((0, layer.in_height), (0, layer.in_width))
-                    full_out = region((0, layer.out_height), (0, layer.out_width))
-                    costs.append((profile.layer_s(layer, full_in, full_out), 0.0, 0.0))
+                    w_out = (0, layer.out_width)
+                    one = profile.layer_s(layer, full_in, region((0, 1), w_out))
+                    per_out = profile.layer_s(layer, full_in, region((0, 2), w_out)) - one
+                    costs.append((one - per_out, 0.0, per_out))
                     continue
                 w_in, w_out = (0, layer.in_width), (0, layer.out_width)
                 base = profile.layer_s(layer, region((0, 0), w_in), region((0, 1), w_out))

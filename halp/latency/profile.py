@@ -24,7 +24,16 @@ from typing import Any
 import yaml
 
 from halp.errors import HalpError
-from halp.model.graph import BYTES_PER_ELEMENT, CONV, DWCONV, KINDS, RESHAPE, LayerSpec, Region
+from halp.model.graph import (
+    BYTES_PER_ELEMENT,
+    CONV,
+    DWCONV,
+    KINDS,
+    LINEAR,
+    RESHAPE,
+    LayerSpec,
+    Region,
+)
 
 FEATURES = ("intercept_s", "s_per_flop", "s_per_in_byte", "s_per_out_byte", "s_per_weight_byte",
             "s_per_flop_per_tap")
@@ -68,7 +77,10 @@ def layer_features(layer: LayerSpec, held: Region, out: Region) -> list[float]:
     in_bytes = _region_bytes(layer.in_shape, held)
     out_bytes = _region_bytes(layer.out_shape, out)
     flops = layer.flops(out)
-    return [1.0, flops, in_bytes, out_bytes, float(layer.weight_bytes), flops / _taps(layer)]
+    weights = float(layer.weight_bytes)
+    if layer.kind == LINEAR:  # some output features read only their rows of the weights
+        weights *= out.rows.size / max(1, layer.out_height)
+    return [1.0, flops, in_bytes, out_bytes, weights, flops / _taps(layer)]
 
 
 def _taps(layer: LayerSpec) -> float:
@@ -82,6 +94,8 @@ def _taps(layer: LayerSpec) -> float:
 
 
 def _region_bytes(shape: tuple[int, ...], reg: Region) -> float:
+    if len(shape) == 1:  # a flat map: its rows are its features
+        return float(reg.rows.size * BYTES_PER_ELEMENT)
     if len(shape) != 3:
         n = 1
         for s in shape:

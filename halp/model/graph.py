@@ -2,8 +2,9 @@
 
 This module is the single source of layer math. A feature map lives at a *boundary*: boundary
 `l` is the input of layer `l`, boundary 0 is the model input and boundary `len(layers)` its
-output. A *region* of a boundary is a rectangle of rows and columns, half-open. Maps after a
-flatten have height and width 1, so a region of them is all or nothing.
+output. A *region* of a boundary is a rectangle of rows and columns, half-open. A flat map (after
+a flatten) of F features has F rows of width 1: a linear layer can compute a range of its output
+features, reading all of its input.
 
 FLOPs are multiply-accumulates x 2 for convolutions and linear layers; pooling and elementwise
 layers count one operation per element they read (they have no MACs).
@@ -86,11 +87,11 @@ class LayerSpec:
 
     @property
     def in_height(self) -> int:
-        return self.in_shape[1] if len(self.in_shape) == 3 else 1
+        return _height(self.in_shape)
 
     @property
     def out_height(self) -> int:
-        return self.out_shape[1] if len(self.out_shape) == 3 else 1
+        return _height(self.out_shape)
 
     @property
     def in_width(self) -> int:
@@ -142,6 +143,13 @@ class LayerSpec:
         if self.kind == RESHAPE:
             return 0.0
         return float(_numel(self.in_shape)) * share
+
+
+def _height(shape: tuple[int, ...]) -> int:
+    """Rows of a map: H of C x H x W, the features of a flat map."""
+    if len(shape) == 3:
+        return shape[1]
+    return shape[0] if len(shape) == 1 else 1
 
 
 def _numel(shape: tuple[int, ...]) -> int:
@@ -212,8 +220,7 @@ class ModelGraph:
         return self.layers[boundary - 1].out_shape
 
     def height(self, boundary: int) -> int:
-        shape = self.shape(boundary)
-        return shape[1] if len(shape) == 3 else 1
+        return _height(self.shape(boundary))
 
     def width(self, boundary: int) -> int:
         shape = self.shape(boundary)
@@ -232,7 +239,7 @@ class ModelGraph:
         if reg.empty:
             return 0
         if len(shape) != 3:
-            return _numel(shape) * BYTES_PER_ELEMENT
+            return _numel(shape) * reg.rows.size // _height(shape) * BYTES_PER_ELEMENT
         return shape[0] * reg.rows.size * reg.cols.size * BYTES_PER_ELEMENT
 
     @property

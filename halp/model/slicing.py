@@ -13,18 +13,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from halp.errors import PlanError
-from halp.model.graph import CONV, DWCONV, POOL, ModelGraph, Region
+from halp.model.graph import CONV, DWCONV, POOL, ModelGraph, Region, region
 
 
 def crop(x: torch.Tensor, held: Region, want: Region) -> torch.Tensor:
-    """The part `want` of a tensor that holds `held` (batch x C x H x W, or batch x F)."""
-    if x.dim() != 4:
-        if want != held:
-            raise PlanError(f"cannot crop a flat map from {held} to {want}")
+    """The part `want` of a tensor that holds `held` (batch x C x H x W, or batch x F: a flat
+    map's rows are its features)."""
+    if want == held:
         return x
     if not held.contains(want):
         raise PlanError(f"region {want} is not inside the held region {held}")
     r0, c0 = want.rows.start - held.rows.start, want.cols.start - held.cols.start
+    if x.dim() != 4:
+        return x[:, r0:r0 + want.rows.size]
     return x[:, :, r0:r0 + want.rows.size, c0:c0 + want.cols.size]
 
 
@@ -40,10 +41,15 @@ def run_region(graph: ModelGraph, start: int, stop: int, x: torch.Tensor, held: 
     for offset, layer in enumerate(graph.layers[start:stop]):
         module = graph.modules[layer.index]
         have, want = needed[offset], needed[offset + 1]
+        if isinstance(module, nn.Linear) and want.rows.size < layer.out_height:
+            rows = slice(want.rows.start, want.rows.stop)  # some output features: their weights
+            bias = module.bias[rows] if module.bias is not None else None
+            x = F.linear(x, module.weight[rows], bias)
+            continue
         if not layer.spatial or layer.kind not in (CONV, DWCONV, POOL):
             x = module(x)  # elementwise on exactly `have`, or a whole-map layer
-            if layer.spatial and have != want:
-                x = crop(x, have, want)
+            produced = have if layer.spatial else region((0, layer.out_height), (0, layer.out_width))
+            x = crop(x, produced, want)
             continue
         x = _windowed(layer, module, x, have, want)
     return x.contiguous()
@@ -74,9 +80,15 @@ def assemble(need: Region, pieces: list[tuple[Region, torch.Tensor]]) -> torch.T
     for held, x in pieces:
         if held == need:
             return x
-        if x.dim() != 4:
-            raise PlanError("a flat map cannot be stitched from pieces")
     first = pieces[0][1]
+    if first.dim() != 4:  # a flat map: features are rows
+        flat = first.new_empty((first.shape[0], need.rows.size))
+        for held, x in pieces:
+            r0, r1 = max(need.rows.start, held.rows.start), min(need.rows.stop, held.rows.stop)
+            if r0 < r1:
+                flat[:, r0 - need.rows.start:r1 - need.rows.start] = \
+                    x[:, r0 - held.rows.start:r1 - held.rows.start]
+        return flat
     out = first.new_empty((first.shape[0], first.shape[1], need.rows.size, need.cols.size))
     for held, x in pieces:
         r0, r1 = max(need.rows.start, held.rows.start), min(need.rows.stop, held.rows.stop)

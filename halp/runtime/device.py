@@ -262,8 +262,8 @@ def check_block(plan: Plan, graph: ModelGraph, op_id: str, device: str, region: 
     if tensor.dim() == 4:
         ok = len(shape) == 3 and tuple(tensor.shape[1:]) == (shape[0], op.region.rows.size,
                                                              op.region.cols.size)
-    else:
-        ok = tensor.dim() == 2 and tensor.shape[1] == int(torch.Size(shape).numel())
+    else:  # a flat map: its rows are its features
+        ok = tensor.dim() == 2 and tensor.shape[1] == op.region.rows.size
     if not ok or tensor.dtype != torch.float32:
         raise BackendError(f"block {op_id} has shape {tuple(tensor.shape)} {tensor.dtype}, which "
                            f"does not fit {op.region} of a map {shape}")
