@@ -106,12 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     devices = ", ".join(f"{d.name} {d.cpu_share:g} core" for d in base.devices)
     print(f"{base.model.name} on {len(base.devices)} emulated devices ({devices}), "
           f"{base.network.kind} {base.network.bandwidth / 1e6:g} Mbps, {args.requests} requests each")
-    print(f"{'method':<11} {'measured':>10} {'predicted':>10} {'speed-up':>9} {'exact':>6}")
+    print(f"{'method':<11} {'measured':>10} {'(min-max)':>13} {'predicted':>10} {'speed-up':>9} "
+          f"{'exact':>6}")
     latency = {m: statistics.fmean(t.latencies()) for m, t in measured.items()}
     for method in METHODS:
         exact = all((r.extra or {}).get("relative_error", 0.0) <= 1e-4
                     for r in measured[method].requests)
-        print(f"{method:<11} {latency[method] * 1e3:8.0f} ms {predicted(variants[method]) * 1e3:7.0f} ms "
+        spread = f"({min(measured[method].latencies()) * 1e3:.0f}-{max(measured[method].latencies()) * 1e3:.0f})"
+        print(f"{method:<11} {latency[method] * 1e3:8.0f} ms {spread:>13} "
+              f"{predicted(variants[method]) * 1e3:7.0f} ms "
               f"{latency['standalone'] / latency[method]:8.2f}x {'yes' if exact else 'NO':>6}")
     print(f"published HALP prototype: {PUBLISHED}x on three Raspberry Pis; here "
           f"{latency['standalone'] / latency['halp']:.2f}x")

@@ -66,7 +66,7 @@ def test_selection_follows_a_bandwidth_drop(tmp_path):
     p = policy(tmp_path, base="standalone", deadline=", deadline: 10s")
     assert p.serve(0, 0.0, []).extra["variant"] == "1.0_224"
     # Stand-alone never uses the network, so the choice cannot depend on it.
-    drop = [Observation(1.0, "b", 1000, 1.0)] * 10
+    drop = [Observation(1.0, "b", 100_000, 1.0)] * 10
     assert p.serve(1, 2.0, drop).extra["variant"] == "1.0_224"
 
 
@@ -89,7 +89,14 @@ def test_estimator_follows_a_step_within_one_window():
 
 def test_estimator_holds_nominal_until_observed():
     est = BandwidthEstimator({"b": 7e6, "c": 9e6}, 0.0, 4)
-    assert est.estimate([Observation(0, "b", 1000, 1e-3)]) == {"b": 8e6, "c": 9e6}
+    assert est.estimate([Observation(0, "b", 100_000, 0.1)]) == {"b": 8e6, "c": 9e6}
+
+
+def test_small_transfers_do_not_hide_a_drop():
+    est = BandwidthEstimator({"b": 50e6}, 0.0, window=2)
+    slow = [Observation(t, "b", 100_000, 100_000 * 8 / 5e6) for t in (1.0, 2.0)]
+    burst = [Observation(3.0 + t, "b", 2_000, 2_000 * 8 / 50e6) for t in (0.0, 0.1)]  # line rate
+    assert est.estimate(slow + burst)["b"] == pytest.approx(5e6)
 
 
 def test_generators_are_reproducible_and_seed_dependent():

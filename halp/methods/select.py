@@ -25,18 +25,25 @@ from halp.serving import Observation, Served
 MOBILENET_VARIANTS = [v for v in known_variants() if v != "vgg16"]
 
 
+MIN_BYTES = 16_384  # smaller transfers are not evidence of a link's rate (see BandwidthEstimator)
+
+
 class BandwidthEstimator:
     """Per link: the bits of the last `window` transfers over the time they took on the wire
     (their per-message overhead and delay taken off). That is the time-weighted mean rate, so
-    one tiny transfer cannot swing it. A link not observed within `horizon_s` is taken at its
-    nominal rate: optimistic, so a quiet link is tried, and so measured, again."""
+    one short transfer cannot swing it. Transfers under `min_bytes` are not counted: their time
+    is per-message cost and token-bucket burst (a shaped link lets ~15 kB through at line
+    rate), so after a drop a plan's few classifier features would report the old rate. A link
+    not observed within `horizon_s` is taken at its nominal rate: optimistic, so a quiet link is
+    tried, and so measured, again."""
 
     def __init__(self, nominal_bps: dict[str, float], fixed_s: float, window: int,
-                 horizon_s: float = float("inf")):
+                 horizon_s: float = float("inf"), min_bytes: int = MIN_BYTES):
         self.nominal = dict(nominal_bps)
         self.fixed_s = fixed_s
         self.window = window
         self.horizon_s = horizon_s
+        self.min_bytes = min_bytes
 
     def estimate(self, observed: list[Observation], now_s: float = float("inf")) -> dict[str, float]:
         bits: dict[str, float] = {}
@@ -45,7 +52,8 @@ class BandwidthEstimator:
         for obs in reversed(observed):
             if obs.time_s < now_s - self.horizon_s:
                 break  # observations arrive in time order: the rest are older still
-            if obs.link not in self.nominal or counts.get(obs.link, 0) >= self.window:
+            if (obs.link not in self.nominal or obs.bytes < self.min_bytes
+                    or counts.get(obs.link, 0) >= self.window):
                 continue
             wire = obs.duration_s - self.fixed_s
             if wire <= 0:
