@@ -164,6 +164,9 @@ class HalpMethod(Strict):
     name: Literal["halp", "equal"]
     cuts: list[int] | None = None  # segment boundaries; chosen by the planner when absent
     max_layers_per_segment: int | None = Field(None, ge=1)
+    # halp only: share the linear layers' output features among the devices where predicted
+    # faster (halp.methods.classifier); false leaves them to the host, as published
+    split_classifier: bool = True
 
 
 class ModnnMethod(Strict):

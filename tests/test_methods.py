@@ -56,6 +56,25 @@ def test_halp_uses_the_secondaries_and_beats_standalone():
     assert estimate(halp, graph, latency).makespan < estimate(alone, graph, latency).makespan
 
 
+def test_halp_shares_the_classifier_where_it_pays():
+    m, graph = model("vgg16")
+    end = graph.spatial_end
+
+    def classifier_devices(plan):
+        return {op.device for op in plan.ops if isinstance(op, Compute) and op.stop > end}
+
+    c, latency = cluster([1.0, 1.0, 1.0])
+    shared = plan_for(HalpMethod(name="halp"), graph, c, latency, "vgg16")
+    kept = plan_for(HalpMethod(name="halp", split_classifier=False), graph, c, latency, "vgg16")
+    assert classifier_devices(shared) == {"d0", "d1", "d2"} and classifier_devices(kept) == {"d0"}
+    assert estimate(shared, graph, latency).makespan < estimate(kept, graph, latency).makespan
+    error, scale = max_error(shared, graph, m)
+    assert error <= 1e-4 * scale
+    # Over a link too slow to carry the flat map in time, the host keeps the classifier.
+    c, latency = cluster([1.0, 1.0, 1.0], 1e5)
+    assert classifier_devices(plan_for(HalpMethod(name="halp"), graph, c, latency, "vgg16")) == {"d0"}
+
+
 def test_halp_secondaries_receive_no_halo():
     """Blocks sent to secondaries do not overlap: overlapping zones are the host's."""
     _, graph = model("vgg16")

@@ -64,7 +64,7 @@ def plan_for(method: object, graph: ModelGraph, cluster: Cluster, latency: Laten
     elif name in ("halp", "equal"):
         result = halp.plan(graph, cluster, latency, model, cuts=method.cuts,
                            max_layers_per_segment=method.max_layers_per_segment,
-                           equal=name == "equal")
+                           equal=name == "equal", split_classifier=method.split_classifier)
     elif name == "modnn":
         result = modnn.plan(graph, cluster, latency, model)
     elif name == "deepthings":

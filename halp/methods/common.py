@@ -46,10 +46,13 @@ class PlanBuilder:
 
     def host_tail(self, start: int, source: str) -> str:
         """Run layers [start, end) on the host from the whole map `source` at `start`."""
-        end = len(self.graph)
-        if start >= end:
+        return self.host_tail_until(start, len(self.graph), source)
+
+    def host_tail_until(self, start: int, stop: int, source: str) -> str:
+        """Run layers [start, stop) on the host from the whole map `source` at `start`."""
+        if start >= stop:
             return source
-        return self.compute(self.host, start, end, self.graph.full(end), [source])
+        return self.compute(self.host, start, stop, self.graph.full(stop), [source])
 
     def build(self, output: str, **meta: object) -> Plan:
         return Plan(self.method, self.model, self.host, list(self.devices), list(self.ops), output,

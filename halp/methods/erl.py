@@ -23,7 +23,8 @@ from halp.cluster import Cluster
 from halp.errors import HalpError
 from halp.latency.model import LatencyModel
 from halp.methods.common import proportional
-from halp.methods.halp import Split, layout, plan_segments, segment_time
+from halp.methods.halp import Split, plan_segments
+from halp.methods.segment import layout, segment_time
 from halp.model.graph import ModelGraph
 from halp.plan import Plan
 

@@ -26,8 +26,10 @@ starts from shares proportional to device speed, with the host on top and with t
 middle, and is refined by coordinate descent with halving steps (T is piecewise constant in
 the edges, so gradients do not help). Segment cuts are chosen
 by dynamic programming over the cut points: best(j) = min_i best(i) + T*(cut_i, cut_j), each
-segment costed at its optimised split. Layers after the spatial part (flatten, linear) run on
-the host. `equal` uses the same segments but equal shares for every device, blind to speed.
+segment costed at its optimised split. After the spatial part each linear layer's output
+features are shared the same way where that is predicted faster (`halp.methods.classifier`;
+`split_classifier: false` leaves the classifier to the host, as published). `equal` uses the
+same segments but equal shares for every device, blind to speed, and the host runs the rest.
 """
 
 from __future__ import annotations
@@ -35,11 +37,13 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from halp.cluster import SHARED, Cluster
+from halp.cluster import Cluster
 from halp.errors import PlanError
 from halp.latency.model import LatencyModel
+from halp.methods.classifier import split_classifier
 from halp.methods.common import PlanBuilder, proportional
-from halp.model.graph import ModelGraph, Range
+from halp.methods.segment import Layout, layout, segment_time
+from halp.model.graph import ModelGraph
 from halp.plan import Plan
 
 
@@ -52,62 +56,6 @@ class Split:
     order: tuple[str, ...]
     blocks: tuple[tuple[int, int], ...]
     time_s: float
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Who computes which output rows of a segment."""
-
-    secondary: tuple[tuple[str, Range, Range], ...]  # (device, input rows sent, output rows)
-    host: tuple[Range, ...]  # output ranges the host computes
-
-
-def layout(graph: ModelGraph, start: int, stop: int, order: tuple[str, ...],
-           blocks: tuple[tuple[int, int], ...]) -> Layout:
-    height = graph.height(stop)
-    parts = []
-    for device, (x0, x1) in zip(order, blocks, strict=True):
-        if x1 <= x0:
-            continue
-        out = Range(*graph.row_computable(start, stop, (x0, x1)))
-        if out.size == 0:
-            continue
-        sent = Range(*graph.row_needed(start, stop, out))
-        parts.append((device, sent, out))
-    host: list[Range] = []
-    at = 0
-    for _, _, out in sorted(parts, key=lambda p: p[2].start):
-        if out.start > at:
-            host.append(Range(at, out.start))
-        at = max(at, out.stop)
-    if at < height:
-        host.append(Range(at, height))
-    return Layout(tuple(parts), tuple(host))
-
-
-def segment_time(graph: ModelGraph, cluster: Cluster, latency: LatencyModel, lay: Layout,
-                 start: int, stop: int) -> float:
-    host = cluster.host
-    host_s = sum(latency.compute_s(host, graph, start, stop, graph.rows(stop, r.start, r.stop))
-                 for r in lay.host)
-    shared = cluster.network == SHARED
-    sent_at = 0.0
-    returns: list[tuple[float, float]] = []
-    for device, sent, out in lay.secondary:
-        tx = latency.transfer_s(host, device, graph.region_bytes(start, graph.rows(start, *sent)))
-        sent_at = sent_at + tx if shared else tx
-        done = sent_at + latency.compute_s(device, graph, start, stop, graph.rows(stop, *out))
-        back = latency.transfer_s(device, host, graph.region_bytes(stop, graph.rows(stop, *out)))
-        returns.append((done, back))
-    if shared:
-        channel, finish = sent_at, 0.0
-        for done, back in sorted(returns):
-            channel = max(channel, done) + back
-            finish = channel
-    else:
-        finish = max((done + back for done, back in returns), default=0.0)
-    gather = latency.gather_s(host, graph.region_bytes(stop, graph.full(stop))) if lay.secondary else 0.0
-    return max(host_s, finish) + gather
 
 
 def _blocks(points: list[int], height: int) -> tuple[tuple[int, int], ...]:
@@ -251,39 +199,55 @@ def _check_cuts(graph: ModelGraph, cuts: list[int]) -> list[int]:
     return points
 
 
+def emit_layout(b: PlanBuilder, start: int, stop: int, lay: Layout, source: str) -> str:
+    """The ops of one segment laid out as `lay`, from the host's whole map `source`: sends,
+    the secondaries' and the host's computes, returns, gather. Returns the gathered map."""
+    graph, host = b.graph, b.host
+    sends = [(device, b.transfer(host, device, start, graph.rows(start, *sent), [source]), out)
+             for device, sent, out in lay.secondary]
+    computed = [(device, b.compute(device, start, stop, graph.rows(stop, *out), [t]), out)
+                for device, t, out in sends]
+    pieces = [b.compute(host, start, stop, graph.rows(stop, *r), [source]) for r in lay.host]
+    pieces += [b.transfer(device, host, stop, graph.rows(stop, *out), [c]) for device, c, out in computed]
+    return b.gather(host, stop, graph.full(stop), pieces)
+
+
 def plan_segments(graph: ModelGraph, cluster: Cluster, latency: LatencyModel, model: str,
-                  method: str, splits: list[Split]) -> Plan:
-    """Turn per-segment splits into a plan (shared by halp, equal, and learned splits)."""
-    host = cluster.host
-    b = PlanBuilder(graph, method, model, host, cluster.names)
+                  method: str, splits: list[Split], classifier: bool = False) -> Plan:
+    """Turn per-segment splits into a plan (shared by halp, equal, and learned splits); with
+    `classifier`, the linear layers after them are shared too where that is predicted faster
+    (`halp.methods.classifier`), else the host runs them."""
+    b = PlanBuilder(graph, method, model, cluster.host, cluster.names)
     source = b.input()
     shares = []
     for split in splits:
-        start, stop = split.start, split.stop
-        lay = layout(graph, start, stop, split.order, split.blocks)
-        b.segments.append((start, stop))
-        pieces = []
-        sends = []
-        for device, sent, out in lay.secondary:
-            t = b.transfer(host, device, start, graph.rows(start, *sent), [source])
-            sends.append((device, t, out))
-        for device, t, out in sends:
-            c = b.compute(device, start, stop, graph.rows(stop, *out), [t])
-            sends[sends.index((device, t, out))] = (device, c, out)
-        for r in lay.host:
-            pieces.append(b.compute(host, start, stop, graph.rows(stop, *r), [source]))
-        for device, c, out in sends:
-            pieces.append(b.transfer(device, host, stop, graph.rows(stop, *out), [c]))
-        source = b.gather(host, stop, graph.full(stop), pieces)
-        shares.append({"segment": [start, stop], "order": list(split.order),
+        b.segments.append((split.start, split.stop))
+        lay = layout(graph, split.start, split.stop, split.order, split.blocks)
+        source = emit_layout(b, split.start, split.stop, lay, source)
+        shares.append({"segment": [split.start, split.stop], "order": list(split.order),
                        "blocks": [list(x) for x in split.blocks], "predicted_s": split.time_s})
-    out = b.host_tail(splits[-1].stop if splits else 0, source)
-    return b.build(out, splits=shares)
+    tail = splits[-1].stop if splits else 0
+    meta: dict[str, object] = {"splits": shares}
+    if classifier:
+        shared = []
+        for block in split_classifier(graph, cluster, latency, tail):
+            if not block.shared:
+                continue  # runs on the host with its neighbours
+            if block.start > tail:
+                source = b.host_tail_until(tail, block.start, source)
+            source = emit_layout(b, block.start, block.stop, block.layout, source)
+            tail = block.stop
+            shared.append({"layers": [block.start, block.stop], "predicted_s": block.time_s,
+                           "features": {cluster.host: [[r.start, r.stop] for r in block.layout.host],
+                                        **{d: [[out.start, out.stop]]
+                                           for d, _, out in block.layout.secondary}}})
+        meta["classifier"] = shared
+    return b.build(b.host_tail(tail, source), **meta)
 
 
 def plan(graph: ModelGraph, cluster: Cluster, latency: LatencyModel, model: str,
          cuts: list[int] | None = None, max_layers_per_segment: int | None = None,
-         equal: bool = False) -> Plan:
+         equal: bool = False, split_classifier: bool = True) -> Plan:
     if cuts is None:
         points = choose_cuts(graph, cluster, latency, max_layers_per_segment)
     else:
@@ -294,4 +258,5 @@ def plan(graph: ModelGraph, cluster: Cluster, latency: LatencyModel, model: str,
             splits.append(equal_split(graph, cluster, latency, a, b))
         else:
             splits.append(optimise_split(graph, cluster, latency, a, b, effort=2))
-    return plan_segments(graph, cluster, latency, model, "equal" if equal else "halp", splits)
+    return plan_segments(graph, cluster, latency, model, "equal" if equal else "halp", splits,
+                         classifier=split_classifier and not equal)
