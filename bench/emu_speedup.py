@@ -24,7 +24,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from emu.backend import EmulatedRun  # noqa: E402
-from emu.network import EmulatedNetwork  # noqa: E402
 from halp.backends import load_backend  # noqa: E402
 from halp.errors import HalpError  # noqa: E402
 from halp.scenario import Scenario, load_scenario  # noqa: E402
@@ -93,13 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         measured: dict[str, Trace] = {}
         with tempfile.TemporaryDirectory(prefix="halp-speedup-") as tmp:
             run = EmulatedRun(variants["standalone"], Path(tmp), log=lambda line: None)
-
-            def serve_all(net: EmulatedNetwork) -> None:
+            with run.serving() as net:
                 for method, scenario in variants.items():
                     print(f"measuring {method} ...", file=sys.stderr, flush=True)
                     measured[method] = run.serve(net, scenario, method)
-
-            run.run(None, before_host=serve_all)
     except HalpError as exc:
         print(f"emu_speedup: {exc}", file=sys.stderr)
         return 2

@@ -315,6 +315,24 @@ class EmulatedRun:
             raise BackendError(f"host on {self.topology.host.device} failed (exit code "
                                f"{host.popen.returncode}): {host.last_line() or 'no output'}")
 
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[EmulatedNetwork]:
+        """The network with its workers up, for several `serve` calls in a row (benchmarks and
+        figures measure several methods on one network); torn down on the way out."""
+        try:
+            self.write_inputs()
+            with sigterm_raises(), EmulatedNetwork(self.topology, self.log) as net:
+                try:
+                    self.start_workers(net)
+                    self.wait_workers()
+                    yield net
+                finally:
+                    self.processes.stop_all()
+        except Terminated:
+            raise BackendError("emulator run stopped by SIGTERM") from None
+        finally:
+            shutil.rmtree(self.secret_dir, ignore_errors=True)
+
     def run(self, writer: TraceWriter | None,
             before_host: Callable[[EmulatedNetwork], None] | None = None) -> Trace:
         """The whole lifecycle. `before_host(net)` runs once the workers are up and before the

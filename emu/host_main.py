@@ -81,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
                 (out / "runtime.json").write_text(json.dumps(writer.trace.meta, indent=2,
                                                              default=str))
     except HalpError as exc:
-        print(f"halp host: {exc}", flush=True)
+        text = str(exc)
+        if "\n" in text:  # details first; the backend reports the last line, keep it whole
+            print(text, flush=True)
+        print(f"halp host: {text.splitlines()[0] if text else type(exc).__name__}", flush=True)
         return 2
     except KeyboardInterrupt:
         print("halp host: interrupted", flush=True)

@@ -1,15 +1,24 @@
 """Service reliability and accuracy against the deadline, with and without model selection.
 
-Four configurations on scenarios/select-mobilenet.yaml (a Gilbert-Elliott channel): stand-alone
-with the largest model, stand-alone with selection, HALP with the largest model, HALP with
-selection. For each deadline: the share of requests that meet it (service reliability) and the
-mean top-1 accuracy of the models served, simulated over `REQUESTS` requests per point; and,
-when the emulator can run here (root and Mininet), a shorter emulated run on the same axes.
+Four configurations: stand-alone with the largest model, stand-alone with selection, HALP with
+the largest model, HALP with selection. For each deadline: the share of requests that meet it
+(service reliability) and the mean top-1 accuracy of the models served.
+
+- `reliability.png`: scenarios/select-mobilenet.yaml (three derived Pi 4, a Gilbert-Elliott
+  channel), simulated over `HALP_FIGURE_REQUESTS` requests per point (1,000 by default).
+- `reliability_emu.png`, when `HALP_FIGURE_EMU_REQUESTS=N` is set (root and Mininet):
+  scenarios/select-mobilenet-emu.yaml (quarter-core devices, the profile measured there)
+  simulated as above and emulated over N requests per point, on the same axes. One emulated
+  network and one set of workers serve every point; a configuration whose plan does not depend
+  on the deadline (the largest model) is run once and read at every deadline.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -19,14 +28,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 from _shared import OUT, SCENARIOS, save, write_rows  # noqa: E402
 
 from halp.accuracy import top1  # noqa: E402
-from halp.scenario import load_scenario  # noqa: E402
+from halp.scenario import Scenario, load_scenario  # noqa: E402
 from halp.serving import policy_for  # noqa: E402
-from halp.trace import TraceWriter  # noqa: E402
+from halp.trace import Trace, TraceWriter  # noqa: E402
 from sim import backend  # noqa: E402
 
 REQUESTS = int(os.environ.get("HALP_FIGURE_REQUESTS", "1000"))
 EMU_REQUESTS = int(os.environ.get("HALP_FIGURE_EMU_REQUESTS", "0"))  # 0: no emulated points
-DEADLINES_MS = [20, 40, 60, 80, 100, 130, 160, 200, 300]
+DEADLINES_MS = {"select-mobilenet": [20, 40, 60, 80, 100, 130, 160, 200, 300],
+                "select-mobilenet-emu": [20, 30, 40, 50, 60, 70, 85]}
 CONFIGS = [  # label, method config, colour, line style
     ("stand-alone, largest model", {"name": "standalone"}, "#7f7f7f", "--"),
     ("stand-alone + selection", {"name": "select", "base": "standalone"}, "#7f7f7f", "-"),
@@ -34,38 +44,65 @@ CONFIGS = [  # label, method config, colour, line style
     ("HALP + selection", {"name": "select", "base": "halp"}, "#d62728", "-"),
 ]
 
+Serve = Callable[[Scenario, str], Trace]  # (scenario with its deadline, config label) -> trace
 
-def points(backend_name: str, requests: int) -> list[dict]:
-    base = load_scenario(SCENARIOS / "select-mobilenet.yaml")
+
+def points(name: str, backend_name: str, requests: int, serve: Serve) -> list[dict]:
+    """One row per configuration and deadline of scenario `name`."""
+    base = load_scenario(SCENARIOS / f"{name}.yaml").with_values({"workload.requests": requests})
+    deadlines = DEADLINES_MS[name]
     rows = []
     for label, method, _, _ in CONFIGS:
-        scenario = base.with_values({"method": {**method, "horizon": "5s"} if method["name"] == "select"
-                                     else method, "workload.requests": requests})
-        policy = policy_for(scenario)  # built once: the deadline only changes the choice
-        for deadline_ms in DEADLINES_MS:
-            if hasattr(policy, "deadline_s"):
-                policy.deadline_s = deadline_ms / 1e3
-            run = scenario.with_values({"workload.deadline": f"{deadline_ms}ms"})
-            if backend_name == "sim":
-                trace = backend.run(run, policy, TraceWriter(None, "sim", method["name"]))
-            else:
-                from halp.backends import load_backend
-
-                trace = load_backend(backend_name).run(run, policy, TraceWriter(None, backend_name,
-                                                                               method["name"]))
-            met = [r.met for r in trace.requests]
+        if method["name"] == "select" and base.method.name == "select":
+            method = {**base.method.model_dump(exclude_none=True), **method}  # its window, horizon
+        scenario = base.with_values({"method": method})
+        selects = method["name"] == "select"
+        trace = None
+        for deadline_ms in deadlines:
+            if trace is None or selects:  # the largest model's plan ignores the deadline
+                trace = serve(scenario.with_values({"workload.deadline": f"{deadline_ms}ms"}), label)
+            latencies = trace.latencies()
+            met = [latency <= deadline_ms / 1e3 for latency in latencies]
             accuracy = [r.top1 if r.top1 is not None else top1(r.model) for r in trace.requests]
-            rows.append({"backend": backend_name, "config": label, "deadline_ms": deadline_ms,
-                         "requests": len(met), "reliability": sum(met) / len(met),
+            rows.append({"scenario": name, "backend": backend_name, "config": label,
+                         "deadline_ms": deadline_ms, "requests": len(met),
+                         "reliability": sum(met) / len(met),
                          "mean_top1": sum(accuracy) / len(accuracy)})
     return rows
 
 
-def main(out_dir: Path = OUT) -> list[Path]:
-    rows = points("sim", REQUESTS)
-    if EMU_REQUESTS:
-        rows += points("emu", EMU_REQUESTS)
-    table = write_rows(rows, out_dir / "reliability.csv")
+def simulated(name: str, requests: int) -> list[dict]:
+    policies: dict[str, object] = {}
+
+    def serve(scenario: Scenario, label: str) -> Trace:
+        if label not in policies:  # built once per configuration: the deadline only changes the choice
+            policies[label] = policy_for(scenario)
+        policy = policies[label]
+        if hasattr(policy, "deadline_s"):
+            policy.deadline_s = scenario.workload.deadline
+        return backend.run(scenario, policy, TraceWriter(None, "sim", scenario.method.name))
+
+    return points(name, "sim", requests, serve)
+
+
+def emulated(name: str, requests: int) -> list[dict]:
+    from emu.backend import EmulatedRun
+
+    base = load_scenario(SCENARIOS / f"{name}.yaml")
+    count = [0]
+    with tempfile.TemporaryDirectory(prefix="halp-reliability-") as tmp:
+        run = EmulatedRun(base, Path(tmp), log=lambda line: None)
+        with run.serving() as net:
+            def serve(scenario: Scenario, label: str) -> Trace:
+                count[0] += 1
+                print(f"reliability: emulating {label}, deadline "
+                      f"{scenario.workload.deadline * 1e3:g} ms ...", file=sys.stderr, flush=True)
+                return run.serve(net, scenario, f"point{count[0]}")
+
+            return points(name, "emu", requests, serve)
+
+
+def draw(rows: list[dict], title: str, out_dir: Path, stem: str) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for label, _, colour, style in CONFIGS:
         for backend_name, marker in (("sim", ""), ("emu", "o")):
@@ -73,7 +110,7 @@ def main(out_dir: Path = OUT) -> list[Path]:
             if not mine:
                 continue
             x = [r["deadline_ms"] for r in mine]
-            name = label if backend_name == "sim" else f"{label} (emulated)"
+            name = label if backend_name == "sim" else f"{label} (emulated, {mine[0]['requests']} req.)"
             left.plot(x, [100 * r["reliability"] for r in mine], style, marker=marker, color=colour, label=name)
             right.plot(x, [r["mean_top1"] for r in mine], style, marker=marker, color=colour, label=name)
     left.set(xlabel="deadline (ms)", ylabel="service reliability (%)", ylim=(-2, 102))
@@ -81,5 +118,19 @@ def main(out_dir: Path = OUT) -> list[Path]:
     left.legend(fontsize=7)
     left.grid(alpha=0.3)
     right.grid(alpha=0.3)
-    fig.suptitle(f"MobileNet-V1 on three devices, Gilbert-Elliott channel, {REQUESTS} requests per point")
-    return [save(fig, out_dir, "reliability"), table]
+    fig.suptitle(title)
+    return save(fig, out_dir, stem)
+
+
+def main(out_dir: Path = OUT) -> list[Path]:
+    rows = simulated("select-mobilenet", REQUESTS)
+    paths = [draw(rows, "MobileNet-V1 on three derived Pi 4, Gilbert-Elliott channel, "
+                        f"{REQUESTS} simulated requests per point", out_dir, "reliability")]
+    if EMU_REQUESTS:
+        emu_rows = simulated("select-mobilenet-emu", REQUESTS) + emulated("select-mobilenet-emu",
+                                                                          EMU_REQUESTS)
+        paths.append(draw(emu_rows, "MobileNet-V1 on three emulated quarter cores, Gilbert-Elliott "
+                          f"channel: simulated ({REQUESTS} req.) and emulated ({EMU_REQUESTS} req.)",
+                          out_dir, "reliability_emu"))
+        rows += emu_rows
+    return [*paths, write_rows(rows, out_dir / "reliability.csv")]
