@@ -9,6 +9,7 @@ every waiter. The compute step itself is `halp.model.slicing.run_region`: no soc
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import queue
@@ -180,6 +181,31 @@ class Mailbox:
                 os.close(fd)
             except OSError:
                 pass
+
+
+# ---- thread priority ------------------------------------------------------------------------
+IO_NICE = -5  # I/O threads' nice value where allowed (root); compute threads keep 0
+
+
+@contextlib.contextmanager
+def io_priority() -> Iterator[None]:
+    """Run the calling I/O thread (socket loop, sender) ahead of the device's compute thread
+    while inside. On a device limited to part of a core, a woken I/O thread otherwise queues
+    behind the compute thread for the group's CPU time, and a block waits, ready, for whole
+    CFS periods. Only a privileged process may raise a priority; elsewhere this changes
+    nothing (on a real multi-core device the threads do not compete anyway)."""
+    tid = threading.get_native_id()
+    try:
+        before = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, IO_NICE)
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, tid, before)
 
 
 # ---- what a device does with its ops --------------------------------------------------------

@@ -44,6 +44,7 @@ from halp.runtime.device import (
     Block,
     BlockStore,
     involved,
+    io_priority,
     run_compute_ops,
     send_ops,
     spec_to_dict,
@@ -96,6 +97,10 @@ class _Sender:
         self.thread.start()
 
     def _loop(self) -> None:
+        with io_priority():
+            self._serve_jobs()
+
+    def _serve_jobs(self) -> None:
         while (job := self.jobs.get()) is not None:
             request, plan_id, plan, graph = job
 

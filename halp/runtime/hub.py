@@ -29,7 +29,7 @@ from halp.model.graph import ModelGraph
 from halp.plan import Plan
 from halp.runtime import auth
 from halp.runtime.clock import ClockSync, clock_identity, same_clock
-from halp.runtime.device import Block, BlockStore, Mailbox, check_block
+from halp.runtime.device import Block, BlockStore, Mailbox, check_block, io_priority
 from halp.runtime.wire import KeyKind, Message, MsgType, WireError, decode, encode
 from halp.runtime.worker import configure
 
@@ -188,6 +188,10 @@ class Hub:
 
     # ---- the hub thread -------------------------------------------------------------------
     def _loop(self) -> None:
+        with io_priority():
+            self._serve()
+
+    def _serve(self) -> None:
         poller = zmq.Poller()
         poller.register(self.mailbox.fileno(), zmq.POLLIN)
         by_socket: dict[Any, Link] = {}

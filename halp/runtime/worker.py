@@ -47,6 +47,7 @@ from halp.runtime.device import (
     Mailbox,
     check_block,
     compute_ops,
+    io_priority,
     receives_of,
     run_compute_ops,
     send_ops,
@@ -182,6 +183,10 @@ class Worker:
 
     # ---- the I/O loop ---------------------------------------------------------------------
     def serve(self, stop: threading.Event) -> None:
+        with io_priority():
+            self._serve(stop)
+
+    def _serve(self, stop: threading.Event) -> None:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.mailbox.fileno(), zmq.POLLIN)
@@ -551,8 +556,9 @@ class Worker:
                 self._run_job(job, compute=True)
 
     def _send_loop(self) -> None:
-        while (job := self._send_q.get()) is not None:
-            self._run_job(job, compute=False)
+        with io_priority():
+            while (job := self._send_q.get()) is not None:
+                self._run_job(job, compute=False)
 
     def _run_job(self, job: tuple[Any, ...], compute: bool) -> None:
         _, generation, request, plan_id = job
