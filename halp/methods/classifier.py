@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from halp.cluster import Cluster
 from halp.latency.model import LatencyModel
-from halp.methods.common import proportional
+from halp.methods.common import descend, proportional
 from halp.methods.segment import Layout, segment_time
 from halp.model.graph import LINEAR, ModelGraph, Range
 
@@ -73,23 +73,7 @@ def split_block(graph: ModelGraph, cluster: Cluster, latency: LatencyModel, star
              for d in (cluster.host, *order)]
     counts = proportional(height, rates)
     points = [sum(counts[: k + 1]) for k in range(len(order))]
-    t = cost(points)
-    step = max(1, height // 4)
-    while step >= 1:
-        improved = True
-        while improved:
-            improved = False
-            for k in range(len(points)):
-                for delta in (-step, step):
-                    trial = points.copy()
-                    trial[k] += delta
-                    if not all(0 <= a <= b <= height
-                               for a, b in zip(trial, [*trial[1:], height], strict=True)):
-                        continue
-                    tt = cost(trial)
-                    if tt < t - 1e-12:
-                        points, t, improved = trial, tt, True
-        step //= 2
+    points, t = descend(cost, points, height, max(1, height // 4))
     if t < best.time_s:
         best = ClassifierSplit(start, stop, arrange(points), t)
     return best

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from halp.model.graph import ModelGraph, Region
 from halp.plan import Compute, Gather, Input, Op, Plan, Transfer
 
@@ -79,3 +81,31 @@ def bounds(counts: list[int], start: int = 0) -> list[tuple[int, int]]:
         out.append((at, at + c))
         at += c
     return out
+
+
+def descend(cost: Callable[[list[int]], float], points: list[int], height: int, step: int,
+            last_step: int = 1, together: bool = False) -> tuple[list[int], float]:
+    """Coordinate descent over non-decreasing integer points in [0, height]: move one point
+    (or, with `together`, two equal neighbours (2i+1, 2i+2) at once) by +-step while that
+    lowers `cost`, then halve the step, down to `last_step`. Split times are piecewise
+    constant in the points, so gradients do not help; halving steps skip the flat parts."""
+    t = cost(points)
+    while step >= last_step:
+        improved = True
+        while improved:
+            improved = False
+            moves = [[i] for i in range(len(points))]
+            if together:
+                moves += [[i, i + 1] for i in range(1, len(points) - 1, 2) if points[i] == points[i + 1]]
+            for move in moves:
+                for delta in (-step, step):
+                    trial = points.copy()
+                    for i in move:
+                        trial[i] += delta
+                    if not all(0 <= a <= b <= height for a, b in zip(trial, [*trial[1:], height], strict=True)):
+                        continue
+                    tt = cost(trial)
+                    if tt < t - 1e-12:
+                        points, t, improved = trial, tt, True
+        step //= 2
+    return points, t

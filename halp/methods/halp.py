@@ -41,7 +41,7 @@ from halp.cluster import Cluster
 from halp.errors import PlanError
 from halp.latency.model import LatencyModel
 from halp.methods.classifier import split_classifier
-from halp.methods.common import PlanBuilder, proportional
+from halp.methods.common import PlanBuilder, descend, proportional
 from halp.methods.segment import Layout, layout, segment_time
 from halp.model.graph import ModelGraph
 from halp.plan import Plan
@@ -110,9 +110,6 @@ def optimise_split(graph: ModelGraph, cluster: Cluster, latency: LatencyModel, s
         return segment_time(graph, cluster, latency,
                             layout(graph, start, stop, order, _pairs(edges)), start, stop)
 
-    def valid(edges: list[int]) -> bool:
-        return all(0 <= a <= b <= height for a, b in zip(edges, [*edges[1:], height], strict=True))
-
     if not secondaries:
         t = cost((), [])
         return Split(start, stop, (), (), t)
@@ -121,27 +118,10 @@ def optimise_split(graph: ModelGraph, cluster: Cluster, latency: LatencyModel, s
     for order in orders:
         weights = [_rate(latency, d, graph, start, stop) for d in (cluster.host, *order)]
         for edges in _starts(proportional(height, weights), height):
-            t = cost(order, edges)
             step = max(1, height // 4) if effort > 1 else max(1, height // 8)
-            while step >= 1:
-                improved = True
-                while improved:
-                    improved = False
-                    moves = [[i] for i in range(len(edges))]
-                    moves += [[i, i + 1] for i in range(1, len(edges) - 1, 2) if edges[i] == edges[i + 1]]
-                    for move in moves:
-                        for delta in (-step, step):
-                            trial = edges.copy()
-                            for i in move:
-                                trial[i] += delta
-                            if not valid(trial):
-                                continue
-                            tt = cost(order, trial)
-                            if tt < t - 1e-12:
-                                edges, t, improved = trial, tt, True
-                step //= 2
-                if effort <= 1 and step < max(1, height // 32):
-                    break
+            last = 1 if effort > 1 else max(1, height // 32)
+            edges, t = descend(lambda e, order=order: cost(order, e), edges, height, step, last,
+                               together=True)
             candidate = Split(start, stop, order, _pairs(edges), t)
             if best is None or candidate.time_s < best.time_s:
                 best = candidate
