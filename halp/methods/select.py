@@ -4,14 +4,17 @@ Before each request the host estimates each link's bandwidth from the transfers 
 (never the future), predicts every variant's latency with the latency model on the plan the
 base method makes for that bandwidth, and serves the most accurate variant predicted to meet
 the deadline, or the fastest when none does. Plans are cached per bandwidth bucket (estimates
-within `bucket` of each other share them); for HALP the segment cuts of each variant are chosen
-once, at the scenario's nominal bandwidth, and only the split ratios follow the estimate.
+within `bucket` of each other share them), but every prediction is made at the estimate itself:
+a plan predicted at its bucket's rate is off by up to half a bucket, enough to pick a variant
+that misses a deadline by a fraction of a millisecond. For HALP the segment cuts of each variant
+are chosen once, at the scenario's nominal bandwidth, and only the split ratios follow the
+estimate.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from halp.accuracy import known_variants, spec_of, top1
 from halp.cluster import Cluster
@@ -93,7 +96,7 @@ class SelectPolicy:
         self.cluster: Cluster = scenario.cluster()
         self.variants = method.variants or MOBILENET_VARIANTS
         self.prepared = {v: prepare(scenario, spec_of(v, scenario.seed), self.cluster) for v in self.variants}
-        latency = LatencyModel(self.cluster)
+        latency = self.latency = LatencyModel(self.cluster)
         self.estimator = BandwidthEstimator(self.cluster.bandwidth_bps,
                                             latency.message_s() + self.cluster.delay_s, method.window,
                                             method.horizon)
@@ -110,7 +113,7 @@ class SelectPolicy:
         key = tuple(sorted((k, round(math.log(v) / step)) for k, v in bandwidth_bps.items()))
         if key not in self.cache:
             cluster = self.cluster.with_bandwidth({k: math.exp(b * step) for k, b in key})
-            latency = LatencyModel(cluster)
+            latency = self.latency.at(cluster)
             out = []
             for v, prep in self.prepared.items():
                 config = self.base
@@ -124,7 +127,10 @@ class SelectPolicy:
 
     def serve(self, request: int, now_s: float, observed: list[Observation]) -> Served:
         bandwidth = self.estimator.estimate(observed, now_s)
-        pick = choose(self.candidates(bandwidth), self.deadline_s)
+        latency = self.latency.at(self.cluster.with_bandwidth(bandwidth))
+        candidates = [replace(c, predicted_s=estimate(c.plan, c.prepared.graph, latency).makespan)
+                      for c in self.candidates(bandwidth)]
+        pick = choose(candidates, self.deadline_s)
         return Served(pick.plan, pick.prepared, predicted_s=pick.predicted_s, top1=pick.top1,
                       extra={"variant": pick.variant, "bandwidth_estimate_bps": bandwidth})
 
