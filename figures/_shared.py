@@ -7,6 +7,7 @@ re-planning per variant of the scenario.
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,16 @@ def write_rows(rows: list[dict[str, Any]], path: Path) -> Path:
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def write_table(path: Path, header: list[str], rows: Iterable[Sequence[Any]]) -> Path:
+    """A table of plain rows under `header`, as CSV beside its figure."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
         writer.writerows(rows)
     return path
 

@@ -11,7 +11,6 @@ Writes erl_adaptation.png and .csv.
 
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 
@@ -21,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _shared import COLOURS, OUT, REPO, SCENARIOS, save  # noqa: E402
+from _shared import COLOURS, OUT, REPO, SCENARIOS, save, write_table  # noqa: E402
 
 from halp.dynamics import Dynamics  # noqa: E402
 from halp.methods.erl import PolicyFile  # noqa: E402
@@ -65,12 +64,9 @@ def main(out_dir: Path = OUT) -> list[Path]:
     ax.legend(fontsize=8, loc="upper left")
     png = save(fig, out_dir, "erl_adaptation")
     plt.close(fig)
-    table = out_dir / "erl_adaptation.csv"
-    with table.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["time_s", *series])
-        for i, t in enumerate(times):
-            writer.writerow([t, *(f"{series[name][i]:.6g}" for name in series)])
+    table = write_table(out_dir / "erl_adaptation.csv", ["time_s", *series],
+                        ([t, *(f"{series[name][i]:.6g}" for name in series)]
+                         for i, t in enumerate(times)))
     return [png, table]
 
 

@@ -12,7 +12,6 @@ Writes erl_devices.png and .csv.
 
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 
@@ -23,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _shared import COLOURS, OUT, REPO, SCENARIOS, save  # noqa: E402
+from _shared import COLOURS, OUT, REPO, SCENARIOS, save, write_table  # noqa: E402
 
 from halp.dynamics import random_state  # noqa: E402
 from halp.methods.erl import PolicyFile  # noqa: E402
@@ -83,13 +82,9 @@ def main(out_dir: Path = OUT) -> list[Path]:
     ax.legend(fontsize=8)
     png = save(fig, out_dir, "erl_devices")
     plt.close(fig)
-    table = out_dir / "erl_devices.csv"
-    with table.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["devices", "method", "mean_latency_s"])
-        writer.writerows(rows)
-        for n, claim in CLAIM.items():
-            writer.writerow([n, "published ERL/EE speedup", claim])
+    claims = [(n, "published ERL/EE speedup", claim) for n, claim in CLAIM.items()]
+    table = write_table(out_dir / "erl_devices.csv", ["devices", "method", "mean_latency_s"],
+                        [*rows, *claims])
     return [png, table]
 
 

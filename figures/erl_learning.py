@@ -10,7 +10,6 @@ are the reference lines. Writes erl_learning.png and .csv.
 
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _shared import OUT, REPO, SCENARIOS, save  # noqa: E402
+from _shared import OUT, REPO, SCENARIOS, save, write_table  # noqa: E402
 
 from halp.methods.erl import PolicyFile  # noqa: E402
 from halp.scenario import load_scenario  # noqa: E402
@@ -66,12 +65,8 @@ def main(out_dir: Path = OUT) -> list[Path]:
     ax.legend(fontsize=8)
     png = save(fig, out_dir, "erl_learning")
     plt.close(fig)
-    table = out_dir / "erl_learning.csv"
-    with table.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["method", "generation", "simulations", "best_latency_s",
-                         "champion_latency_s"])
-        writer.writerows(rows)
+    table = write_table(out_dir / "erl_learning.csv", ["method", "generation", "simulations",
+                                                       "best_latency_s", "champion_latency_s"], rows)
     return [png, table]
 
 

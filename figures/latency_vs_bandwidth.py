@@ -6,7 +6,6 @@ simulated. Writes latency_vs_bandwidth.png and .csv.
 
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 
@@ -16,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _shared import COLOURS, METHODS, OUT, latency_s, save, scenario  # noqa: E402
+from _shared import COLOURS, METHODS, OUT, latency_s, save, scenario, write_table  # noqa: E402
 
 BANDWIDTHS_MBPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]
 
@@ -41,11 +40,8 @@ def main(out_dir: Path = OUT) -> list[Path]:
     ax.legend(fontsize=8)
     png = save(fig, out_dir, "latency_vs_bandwidth")
     plt.close(fig)
-    table = out_dir / "latency_vs_bandwidth.csv"
-    with table.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["bandwidth_mbps", "method", "latency_s"])
-        writer.writerows(rows)
+    table = write_table(out_dir / "latency_vs_bandwidth.csv",
+                        ["bandwidth_mbps", "method", "latency_s"], rows)
     return [png, table]
 
 
