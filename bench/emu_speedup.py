@@ -1,12 +1,14 @@
 """Speed-up of HALP and MoDNN over stand-alone VGG-16, measured on emulated devices.
 
-    sudo .venv/bin/python bench/emu_speedup.py [SCENARIO] [--requests N]
+    sudo .venv/bin/python bench/emu_speedup.py [SCENARIO] [--rounds R] [--requests N]
 
 Default scenario: `scenarios/emu_vgg16_3dev.yaml`, three equal devices, each a quarter of a
 core, on 100 Mbps star links. One emulated network and one set of workers serve the three
-methods in turn (workers stay up between runs, so no model build lands in a latency). For each
-method: the measured mean latency, the simulator's prediction of the same plan, and the speed-up
-over stand-alone. Then, for HALP, where its time goes (busy time of every device and link in
+methods in turn, R rounds of N requests each (workers stay up between runs, so no model build
+lands in a latency; the machine's speed drifts by 10-20% over minutes, so methods alternate
+rather than run one after the other). For each method: the median measured latency, the
+simulator's prediction of the same plan, and the speed-up over stand-alone (medians), then the
+speed-up within each round. Then, for HALP, where its time goes (busy time of every device and link in
 one request, and the longest chain of ops), which is what limits the speed-up.
 
 The published HALP prototype reached 1.7x on three Raspberry Pis (VGG-16).
@@ -80,7 +82,9 @@ def predicted(scenario: Scenario) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scenario", nargs="?", default=str(REPO / "scenarios" / "emu_vgg16_3dev.yaml"))
-    parser.add_argument("--requests", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="times each method is served, methods in turn (default 3)")
+    parser.add_argument("--requests", type=int, default=2, help="per method and round (default 2)")
     parser.add_argument("--interval", default="7s", help="between requests (default 7s)")
     args = parser.parse_args(argv)
     try:
@@ -89,32 +93,42 @@ def main(argv: list[str] | None = None) -> int:
             {"workload.requests": args.requests, "workload.arrival": "periodic",
              "workload.interval": args.interval})
         variants = {m: base.with_values({"method.name": m}) for m in METHODS}
-        measured: dict[str, Trace] = {}
+        rounds: list[dict[str, Trace]] = []
         with tempfile.TemporaryDirectory(prefix="halp-speedup-") as tmp:
             run = EmulatedRun(variants["standalone"], Path(tmp), log=lambda line: None)
             with run.serving() as net:
-                for method, scenario in variants.items():
-                    print(f"measuring {method} ...", file=sys.stderr, flush=True)
-                    measured[method] = run.serve(net, scenario, method)
+                for r in range(args.rounds):
+                    rounds.append({})
+                    for method, scenario in variants.items():
+                        print(f"round {r + 1}/{args.rounds}: {method} ...", file=sys.stderr, flush=True)
+                        rounds[-1][method] = run.serve(net, scenario, f"{method}-{r}")
     except HalpError as exc:
         print(f"emu_speedup: {exc}", file=sys.stderr)
         return 2
     devices = ", ".join(f"{d.name} {d.cpu_share:g} core" for d in base.devices)
     print(f"{base.model.name} on {len(base.devices)} emulated devices ({devices}), "
-          f"{base.network.kind} {base.network.bandwidth / 1e6:g} Mbps, {args.requests} requests each")
-    print(f"{'method':<11} {'measured':>10} {'(min-max)':>13} {'predicted':>10} {'speed-up':>9} "
+          f"{base.network.kind} {base.network.bandwidth / 1e6:g} Mbps; {args.rounds} rounds of "
+          f"{args.requests} requests per method, methods in turn")
+    print(f"{'method':<11} {'median':>9} {'(min-max)':>13} {'predicted':>10} {'speed-up':>9} "
           f"{'exact':>6}")
-    latency = {m: statistics.fmean(t.latencies()) for m, t in measured.items()}
+    latencies = {m: [x for rnd in rounds for x in rnd[m].latencies()] for m in METHODS}
+    median = {m: statistics.median(v) for m, v in latencies.items()}
     for method in METHODS:
         exact = all((r.extra or {}).get("relative_error", 0.0) <= 1e-4
-                    for r in measured[method].requests)
-        spread = f"({min(measured[method].latencies()) * 1e3:.0f}-{max(measured[method].latencies()) * 1e3:.0f})"
-        print(f"{method:<11} {latency[method] * 1e3:8.0f} ms {spread:>13} "
+                    for rnd in rounds for r in rnd[method].requests)
+        values = latencies[method]
+        spread = f"({min(values) * 1e3:.0f}-{max(values) * 1e3:.0f})"
+        print(f"{method:<11} {median[method] * 1e3:6.0f} ms {spread:>13} "
               f"{predicted(variants[method]) * 1e3:7.0f} ms "
-              f"{latency['standalone'] / latency[method]:8.2f}x {'yes' if exact else 'NO':>6}")
+              f"{median['standalone'] / median[method]:8.2f}x {'yes' if exact else 'NO':>6}")
+    # Stand-alone and HALP served one after the other: the ratio within each round.
+    per_round = [statistics.median(rnd["standalone"].latencies())
+                 / statistics.median(rnd["halp"].latencies()) for rnd in rounds]
+    print("HALP speed-up per round: " + ", ".join(f"{x:.2f}x" for x in per_round))
     print(f"published HALP prototype: {PUBLISHED}x on three Raspberry Pis; here "
-          f"{latency['standalone'] / latency['halp']:.2f}x")
-    for line in explain(measured["halp"], latency["halp"]):
+          f"{median['standalone'] / median['halp']:.2f}x (medians)")
+    last = rounds[-1]["halp"]
+    for line in explain(last, last.latencies()[-1]):
         print(line)
     return 0
 

@@ -39,9 +39,10 @@ from pathlib import Path
 from typing import Any
 
 from emu.host_main import SERVING
-from emu.network import EmulatedNetwork, LiveRates, require_emulator
+from emu.network import CGROUP_ROOT, EmulatedNetwork, LiveRates, require_emulator
 from emu.topology import Topology, describe
 from halp.errors import BackendError
+from halp.runtime.device import IO_CGROUP_FD_ENV
 from halp.scenario import Scenario
 from halp.serving import Policy
 from halp.trace import Trace, TraceWriter, read_trace_dir, replay_records
@@ -126,10 +127,16 @@ def python_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "halp.cli", *args]
 
 
-def child_env(threads: int) -> dict[str, str]:
+def child_env(threads: int, io_tasks_fd: int | None = None) -> dict[str, str]:
+    """The environment of an emulated device's process; with `io_tasks_fd` (an open `tasks`
+    file of an unlimited cgroup, passed to the child), its I/O threads leave its CPU quota
+    (`halp.runtime.device.io_priority`)."""
     env = dict(os.environ)
     env.update({"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads),
                 "MKL_NUM_THREADS": str(threads)})
+    env.pop(IO_CGROUP_FD_ENV, None)
+    if io_tasks_fd is not None:
+        env[IO_CGROUP_FD_ENV] = str(io_tasks_fd)
     return env
 
 
@@ -194,6 +201,22 @@ class EmulatedRun:
         self.timeout_s = scenario.backends.emu.timeout
         self.files: dict[str, Path] = {}
         self.rate_changes: list[tuple[float, str, float]] = []  # applied (run time, link, bps)
+        self.io_tasks_fd: int | None = None
+
+    def child_env(self, threads: int) -> dict[str, Any]:
+        """Popen arguments for a device's process: its environment and the descriptor its I/O
+        threads leave the CPU quota by (unless `backends.emu.io_in_quota`)."""
+        if self.scenario.backends.emu.io_in_quota:
+            return {"env": child_env(threads)}
+        if self.io_tasks_fd is None:
+            self.io_tasks_fd = os.open(CGROUP_ROOT / "cpu" / "tasks", os.O_WRONLY | os.O_CLOEXEC)
+        return {"env": child_env(threads, self.io_tasks_fd), "pass_fds": (self.io_tasks_fd,)}
+
+    def release_files(self) -> None:
+        shutil.rmtree(self.secret_dir, ignore_errors=True)
+        if self.io_tasks_fd is not None:
+            os.close(self.io_tasks_fd)
+            self.io_tasks_fd = None
 
     # files
     def write_inputs(self) -> dict[str, Path]:
@@ -220,7 +243,7 @@ class EmulatedRun:
                                    str(self.token_file), "--name", spec.device,
                                    "--threads", str(spec.threads)),
                     stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                    env=child_env(spec.threads), cwd=str(self.secret_dir))
+                    **self.child_env(spec.threads), cwd=str(self.secret_dir))
             self.processes.add(Started(spec.device, "worker", popen, log_path))
 
     def wait_workers(self) -> None:
@@ -248,7 +271,7 @@ class EmulatedRun:
                 "--out", str(out)]
         popen = net.node(spec.device).popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, env=child_env(spec.threads), cwd=str(self.secret_dir),
+            stderr=subprocess.STDOUT, **self.child_env(spec.threads), cwd=str(self.secret_dir),
             text=True, bufsize=1)
         return self.processes.add(Started(spec.device, "host", popen,
                                           out.parent / f"{out.name}.log"))
@@ -331,7 +354,7 @@ class EmulatedRun:
         except Terminated:
             raise BackendError("emulator run stopped by SIGTERM") from None
         finally:
-            shutil.rmtree(self.secret_dir, ignore_errors=True)
+            self.release_files()
 
     def run(self, writer: TraceWriter | None,
             before_host: Callable[[EmulatedNetwork], None] | None = None) -> Trace:
@@ -361,7 +384,7 @@ class EmulatedRun:
         except BaseException as exc:
             failure = exc
         finally:
-            shutil.rmtree(self.secret_dir, ignore_errors=True)
+            self.release_files()
             trace = read_trace_dir(host_out, backend=NAME, method=self.scenario.method.name)
             if writer is not None:
                 replay_records(trace, writer)

@@ -327,6 +327,9 @@ class WorkloadConfig(Strict):
 
 class EmuConfig(Strict):
     cfs_period_us: int = Field(10_000, ge=1000, le=1_000_000)
+    # True: a device's I/O threads share its CPU quota with its compute (a one-core device).
+    # False: only compute is limited; I/O runs beside it (a multi-core device such as a Pi 4).
+    io_in_quota: bool = False
     warmup_requests: int = Field(1, ge=0)
     timeout: Duration = 120.0
 

@@ -90,6 +90,39 @@ def test_plans_compute_exact_outputs_over_the_emulated_network(tmp_path, devices
     assert not (tmp_path / "out" / "emu" / "token").exists()
 
 
+def cpu_cgroups(pid: int) -> dict[str, set[str]]:
+    """The cpu cgroup of each thread of process `pid`, by thread name."""
+    out: dict[str, set[str]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        name = (task / "comm").read_text().strip()
+        for line in (task / "cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if "cpu" in controllers.split(","):
+                out.setdefault(name, set()).add(path)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("io_in_quota", [False, True])
+def test_only_compute_is_held_to_the_device_share(tmp_path, io_in_quota):
+    s = scenario(tmp_path, devices=2).with_values({"backends.emu.io_in_quota": io_in_quota})
+    emu_run = EmulatedRun(s, tmp_path / "run", quiet)
+
+    with emu_run.serving() as net:
+        trace = emu_run.serve(net, s, "halp")  # the worker has sent blocks: all threads exist
+        worker = emu_run.processes.workers()[0]
+        threads = cpu_cgroups(worker.pid)
+
+    assert len(trace.requests) == 2
+    device_group = "/" + emu_run.topology.node(worker.device).node
+    assert threads["halp-compute"] == {device_group}  # the share is the device's speed
+    io = {name: groups for name, groups in threads.items()
+          if name in ("halp-sender", "ZMQbg/IO/0", "ZMQbg/Reaper")}
+    assert len(io) == 3
+    expected = device_group if io_in_quota else "/"
+    assert all(groups == {expected} for groups in io.values()), threads
+
+
 @pytest.mark.slow
 def test_a_bandwidth_trace_plays_during_the_run(tmp_path):
     (tmp_path / "b.csv").write_text("time_s,bandwidth_bps\n0,50e6\n0.3,5e6\n")

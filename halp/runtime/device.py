@@ -185,6 +185,11 @@ class Mailbox:
 
 # ---- thread priority ------------------------------------------------------------------------
 IO_NICE = -5  # I/O threads' nice value where allowed (root); compute threads keep 0
+# Set by the emulator: an open, writable file descriptor of the `tasks` file of a cgroup whose
+# CPU time is not limited (a descriptor, because an emulated host's mount namespace has no
+# /sys/fs/cgroup). A device's I/O threads join it, so only its compute is held to its share.
+IO_CGROUP_FD_ENV = "HALP_IO_CPU_TASKS_FD"
+ZMQ_THREADS = "ZMQbg/"  # how libzmq names its I/O and reaper threads (once they have started)
 
 
 @contextlib.contextmanager
@@ -193,8 +198,16 @@ def io_priority() -> Iterator[None]:
     while inside. On a device limited to part of a core, a woken I/O thread otherwise queues
     behind the compute thread for the group's CPU time, and a block waits, ready, for whole
     CFS periods. Only a privileged process may raise a priority; elsewhere this changes
-    nothing (on a real multi-core device the threads do not compete anyway)."""
+    nothing (on a real multi-core device the threads do not compete anyway).
+
+    Where the emulator hands over an unlimited cgroup (`HALP_IO_CPU_TASKS_FD`), the thread and
+    libzmq's threads also leave the device's CPU quota for good (call this only in threads
+    that do nothing but I/O): an emulated device is then a share of a core for its compute
+    (torch's threads) with its I/O beside it, as on the other cores of a Raspberry Pi, rather
+    than in the gaps of one quota."""
     tid = threading.get_native_id()
+    name_os_thread()
+    _leave_cpu_quota(tid)
     try:
         before = os.getpriority(os.PRIO_PROCESS, tid)
         os.setpriority(os.PRIO_PROCESS, tid, IO_NICE)
@@ -206,6 +219,48 @@ def io_priority() -> Iterator[None]:
     finally:
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, tid, before)
+
+
+def _leave_cpu_quota(tid: int) -> None:
+    """Move thread `tid` and libzmq's threads to the unlimited cgroup, if one was handed over."""
+    fd = os.environ.get(IO_CGROUP_FD_ENV)
+    if not fd:
+        return
+    deadline = time.monotonic() + 1.0
+    while True:  # libzmq names its threads just after starting them
+        zmq_threads = [t for t in _threads() if _thread_name(t).startswith(ZMQ_THREADS)]
+        if any("IO" in _thread_name(t) for t in zmq_threads) or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    for thread in [tid, *zmq_threads]:
+        try:
+            os.write(int(fd), str(thread).encode())
+        except (OSError, ValueError) as exc:
+            raise BackendError(f"cannot move thread {thread} out of the CPU quota "
+                               f"({IO_CGROUP_FD_ENV}={fd}): {getattr(exc, 'strerror', exc)}") from None
+
+
+def name_os_thread() -> None:
+    """Give the calling (non-main) thread its Python name in the kernel too (`top -H`, /proc),
+    so a device's compute and I/O threads can be told apart from outside. Best effort."""
+    thread = threading.current_thread()
+    if thread is threading.main_thread():
+        return  # its name is the process's
+    with contextlib.suppress(OSError):
+        with open(f"/proc/self/task/{threading.get_native_id()}/comm", "w") as handle:
+            handle.write(thread.name[:15])
+
+
+def _threads() -> list[int]:
+    return [int(t) for t in os.listdir("/proc/self/task")]
+
+
+def _thread_name(tid: int) -> str:
+    try:
+        with open(f"/proc/self/task/{tid}/comm") as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
 
 
 # ---- what a device does with its ops --------------------------------------------------------

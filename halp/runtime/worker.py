@@ -48,6 +48,7 @@ from halp.runtime.device import (
     check_block,
     compute_ops,
     io_priority,
+    name_os_thread,
     receives_of,
     run_compute_ops,
     send_ops,
@@ -531,6 +532,7 @@ class Worker:
         return entry
 
     def _compute_loop(self) -> None:
+        name_os_thread()
         while (job := self._compute_q.get()) is not None:
             kind, generation = job[0], job[1]
             if kind == "welcome":
