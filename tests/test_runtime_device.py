@@ -11,7 +11,7 @@ import torch
 
 from halp.model.graph import region
 from halp.plan import Transfer
-from halp.runtime.device import IO_NICE, BlockStore, io_priority
+from halp.runtime.device import IO_CGROUP_FD_ENV, IO_NICE, BlockStore, io_priority
 
 BLOCK = (region((0, 1), (0, 1)), torch.zeros(1, 1, 1, 1))
 
@@ -58,3 +58,16 @@ def test_io_threads_run_ahead_where_the_process_may_raise_a_priority():
         inside = os.getpriority(os.PRIO_PROCESS, tid)
     assert os.getpriority(os.PRIO_PROCESS, tid) == before
     assert inside == (IO_NICE if os.geteuid() == 0 else before)
+
+
+def test_an_io_thread_that_cannot_leave_the_quota_says_so_and_goes_on(monkeypatch, capsys):
+    read_only = os.open(os.devnull, os.O_RDONLY)  # writing the thread id to it fails
+    monkeypatch.setenv(IO_CGROUP_FD_ENV, str(read_only))
+    ran = []
+    try:
+        with io_priority():
+            ran.append(threading.get_native_id())
+    finally:
+        os.close(read_only)
+    assert ran  # the I/O work still happens
+    assert str(ran[0]) in capsys.readouterr().err
