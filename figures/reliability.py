@@ -15,6 +15,7 @@ the largest model, HALP with selection. For each deadline: the share of requests
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import tempfile
@@ -89,15 +90,14 @@ def emulated(name: str, requests: int) -> list[dict]:
     from emu.backend import EmulatedRun
 
     base = load_scenario(SCENARIOS / f"{name}.yaml")
-    count = [0]
+    names = (f"point{i}" for i in itertools.count(1))
     with tempfile.TemporaryDirectory(prefix="halp-reliability-") as tmp:
         run = EmulatedRun(base, Path(tmp), log=lambda line: None)
         with run.serving() as net:
             def serve(scenario: Scenario, label: str) -> Trace:
-                count[0] += 1
                 print(f"reliability: emulating {label}, deadline "
                       f"{scenario.workload.deadline * 1e3:g} ms ...", file=sys.stderr, flush=True)
-                return run.serve(net, scenario, f"point{count[0]}")
+                return run.serve(net, scenario, next(names))
 
             return points(name, "emu", requests, serve)
 

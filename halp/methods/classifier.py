@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from halp.cluster import Cluster
 from halp.latency.model import LatencyModel
-from halp.methods.common import descend, proportional
+from halp.methods.common import descend, host_first, proportional, rate
 from halp.methods.segment import Layout, segment_time
 from halp.model.graph import LINEAR, ModelGraph, Range
 
@@ -69,10 +69,8 @@ def split_block(graph: ModelGraph, cluster: Cluster, latency: LatencyModel, star
     def cost(points: list[int]) -> float:
         return segment_time(graph, cluster, latency, arrange(points), start, stop)
 
-    rates = [1.0 / max(latency.compute_s(d, graph, start, stop, graph.full(stop)), 1e-12)
-             for d in (cluster.host, *order)]
-    counts = proportional(height, rates)
-    points = [sum(counts[: k + 1]) for k in range(len(order))]
+    counts = proportional(height, [rate(latency, d, graph, start, stop) for d in (cluster.host, *order)])
+    points = [top for top, _ in host_first(counts)]
     points, t = descend(cost, points, height, max(1, height // 4))
     if t < best.time_s:
         best = ClassifierSplit(start, stop, arrange(points), t)

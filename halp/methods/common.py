@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from halp.latency.model import LatencyModel
 from halp.model.graph import ModelGraph, Region
 from halp.plan import Compute, Gather, Input, Op, Plan, Transfer
 
@@ -81,6 +82,17 @@ def bounds(counts: list[int], start: int = 0) -> list[tuple[int, int]]:
         out.append((at, at + c))
         at += c
     return out
+
+
+def host_first(counts: list[int]) -> tuple[tuple[int, int], ...]:
+    """The secondaries' blocks of rows when the host keeps the first `counts[0]` rows and each
+    secondary, in send order, takes the next `counts[k]`."""
+    return tuple(bounds(counts)[1:])
+
+
+def rate(latency: LatencyModel, device: str, graph: ModelGraph, start: int, stop: int) -> float:
+    """How fast `device` runs layers [start, stop) on the whole map: shares start from it."""
+    return 1.0 / max(latency.compute_s(device, graph, start, stop, graph.full(stop)), 1e-12)
 
 
 def descend(cost: Callable[[list[int]], float], points: list[int], height: int, step: int,

@@ -22,9 +22,8 @@ from torch import nn
 from halp.cluster import Cluster
 from halp.errors import HalpError
 from halp.latency.model import LatencyModel
-from halp.methods.common import proportional
-from halp.methods.halp import Split, plan_segments
-from halp.methods.segment import layout, segment_time
+from halp.methods.common import host_first, proportional
+from halp.methods.halp import Split, plan_segments, timed_split
 from halp.model.graph import ModelGraph
 from halp.plan import Plan
 
@@ -51,11 +50,8 @@ def splits_from_shares(graph: ModelGraph, cluster: Cluster, latency: LatencyMode
     out = []
     for (a, b), row in zip(zip(cuts, cuts[1:], strict=False), shares, strict=True):
         height = graph.height(a)
-        counts = proportional(height, [float(x) for x in row])
-        edges = np.cumsum(counts).tolist()  # host first: [0, counts[0]) stays on the host
-        blocks = tuple((int(edges[i]), int(edges[i + 1])) for i in range(len(order)))
-        t = segment_time(graph, cluster, latency, layout(graph, a, b, order, blocks), a, b)
-        out.append(Split(a, b, order, blocks, t))
+        blocks = host_first(proportional(height, [float(x) for x in row]))
+        out.append(timed_split(graph, cluster, latency, a, b, order, blocks))
     return out
 
 

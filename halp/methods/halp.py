@@ -41,7 +41,7 @@ from halp.cluster import Cluster
 from halp.errors import PlanError
 from halp.latency.model import LatencyModel
 from halp.methods.classifier import split_classifier
-from halp.methods.common import PlanBuilder, descend, proportional
+from halp.methods.common import PlanBuilder, descend, host_first, proportional, rate
 from halp.methods.segment import Layout, layout, segment_time
 from halp.model.graph import ModelGraph
 from halp.plan import Plan
@@ -58,28 +58,16 @@ class Split:
     time_s: float
 
 
-def _blocks(points: list[int], height: int) -> tuple[tuple[int, int], ...]:
-    """Contiguous blocks from their top edges: block k is [points[k], points[k+1]), the last
-    one ends at `height`."""
-    edges = [*points, height]
-    return tuple((edges[i], edges[i + 1]) for i in range(len(points)))
-
-
 def _pairs(edges: list[int]) -> tuple[tuple[int, int], ...]:
     """Blocks from their edges [s1, e1, s2, e2, ...]; a gap between two blocks is the host's."""
     return tuple((edges[i], edges[i + 1]) for i in range(0, len(edges), 2))
-
-
-def _rate(latency: LatencyModel, device: str, graph: ModelGraph, start: int, stop: int) -> float:
-    return 1.0 / max(latency.compute_s(device, graph, start, stop, graph.full(stop)), 1e-12)
 
 
 def _starts(counts: list[int], height: int) -> list[list[int]]:
     """Edges to start the descent from, for shares `counts` (host first, then the send order):
     the host on top of the map, and the host in the middle (its range then covers the zone
     between the two blocks beside it in one piece, one halo fewer to compute)."""
-    top = [sum(counts[: k + 1]) for k in range(len(counts) - 1)]
-    starts = [[e for p in _blocks(top, height) for e in p]]
+    starts = [[e for block in host_first(counts) for e in block]]
     m = len(counts) - 1
     if m >= 2:
         upper = m // 2  # secondaries above the host
@@ -114,12 +102,12 @@ def optimise_split(graph: ModelGraph, cluster: Cluster, latency: LatencyModel, s
         t = cost((), [])
         return Split(start, stop, (), (), t)
     orders = _orders(cluster, secondaries)[: 1 if effort <= 1 else None]
+    step = max(1, height // 4) if effort > 1 else max(1, height // 8)
+    last = 1 if effort > 1 else max(1, height // 32)
     best: Split | None = None
     for order in orders:
-        weights = [_rate(latency, d, graph, start, stop) for d in (cluster.host, *order)]
+        weights = [rate(latency, d, graph, start, stop) for d in (cluster.host, *order)]
         for edges in _starts(proportional(height, weights), height):
-            step = max(1, height // 4) if effort > 1 else max(1, height // 8)
-            last = 1 if effort > 1 else max(1, height // 32)
             edges, t = descend(lambda e, order=order: cost(order, e), edges, height, step, last,
                                together=True)
             candidate = Split(start, stop, order, _pairs(edges), t)
@@ -136,9 +124,13 @@ def optimise_split(graph: ModelGraph, cluster: Cluster, latency: LatencyModel, s
 def equal_split(graph: ModelGraph, cluster: Cluster, latency: LatencyModel, start: int, stop: int) -> Split:
     order = tuple(cluster.secondaries)
     height = graph.height(start)
-    counts = proportional(height, [1.0] * (len(order) + 1))
-    points = [sum(counts[: k + 1]) for k in range(len(order))]
-    blocks = _blocks(points, height)
+    return timed_split(graph, cluster, latency, start, stop, order,
+                       host_first(proportional(height, [1.0] * (len(order) + 1))))
+
+
+def timed_split(graph: ModelGraph, cluster: Cluster, latency: LatencyModel, start: int, stop: int,
+                order: tuple[str, ...], blocks: tuple[tuple[int, int], ...]) -> Split:
+    """The split of segment [start, stop) that sends `blocks` in `order`, with its time."""
     t = segment_time(graph, cluster, latency, layout(graph, start, stop, order, blocks), start, stop)
     return Split(start, stop, order, blocks, t)
 

@@ -210,16 +210,16 @@ def io_priority() -> Iterator[None]:
     name_os_thread()
     _leave_cpu_quota(tid)
     try:
-        before = os.getpriority(os.PRIO_PROCESS, tid)
+        before: int | None = os.getpriority(os.PRIO_PROCESS, tid)
         os.setpriority(os.PRIO_PROCESS, tid, IO_NICE)
-    except OSError:
-        yield
-        return
+    except OSError:  # not privileged: the thread keeps its priority
+        before = None
     try:
         yield
     finally:
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, tid, before)
+        if before is not None:
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, tid, before)
 
 
 def _leave_cpu_quota(tid: int) -> None:

@@ -393,7 +393,7 @@ class _Run:
         arrivals = arrival_times(self.scenario.workload, self.scenario.seed)
         self.start = time.perf_counter()
         if self.on_start is not None:
-            self.on_start(time.monotonic() - (time.perf_counter() - self.start))
+            self.on_start(time.monotonic())
         for request, at in enumerate(arrivals):
             arrival = self.start + at
             t0 = time.perf_counter()

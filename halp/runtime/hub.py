@@ -249,17 +249,14 @@ class Hub:
 
     def _on_send(self, device: str, msg: Message) -> None:
         link = self.links[device]
-        if link.state != "ready":
-            if msg.type == MsgType.DATA and msg.request is not None and msg.op is not None:
-                self.store.mark_sent(msg.request, msg.op)  # dropped: nobody waits for it
-            return
-        if msg.type == MsgType.DATA:
-            assert msg.request is not None and msg.op is not None
-            at = time.perf_counter()
-            with self.cond:
-                self.sent[(msg.request, msg.op)] = at
-        self._send(link, msg)
-        if msg.type == MsgType.DATA:
+        data = msg.type == MsgType.DATA and msg.request is not None and msg.op is not None
+        if link.state == "ready":
+            if data:
+                at = time.perf_counter()
+                with self.cond:
+                    self.sent[(msg.request, msg.op)] = at
+            self._send(link, msg)
+        if data:  # sent, or dropped with its link: either way nobody waits for it any more
             self.store.mark_sent(msg.request, msg.op)
 
     def _on_monitor(self, link: Link, monitor: zmq.Socket) -> None:
