@@ -203,7 +203,7 @@ class EmulatedRun:
         self.rate_changes: list[tuple[float, str, float]] = []  # applied (run time, link, bps)
         self.io_tasks_fd: int | None = None
 
-    def child_env(self, threads: int) -> dict[str, Any]:
+    def popen_args(self, threads: int) -> dict[str, Any]:
         """Popen arguments for a device's process: its environment and the descriptor its I/O
         threads leave the CPU quota by (unless `backends.emu.io_in_quota`)."""
         if self.scenario.backends.emu.io_in_quota:
@@ -243,7 +243,7 @@ class EmulatedRun:
                                    str(self.token_file), "--name", spec.device,
                                    "--threads", str(spec.threads)),
                     stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                    **self.child_env(spec.threads), cwd=str(self.secret_dir))
+                    **self.popen_args(spec.threads), cwd=str(self.secret_dir))
             self.processes.add(Started(spec.device, "worker", popen, log_path))
 
     def wait_workers(self) -> None:
@@ -271,7 +271,7 @@ class EmulatedRun:
                 "--out", str(out)]
         popen = net.node(spec.device).popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, **self.child_env(spec.threads), cwd=str(self.secret_dir),
+            stderr=subprocess.STDOUT, **self.popen_args(spec.threads), cwd=str(self.secret_dir),
             text=True, bufsize=1)
         return self.processes.add(Started(spec.device, "host", popen,
                                           out.parent / f"{out.name}.log"))
