@@ -95,6 +95,27 @@ def test_halp_is_not_worse_than_equal_on_unequal_devices():
     assert estimate(halp, graph, latency).makespan <= estimate(equal, graph, latency).makespan * 1.001
 
 
+@pytest.mark.parametrize("speeds", [[1.0, 1.0, 1.0], [1.0, 2.0, 0.5]], ids=["equal", "unequal"])
+def test_halp_split_matches_the_best_of_every_split(speeds):
+    """On segments small enough to try every pair of blocks, in both send orders, the descent
+    finds a split as fast as the best one (a minimax the old single-edge moves missed)."""
+    from itertools import combinations_with_replacement, permutations
+
+    from halp.methods.segment import layout, segment_time
+
+    _, graph = model("vgg16")
+    c, latency = cluster(speeds, [100e6, 40e6])
+    for start, stop in [(17, 24), (24, 31), (28, 31), (10, 17)]:
+        height = graph.height(start)
+        best = min(
+            segment_time(graph, c, latency, layout(graph, start, stop, order, ((s1, e1), (s2, e2))),
+                         start, stop)
+            for order in permutations(c.secondaries)
+            for s1, e1, s2, e2 in combinations_with_replacement(range(0, height + 1, 2 if height > 28 else 1), 4))
+        found = halp_method.optimise_split(graph, c, latency, start, stop)
+        assert found.time_s <= best * 1.005, (start, stop)
+
+
 def test_offload_picks_standalone_when_the_link_is_slow():
     _, graph = model("mobilenet_v1")
     c, latency = cluster([1.0, 1.0], 1e3)

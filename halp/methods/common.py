@@ -96,28 +96,37 @@ def rate(latency: LatencyModel, device: str, graph: ModelGraph, start: int, stop
 
 
 def descend(cost: Callable[[list[int]], float], points: list[int], height: int, step: int,
-            last_step: int = 1, together: bool = False) -> tuple[list[int], float]:
+            last_step: int = 1, together: bool = False, pairs: bool = True) -> tuple[list[int], float]:
     """Coordinate descent over non-decreasing integer points in [0, height]: move one point
     (or, with `together`, two equal neighbours (2i+1, 2i+2) at once) by +-step while that
-    lowers `cost`, then halve the step, down to `last_step`. Split times are piecewise
-    constant in the points, so gradients do not help; halving steps skip the flat parts."""
+    lowers `cost`; when no such move does and `pairs` is set, try any two points at once
+    (+-step each), since a split's time is a maximum over devices and lowering it can take
+    moving two edges; then
+    halve the step, down to `last_step`. Split times are piecewise constant in the points, so
+    gradients do not help; halving steps skip the flat parts."""
+    n = len(points)
     t = cost(points)
     while step >= last_step:
         improved = True
         while improved:
-            improved = False
-            moves = [[i] for i in range(len(points))]
+            single = [[(i, 1)] for i in range(n)]
             if together:
-                moves += [[i, i + 1] for i in range(1, len(points) - 1, 2) if points[i] == points[i + 1]]
-            for move in moves:
-                for delta in (-step, step):
-                    trial = points.copy()
-                    for i in move:
-                        trial[i] += delta
-                    if not all(0 <= a <= b <= height for a, b in zip(trial, [*trial[1:], height], strict=True)):
-                        continue
-                    tt = cost(trial)
-                    if tt < t - 1e-12:
-                        points, t, improved = trial, tt, True
+                single += [[(i, 1), (i + 1, 1)] for i in range(1, n - 1, 2) if points[i] == points[i + 1]]
+            two = ([[(i, 1), (j, sign)] for i in range(n) for j in range(i + 1, n) for sign in (1, -1)]
+                   if pairs else [])
+            improved = False
+            for moves in (single, two):
+                for move in moves:
+                    for delta in (-step, step):
+                        trial = points.copy()
+                        for i, sign in move:
+                            trial[i] += sign * delta
+                        if not all(0 <= a <= b <= height for a, b in zip(trial, [*trial[1:], height], strict=True)):
+                            continue
+                        tt = cost(trial)
+                        if tt < t - 1e-12:
+                            points, t, improved = trial, tt, True
+                if improved:
+                    break
         step //= 2
     return points, t

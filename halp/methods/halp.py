@@ -19,9 +19,11 @@ Formulation (per segment, time from the moment the host holds the input):
     host     = sum over host ranges R of comp_host(R)             runs during the sends
     T(p)     = max(host, max_k done_k) + gather(bytes of the output)
 
-    minimise T over the integer edges s_1 <= e_1 <= ... <= e_m, and over send orders.
+    minimise T over the blocks, and over send orders.
 
-On a shared channel the returns queue behind each other (first come, first served). The split
+On a shared channel the returns queue behind each other (first come, first served). The search
+runs over the output rows each secondary computes (its block is the input rows those need;
+where two neighbours' blocks would overlap, the host computes the zone between them). It
 starts from shares proportional to device speed, with the host on top and with the host in the
 middle, and is refined by coordinate descent with halving steps (T is piecewise constant in
 the edges, so gradients do not help). Segment cuts are chosen
@@ -82,21 +84,45 @@ def _starts(counts: list[int], height: int) -> list[list[int]]:
     return starts
 
 
+def input_blocks(graph: ModelGraph, start: int, stop: int, edges: list[int]) -> tuple[tuple[int, int], ...]:
+    """The input blocks that let each secondary compute its output rows [e0, e1), [e2, e3), ...
+    (in send order down the map). Where two neighbours would need the same input rows, the
+    overlap is split at its middle: each then computes a little less, and the host computes
+    the zone between them. An empty range is an empty block."""
+    needed = [graph.row_needed(start, stop, (a, b)) if b > a else None for a, b in _pairs(edges)]
+    blocks, at = [], 0
+    for k, rows in enumerate(needed):
+        if rows is None:
+            blocks.append((at, at))
+            continue
+        x0, x1 = max(rows[0], at), rows[1]
+        below = next((n for n in needed[k + 1:] if n is not None), None)
+        if below is not None and below[0] < x1:
+            x1 = (below[0] + x1) // 2
+        at = max(x0, x1)
+        blocks.append((x0, at))
+    return tuple(blocks)
+
+
 def optimise_split(graph: ModelGraph, cluster: Cluster, latency: LatencyModel, start: int, stop: int,
                    effort: int = 2) -> Split:
     """The best split of segment [start, stop) found by coordinate descent (see module doc).
 
-    A secondary's block is any range of input rows, blocks in send order down the map; the rows
-    between blocks (and above the first) are the host's. The descent moves one edge at a time,
-    or two touching edges together, with halving steps, from the host-on-top and the
-    host-in-the-middle layouts. `effort` 1 is the quick pass used while choosing cuts (one send
-    order, coarse steps); 2 tries several send orders down to single rows."""
+    The descent moves the edges of the *output* rows each secondary computes (its input block
+    follows, `input_blocks`): one output row is the smallest change that matters, where an
+    input edge would sit on plateaus of a pooling's stride. It moves one edge, two touching
+    edges together, or, when none of those helps, any two edges at once (the time is a
+    maximum over devices, and lowering it can take rows from two of them together), with
+    halving steps, from the host-on-top and the host-in-the-middle layouts. `effort` 1 is the
+    quick pass used while choosing cuts (one send order, coarse steps, no two-edge moves); 2
+    tries several send orders down to single rows."""
     secondaries = cluster.secondaries
-    height = graph.height(start)
+    height = graph.height(stop)
 
     def cost(order: tuple[str, ...], edges: list[int]) -> float:
-        return segment_time(graph, cluster, latency,
-                            layout(graph, start, stop, order, _pairs(edges)), start, stop)
+        blocks = input_blocks(graph, start, stop, edges)
+        return segment_time(graph, cluster, latency, layout(graph, start, stop, order, blocks),
+                            start, stop)
 
     if not secondaries:
         t = cost((), [])
@@ -109,15 +135,16 @@ def optimise_split(graph: ModelGraph, cluster: Cluster, latency: LatencyModel, s
         weights = [rate(latency, d, graph, start, stop) for d in (cluster.host, *order)]
         for edges in _starts(proportional(height, weights), height):
             edges, t = descend(lambda e, order=order: cost(order, e), edges, height, step, last,
-                               together=True)
-            candidate = Split(start, stop, order, _pairs(edges), t)
+                               together=True, pairs=effort > 1)
+            candidate = Split(start, stop, order, input_blocks(graph, start, stop, edges), t)
             if best is None or candidate.time_s < best.time_s:
                 best = candidate
     assert best is not None
     # The host alone is always a candidate (all blocks empty).
-    alone = cost(best.order, [height] * (2 * len(best.order)))
+    nothing = [height] * (2 * len(best.order))
+    alone = cost(best.order, nothing)
     if alone < best.time_s:
-        best = Split(start, stop, best.order, _pairs([height] * (2 * len(best.order))), alone)
+        best = Split(start, stop, best.order, input_blocks(graph, start, stop, nothing), alone)
     return best
 
 
