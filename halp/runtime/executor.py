@@ -85,6 +85,19 @@ class _Check:
     references: dict[tuple[str, int], torch.Tensor] = field(default_factory=dict)
 
 
+SETTLE_MAX_S = 1.0
+
+
+def settle_s(arrivals: list[float]) -> float:
+    """How long to leave everything idle between the warm-up and request 0: the gap before
+    request 1, at most `SETTLE_MAX_S` (that long for a lone request). A request that follows a
+    warm-up at once meets busy devices and links (a CPU quota already spent in this period, a
+    shaper's burst used up, a TCP window still open) that the requests after it, and the
+    simulator, do not see."""
+    gap = arrivals[1] - arrivals[0] if len(arrivals) > 1 else SETTLE_MAX_S
+    return min(SETTLE_MAX_S, max(0.0, gap))
+
+
 class _Sender:
     """The host's sender thread: a request's Transfers from the host, in plan order."""
 
@@ -375,12 +388,16 @@ class _Run:
         return item
 
     def warm_up(self, rounds: int) -> None:
+        """Untimed requests first, then a pause (`settle_s`): request 0 should find the
+        devices and links as idle as the next ones will."""
         request = -1
         for _ in range(rounds):
             for item in self.installed:
                 self._execute(request, item, time.perf_counter())
                 self._cleanup(request)
                 request -= 1
+        if rounds:
+            time.sleep(settle_s(arrival_times(self.scenario.workload, self.scenario.seed)))
 
     def serve(self, policy: Policy, writer: TraceWriter) -> None:
         """Each request: decide, install the plan if it is new, wait for the input, execute.
