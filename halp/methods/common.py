@@ -101,9 +101,8 @@ def descend(cost: Callable[[list[int]], float], points: list[int], height: int, 
     (or, with `together`, two equal neighbours (2i+1, 2i+2) at once) by +-step while that
     lowers `cost`; when no such move does and `pairs` is set, try any two points at once
     (+-step each), since a split's time is a maximum over devices and lowering it can take
-    moving two edges; then
-    halve the step, down to `last_step`. Split times are piecewise constant in the points, so
-    gradients do not help; halving steps skip the flat parts."""
+    moving two edges; then halve the step, down to `last_step`. Split times are piecewise
+    constant in the points, so gradients do not help; halving steps skip the flat parts."""
     n = len(points)
     t = cost(points)
     while step >= last_step:
