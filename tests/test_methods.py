@@ -95,8 +95,9 @@ def test_halp_is_not_worse_than_equal_on_unequal_devices():
     assert estimate(halp, graph, latency).makespan <= estimate(equal, graph, latency).makespan * 1.001
 
 
-@pytest.mark.parametrize("speeds", [[1.0, 1.0, 1.0], [1.0, 2.0, 0.5]], ids=["equal", "unequal"])
-def test_halp_split_matches_the_best_of_every_split(speeds):
+@pytest.mark.parametrize(("speeds", "network"), [([1.0, 1.0, 1.0], "star"), ([1.0, 2.0, 0.5], "star"),
+                                                 ([1.0, 2.0, 0.5], "shared")])
+def test_halp_split_matches_the_best_of_every_split(speeds, network):
     """On segments small enough to try every pair of blocks, in both send orders, the descent
     finds a split as fast as the best one (a minimax the old single-edge moves missed)."""
     from itertools import combinations_with_replacement, permutations
@@ -104,7 +105,7 @@ def test_halp_split_matches_the_best_of_every_split(speeds):
     from halp.methods.segment import layout, segment_time
 
     _, graph = model("vgg16")
-    c, latency = cluster(speeds, [100e6, 40e6])
+    c, latency = cluster(speeds, [100e6, 40e6], network)
     for start, stop in [(17, 24), (24, 31), (28, 31), (10, 17)]:
         height = graph.height(start)
         best = min(
@@ -158,7 +159,8 @@ def test_random_chains_and_random_shares_are_exact(layers, size, devices, seed):
     with torch.no_grad():
         torch.testing.assert_close(execute(plan, graph, x), net(x), rtol=1e-5, atol=1e-5)
     grid = (rng.randint(1, 4), rng.randint(1, 4))
-    for method in (ModnnMethod(name="modnn"), DeepthingsMethod(name="deepthings", grid=grid)):
+    for method in (HalpMethod(name="halp"), ModnnMethod(name="modnn"),
+                   DeepthingsMethod(name="deepthings", grid=grid)):
         other = plan_for(method, graph, c, latency, "random")
         with torch.no_grad():
             torch.testing.assert_close(execute(other, graph, x), net(x), rtol=1e-5, atol=1e-5)
