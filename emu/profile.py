@@ -24,8 +24,9 @@ from emu.backend import (
 from emu.network import EmulatedNetwork, require_emulator
 from emu.topology import single_host
 from halp.errors import BackendError
+from halp.latency.profile import PROFILE_CFS_PERIOD_US
 
-DEFAULT_CFS_PERIOD_US = 10_000
+DEFAULT_CFS_PERIOD_US = PROFILE_CFS_PERIOD_US
 
 
 def run_limited(args: list[str], cpu_share: float, threads: int = 1,

@@ -12,8 +12,10 @@ Requests. `submit` schedules a compiled plan to arrive at a time; `serve` asks a
 plan of each request when its input arrives, handing it the transfers observed so far. When a
 request's last op ends, `on_done(request)` is called with its start and end times per op.
 
-All the durations come from `sim.costs`; the only random draw is the jitter of each transfer's
-delay, from the simulator's seeded generator.
+All the durations come from `sim.costs`, but for one thing only a running device knows: a
+device whose profile was measured under a CPU quota (an emulated device) runs an op that
+follows an idle spell partly at full speed (`after_idle`). The only random draw is the jitter
+of each transfer's delay, from the simulator's seeded generator.
 """
 
 from __future__ import annotations
@@ -34,6 +36,16 @@ from halp.serving import Observation, Policy
 from sim.costs import INPUT, TRANSFER, Compiled, Links, compile_plan
 
 NOT_YET = -1.0  # the end time of an op that has not ended
+
+
+def after_idle(duration_s: float, idle_s: float, share: float, period_s: float) -> float:
+    """An op's duration on a device held to `share` of a core by a CFS quota, whose profile
+    (measured with ops back to back) says `duration_s`. Once the device has idled for
+    (1 - share) x period, a new period has refilled its quota: the op runs its first
+    share x period of CPU at full speed, 1 / share times faster than the profile's rate."""
+    if idle_s < (1.0 - share) * period_s:
+        return duration_s
+    return duration_s - min(duration_s * share, share * period_s) * (1.0 / share - 1.0)
 
 
 class Link:
@@ -224,6 +236,8 @@ class Simulator:
     def _device(self, name: str, queue: deque[tuple[Request, int]]):
         env = self.env
         wake, timeout = self._wake, env.timeout
+        quota = self.cluster.device(name).profile.cpu_quota
+        last_end = -float("inf")
         while True:
             if not queue:
                 event = wake[name] = env.event()
@@ -235,7 +249,11 @@ class Simulator:
                 if end[j] == NOT_YET:
                     yield self._when(request, j)
             start = env.now
-            yield timeout(request.compiled.duration[i])
+            duration = request.compiled.duration[i]
+            if quota is not None:
+                duration = after_idle(duration, start - last_end, *quota)
+            yield timeout(duration)
+            last_end = env.now
             self._finish(request, i, start)
 
     def _sender(self, name: str, queue: deque[tuple[Request, int]]):

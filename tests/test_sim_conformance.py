@@ -68,3 +68,33 @@ def test_sim_equals_estimate_for_vgg16_on_three_devices(vgg16, method):
     scenario, prepared = vgg16
     plan = StaticPolicy(scenario.with_values({"method.name": method}), prepared).answer.plan
     assert_conforms(prepared.cluster, prepared.graph, plan)
+
+
+def test_a_device_measured_under_a_quota_runs_faster_after_idling(folder):
+    """Its profile's times are a throttled core's with ops back to back; after an idle spell
+    the first share x period of CPU runs at full speed. Only a quota profile does this."""
+    from dataclasses import replace
+
+    from halp.scenario import StandaloneMethod
+    from sim.engine import after_idle
+
+    plain = cluster(folder, {"h": 1.0}, 1e6)
+    device = plain.devices[0]
+    quota = replace(device, profile=replace(device.profile,
+                                            provenance={"cpu_share": 0.25, "cfs_period_us": 10_000}))
+    limited = replace(plain, devices=(quota,))
+    assert device.profile.cpu_quota is None and quota.profile.cpu_quota == (0.25, 0.01)
+    plan = plan_for(StandaloneMethod(name="standalone"), GRAPH, plain, LatencyModel(plain), "tiny")
+    timing = estimate(plan, GRAPH, LatencyModel(plain))
+    profiled = {op: timing.end[op] - timing.start[op] for op in timing.end}
+    for c in (plain, limited):
+        ops = [r for r in simulate_trace(c, GRAPH, plan, [0.0, 0.0, 1.0]).ops if r.kind == "compute"]
+        first = min(r.start for r in ops if r.request == 0)
+        for r in ops:
+            # Idle before the first op of requests 0 and 2; request 1 queues behind request 0.
+            idle = c is limited and r.request in (0, 2) and r.start - first in (0.0, 1.0)
+            want = after_idle(profiled[r.op], 1.0, 0.25, 0.01) if idle else profiled[r.op]
+            assert r.duration == pytest.approx(want), (r.request, r.op)
+    assert after_idle(0.02, 1.0, 0.25, 0.01) == pytest.approx(0.02 - 0.0025 * 3)
+    assert after_idle(0.004, 1.0, 0.25, 0.01) == pytest.approx(0.001)  # all of it at full speed
+    assert after_idle(0.02, 0.007, 0.25, 0.01) == 0.02  # too short an idle: no new quota yet

@@ -38,6 +38,9 @@ from halp.model.graph import (
 FEATURES = ("intercept_s", "s_per_flop", "s_per_in_byte", "s_per_out_byte", "s_per_weight_byte",
             "s_per_flop_per_tap")
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# The CFS period of the host `halp profile --emu-cpu-share` measures in (emu/profile.py), and
+# of a profile's quota when its provenance does not say.
+PROFILE_CFS_PERIOD_US = 10_000
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,17 @@ class Profile:
     provenance: dict[str, Any] = field(default_factory=dict)
     held_out_mape: float | None = None
     path: str | None = None
+
+    @property
+    def cpu_quota(self) -> tuple[float, float] | None:
+        """(share of a core, CFS period in s) when this profile was measured under a CPU quota
+        (`halp profile --emu-cpu-share`), else None. Its times are then a throttled core's,
+        measured with ops back to back; after an idle spell such a device runs its first
+        share x period of CPU at full speed (the simulator models that, `sim.engine`)."""
+        share = float(self.provenance.get("cpu_share") or 1.0)
+        if share >= 1.0:
+            return None
+        return share, float(self.provenance.get("cfs_period_us") or PROFILE_CFS_PERIOD_US) / 1e6
 
     def features(self, layer: LayerSpec, held: Region, out: Region) -> list[float]:
         return layer_features(layer, held, out)
