@@ -4,7 +4,8 @@ estimate (`halp.schedule.estimate`), op by op.
 Where they may differ, by design: on a `shared` channel the simulator grants the channel first
 come, first served, while `estimate` takes transfers in plan order; and a transfer between two
 secondaries holds both star links in the simulator. With one secondary the channel has no
-contention to order, so there they agree too.
+contention to order, so there they agree too. And a device profiled under a CPU quota runs
+faster after idling in the simulator only (the last test).
 """
 
 from __future__ import annotations
