@@ -44,7 +44,7 @@ import yaml
 
 from halp.errors import HalpError
 from halp.latency.fit import Fit, Observation, fit_observations, mape, nnls, predict
-from halp.latency.profile import FEATURES, Profile, layer_features
+from halp.latency.profile import FEATURES, PROFILE_CFS_PERIOD_US, Profile, layer_features
 from halp.model.graph import CONV, DWCONV, POOL, RESHAPE, ModelGraph, Region
 from halp.model.slicing import run_region
 from halp.model.zoo import ModelSpec, build_model
@@ -456,6 +456,8 @@ def measure_profile(models: Sequence[ModelSpec], name: str, *, heights: Sequence
         "cpu": cpu_model(),
         "threads": threads,
         "cpu_share": cpu_share,
+        # Under a quota (--emu-cpu-share), its period: the simulator's after-idle rule uses it.
+        **({"cfs_period_us": PROFILE_CFS_PERIOD_US} if cpu_share < 1 else {}),
         "date": datetime.date.today().isoformat(),
         "torch": torch.__version__,
         "hostname": platform.node(),
