@@ -26,11 +26,9 @@ from emu.topology import single_host
 from halp.errors import BackendError
 from halp.latency.profile import PROFILE_CFS_PERIOD_US
 
-DEFAULT_CFS_PERIOD_US = PROFILE_CFS_PERIOD_US
-
 
 def run_limited(args: list[str], cpu_share: float, threads: int = 1,
-                cfs_period_us: int = DEFAULT_CFS_PERIOD_US,
+                cfs_period_us: int = PROFILE_CFS_PERIOD_US,
                 log: Callable[[str], None] | None = None) -> int:
     """Run `halp ARGS...` inside a host limited to `cpu_share` of a core; its exit code."""
     require_emulator()

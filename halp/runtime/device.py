@@ -229,8 +229,9 @@ def _leave_cpu_quota(tid: int) -> None:
         return
     deadline = time.monotonic() + 1.0
     while True:  # libzmq names its threads just after starting them
-        zmq_threads = [t for t in _threads() if _thread_name(t).startswith(ZMQ_THREADS)]
-        if any("IO" in _thread_name(t) for t in zmq_threads) or time.monotonic() > deadline:
+        names = {t: _thread_name(t) for t in _threads()}
+        zmq_threads = [t for t, name in names.items() if name.startswith(ZMQ_THREADS)]
+        if any("IO" in names[t] for t in zmq_threads) or time.monotonic() > deadline:
             break
         time.sleep(0.01)
     for thread in [tid, *zmq_threads]:

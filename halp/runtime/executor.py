@@ -335,6 +335,7 @@ class _Run:
         self.scenario, self.hub, self.store, self.sender = scenario, hub, store, sender
         self.installed, self.timeout_s, self.log = installed, timeout_s, log
         self.host = scenario.host
+        self.arrivals = arrival_times(scenario.workload, scenario.seed)
         self.on_request = on_request
         self.on_start = on_start
         self.digests = digests or _Digests()
@@ -397,7 +398,7 @@ class _Run:
                 self._cleanup(request)
                 request -= 1
         if rounds:
-            time.sleep(settle_s(arrival_times(self.scenario.workload, self.scenario.seed)))
+            time.sleep(settle_s(self.arrivals))
 
     def serve(self, policy: Policy, writer: TraceWriter) -> None:
         """Each request: decide, install the plan if it is new, wait for the input, execute.
@@ -407,11 +408,10 @@ class _Run:
         arrival, and the policy knows then exactly what it would know at the arrival (it is
         asked with the arrival time). So a new plan goes to the workers while the host idles;
         deciding and installing lands in a latency only when it runs past the arrival."""
-        arrivals = arrival_times(self.scenario.workload, self.scenario.seed)
         self.start = time.perf_counter()
         if self.on_start is not None:
             self.on_start(time.monotonic())
-        for request, at in enumerate(arrivals):
+        for request, at in enumerate(self.arrivals):
             arrival = self.start + at
             t0 = time.perf_counter()
             served = policy.serve(request, at, list(self.observed))
