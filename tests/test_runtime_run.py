@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import threading
+from itertools import pairwise
 
 from runtime_support import check_trace, endpoints, scenario_text, workers
 
@@ -44,8 +45,10 @@ class Switching:
 
     def __init__(self, first: Served, second: Served):
         self.first, self.second = first, second
+        self.observed: list[int] = []  # how many transfers it had seen, per request
 
     def serve(self, request: int, now_s: float, observed: list) -> Served:
+        self.observed.append(len(observed))
         return self.first if request == 0 else self.second
 
     def served(self) -> list[Served]:
@@ -112,6 +115,9 @@ def test_plans_run_exactly_on_workers_that_stay_up(tmp_path):
         late = trace.requests[1]
         assert late.extra["install_s"] > 0 and late.method == "chain"
         assert late.extra["queue_s"] < late.extra["install_s"]
+        # ... and is decided knowing request 0's transfers, as at its arrival.
+        transfers = sum(op.kind == "transfer" for op in policy.served()[0].plan.ops)
+        assert switching.observed == [0, transfers]
         assert all(r.extra["relative_error"] <= 1e-4 for r in trace.requests)
 
         # The command the emulator runs in the host's node, with the plans it was given.
@@ -130,3 +136,44 @@ def test_plans_run_exactly_on_workers_that_stay_up(tmp_path):
 
         assert all(w.popen.poll() is None for w in started)  # still serving after four runs
         assert [w.stop() for w in started] == [0, 0]
+
+
+def test_requests_that_arrive_together_are_in_flight_together(tmp_path):
+    """A burst: each request enters at its arrival, not when the one before has finished, and
+    every device still serves its ops request after request, as the simulator does."""
+    from sim.backend import run as simulate
+
+    one_segment = "method: {name: equal, cuts: [0, 27]}"  # scatter, compute, gather
+    burst = scenario(tmp_path, "burst", scenario_text(requests=4, interval="1ms",
+                                                      extra=one_segment)
+                     .replace("method: {name: halp}\n", ""))
+    policy = policy_for(burst)
+    plan = policy.served()[0].plan
+    with workers(tmp_path, ["w1", "w2"]) as (started, token_file):
+        with TraceWriter(None, "emu", "burst") as writer:
+            trace = run_host(burst, policy, writer, endpoints(started), load_token(token_file),
+                             30.0, warmup_requests=1)
+    check_trace(trace, plan, 4)
+    by_key = trace.by_key()
+    simulated = simulate(burst, policy, TraceWriter(None, "sim", "burst"))
+    # Request 1's blocks leave the host, and are computed, while request 0 is still served.
+    for run in (trace, simulated):
+        finish = {q.request: q.finish for q in run.requests}
+        first_send = min(r.start for r in run.ops if r.request == 1 and r.kind == "transfer")
+        assert first_send < finish[0]
+    assert all(q.extra["queue_s"] < 0.05 for q in trace.requests)  # dispatched on arrival
+    simulated = simulated.by_key()
+
+    # Per device, compute never overlaps and goes request after request; per pair of devices,
+    # blocks leave in the simulator's order.
+    def order(records, resource):
+        return sorted((r for r in records.values() if r.resource == resource
+                       and r.kind != "input"), key=lambda r: (r.start, r.end))
+
+    for resource in {r.resource for r in trace.ops}:
+        measured = order(by_key, resource)
+        assert [(r.request, r.op) for r in measured] == \
+            [(r.request, r.op) for r in order(simulated, resource)], resource
+        if "->" not in resource:
+            assert all(a.end <= b.start + 1e-6 for a, b in pairwise(measured))
+            assert [r.request for r in measured] == sorted(r.request for r in measured)

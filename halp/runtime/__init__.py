@@ -38,7 +38,9 @@ Host (on the host device; for the emulator, inside the host's Mininet node)::
     Records: one OpRecord per plan op (ids, kinds, resources as the simulator writes them, the
     input op included with zero length), times in seconds on the host clock from the run
     start; one RequestRecord per request with max_abs_error and extra = {relative_error,
-    queue_s, policy_s, install_s, ...the policy's extra}. Requests run one at a time.
+    queue_s, policy_s, install_s, ...the policy's extra}. A request enters at its
+    arrival even if earlier ones are not done; each device serves its ops in plan order,
+    request after request (the simulator's semantics).
 
 Token: `load_token(path) -> bytes` reads a token file (>= 16 bytes, whitespace stripped);
 `write_token(path)` makes one. Host and workers must hold the same token.

@@ -1,8 +1,8 @@
 """What every device does with a plan, whatever carries the bytes: host and workers share it.
 
 A device runs its Compute and Gather ops one at a time in plan order (`run_compute_ops`, on
-its compute thread), and prepares its outgoing Transfers in plan order as soon as each one's
-input block exists (`send_ops`, on its sender thread). Blocks live in a `BlockStore` keyed by
+its compute thread), and prepares its outgoing Transfers to each peer in plan order as soon as
+each one's input block exists (`send_ops`, on that peer's sender thread, `SendQueues`). Blocks live in a `BlockStore` keyed by
 (request, op id); a thread that needs a block waits on the store, and a failure anywhere wakes
 every waiter. The compute step itself is `halp.model.slicing.run_region`: no sockets here.
 """
@@ -321,15 +321,62 @@ def run_compute_ops(plan: Plan, graph: ModelGraph, device: str, request: int, st
 
 def send_ops(plan: Plan, graph: ModelGraph, device: str, request: int, store: BlockStore,
              send: Callable[[Transfer, Block], None], generation: int | None = None,
-             deadline: float | None = None) -> None:
-    """Hand each of `device`'s Transfers, in plan order, to `send` as soon as its input exists."""
+             deadline: float | None = None, to: str | None = None) -> None:
+    """Hand each of `device`'s Transfers (to peer `to`, or to all), in plan order, to `send` as
+    soon as its input exists."""
     for op in sends_of(plan, device):
+        if to is not None and op.dst != to:
+            continue
         pieces = store.wait(request, op.inputs, generation, deadline, what=f"{op.id} on {device}")
         where = reads(op, graph)
         assert where is not None
         need = where[2]
         data = crop(assemble(need, pieces), need, op.region).contiguous()
         send(op, (op.region, data))
+
+
+def destinations(plan: Plan, device: str) -> list[str]:
+    """The peers `device` sends to in `plan`."""
+    return sorted({op.dst for op in sends_of(plan, device)})
+
+
+class SendQueues:
+    """A sender thread per peer, made on first use: a device's Transfers to one peer leave in
+    plan order, request after request, and a transfer whose input is not there yet holds back
+    only its own peer's queue, not the blocks ready for the others (the simulator's senders).
+    `run(peer, job)` does a job's sends to that peer; it must not raise."""
+
+    def __init__(self, name: str, run: Callable[[str, Any], None]):
+        self.name, self.run = name, run
+        self._queues: dict[str, queue.SimpleQueue[Any]] = {}
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def put(self, peers: list[str], job: Any) -> None:
+        for peer in peers:
+            with self._lock:
+                jobs = self._queues.get(peer)
+                if jobs is None:
+                    jobs = self._queues[peer] = queue.SimpleQueue()
+                    thread = threading.Thread(target=self._loop, args=(peer, jobs),
+                                              name=f"{self.name}-{peer}")
+                    thread.start()
+                    self._threads.append(thread)
+            jobs.put(job)
+
+    def _loop(self, peer: str, jobs: queue.SimpleQueue[Any]) -> None:
+        with io_priority():
+            while (job := jobs.get()) is not None:
+                self.run(peer, job)
+
+    def stop(self) -> None:
+        """Finish the jobs queued, then end every thread."""
+        with self._lock:
+            for jobs in self._queues.values():
+                jobs.put(None)
+            threads, self._threads, self._queues = self._threads, [], {}
+        for thread in threads:
+            thread.join()
 
 
 def check_block(plan: Plan, graph: ModelGraph, op_id: str, device: str, region: Region | None,

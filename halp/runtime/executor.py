@@ -2,11 +2,13 @@
 
 `run_host` connects to the workers (`halp worker`), checks that they built identical weights,
 installs every plan the policy may answer, and then serves the requests as they arrive
-(`halp.workload.arrival_times`; a request that arrives while the host is busy waits). For each
-request the host runs its own Compute and Gather ops in plan order on the calling thread, while
-a sender thread sends each of the host's Transfers in plan order as soon as its input block
-exists, and the hub thread receives blocks from the workers: communication and computation
-overlap as the plan says.
+(`halp.workload.arrival_times`). A request enters when it arrives, whether or not the earlier
+ones are done, as in the simulator: every device serves its ops in plan order, request after
+request. The admission thread puts each input in place at its arrival and tells the workers;
+the host runs its own Compute and Gather ops on the calling thread, request after request,
+while a sender thread sends each of the host's Transfers in plan order as soon as its input
+block exists, and the hub thread receives blocks from the workers: communication and
+computation overlap as the plan says, within a request and across requests.
 
 What it records, with the same op ids and columns as the simulator (`halp.trace`):
 
@@ -43,6 +45,8 @@ from halp.runtime.device import (
     Aborted,
     Block,
     BlockStore,
+    SendQueues,
+    destinations,
     involved,
     io_priority,
     run_compute_ops,
@@ -76,7 +80,18 @@ class _Outcome:
     sent: dict[str, float]
     arrived: dict[str, float]
     output: torch.Tensor
-    started: float
+    dispatched: float
+
+
+@dataclass
+class _Admitted:
+    """A request that has entered: its input is in place and its workers know of it."""
+    request: int
+    at: float  # arrival, s from the run start
+    item: _Installed
+    served: Served
+    dispatched: float  # perf_counter
+    costs: dict[str, float]
 
 
 @dataclass
@@ -99,52 +114,54 @@ def settle_s(arrivals: list[float]) -> float:
 
 
 class _Sender:
-    """The host's sender thread: a request's Transfers from the host, in plan order."""
+    """The host's Transfers, to each peer in plan order, request after request (`SendQueues`)."""
 
     def __init__(self, hub: Hub, store: BlockStore, host: str):
         self.hub, self.store, self.host = hub, store, host
-        self.jobs: queue.SimpleQueue[tuple[int, int, Plan, ModelGraph] | None] = queue.SimpleQueue()
-        self.done: dict[int, BaseException | None] = {}
+        self.queues = SendQueues("halp-host-send", self._send_to)
+        self.left: dict[int, int] = {}  # request -> peers whose sends are not done
+        self.errors: dict[int, BaseException] = {}
         self.cond = threading.Condition()
-        self.thread = threading.Thread(target=self._loop, name="halp-host-sender")
-        self.thread.start()
 
-    def _loop(self) -> None:
-        with io_priority():
-            self._serve_jobs()
+    def submit(self, request: int, plan_id: int, plan: Plan, graph: ModelGraph) -> None:
+        peers = destinations(plan, self.host)
+        with self.cond:
+            self.left[request] = len(peers)
+        self.queues.put(peers, (request, plan_id, plan, graph))
 
-    def _serve_jobs(self) -> None:
-        while (job := self.jobs.get()) is not None:
-            request, plan_id, plan, graph = job
+    def _send_to(self, peer: str, job: tuple[int, int, Plan, ModelGraph]) -> None:
+        request, plan_id, plan, graph = job
 
-            def send(op: Transfer, block: Block, request: int = request, plan_id: int = plan_id) -> None:
-                self.hub.send(op.dst, Message(MsgType.DATA, request=request, op=op.id,
-                                              region=block[0], tensor=block[1],
-                                              body={"plan_id": plan_id}))
+        def send(op: Transfer, block: Block) -> None:
+            self.hub.send(op.dst, Message(MsgType.DATA, request=request, op=op.id,
+                                          region=block[0], tensor=block[1],
+                                          body={"plan_id": plan_id}))
 
-            error: BaseException | None = None
-            try:
-                send_ops(plan, graph, self.host, request, self.store, send)
-            except BaseException as exc:  # handed to the main thread
-                error = exc
-            with self.cond:
-                self.done[request] = error
-                self.cond.notify_all()
+        error: BaseException | None = None
+        try:
+            send_ops(plan, graph, self.host, request, self.store, send, to=peer)
+        except BaseException as exc:  # handed to the main thread
+            error = exc
+        with self.cond:
+            self.left[request] -= 1
+            if error is not None:
+                self.errors.setdefault(request, error)
+            self.cond.notify_all()
 
     def wait(self, request: int, deadline: float) -> None:
         with self.cond:
-            while request not in self.done:
+            while self.left.get(request, 0) > 0:
                 left = deadline - time.perf_counter()
                 if left <= 0:
                     raise BackendError(f"request {request}: the host's sends did not finish in time")
                 self.cond.wait(min(left, 0.2))
-            error = self.done.pop(request)
+            self.left.pop(request, None)
+            error = self.errors.pop(request, None)
         if error is not None:
             raise error
 
     def stop(self) -> None:
-        self.jobs.put(None)
-        self.thread.join()
+        self.queues.stop()
 
 
 def load_endpoints(data: Any, source: str = "endpoints") -> dict[str, str]:
@@ -284,7 +301,8 @@ def _sync_clocks(hub: Hub, rounds: int, timeout_s: float) -> None:
 
 
 def _install(hub: Hub, servings: list[Served], timeout_s: float, digests: _Digests,
-             first_id: int = 0) -> list[_Installed]:
+             first_id: int = 0, cancel: threading.Event | None = None) -> list[_Installed]:
+    """Send plans to their workers and wait for each to confirm (or for `cancel`)."""
     installed = []
     for plan_id, served in enumerate(servings, start=first_id):
         plan = served.plan
@@ -299,12 +317,14 @@ def _install(hub: Hub, servings: list[Served], timeout_s: float, digests: _Diges
             link = hub.links[w]
 
             def installed_on(link: Link = link, item: _Installed = item) -> bool:
-                return item.plan_id in link.plan_ok
+                return item.plan_id in link.plan_ok or (cancel is not None and cancel.is_set())
 
             def late(link: Link = link) -> str:
                 return f"device {link.name} did not install its plan within {timeout_s:g} s"
 
             hub.wait_for(installed_on, timeout_s, late)
+            if cancel is not None and cancel.is_set():
+                raise Aborted("the run is over")
             answer = link.plan_ok[item.plan_id]
             if answer.get("error"):
                 raise BackendError(f"device {w} cannot install plan {item.served.plan.method} "
@@ -342,7 +362,11 @@ class _Run:
         self.network = scenario.network.kind
         self.check = _Check()
         self.observed: list[Observation] = []
-        self.count = 0
+        self.count = 0  # requests completed
+        # Guards `observed` and `count` (the serving thread writes, admission reads) and wakes
+        # the admission thread when a request completes or serving ends (`stopping`).
+        self.progress = threading.Condition()
+        self.stopping = threading.Event()
         self.start = time.perf_counter()
         self.inputs: dict[tuple[tuple[int, ...], int], torch.Tensor] = {}
         self.distinct = max(1, distinct_inputs)
@@ -384,63 +408,111 @@ class _Run:
             raise BackendError(f"the policy's plan uses device {missing[0]}, which has no "
                                "endpoint")
         item = _install(self.hub, [served], self.timeout_s, self.digests,
-                        first_id=len(self.installed))[0]
+                        first_id=len(self.installed), cancel=self.stopping)[0]
         self.installed.append(item)
         return item
 
     def warm_up(self, rounds: int) -> None:
-        """Untimed requests first, then a pause (`settle_s`): request 0 should find the
-        devices and links as idle as the next ones will."""
+        """Untimed work first: warm-up requests, the reference outputs the requests will be
+        checked against, then a pause (`settle_s`): request 0 should find the devices and
+        links as idle as the next ones will."""
         request = -1
         for _ in range(rounds):
             for item in self.installed:
-                self._execute(request, item, time.perf_counter())
+                self._complete(request, item, self._dispatch(request, item, time.perf_counter()))
                 self._cleanup(request)
                 request -= 1
-        if rounds:
-            time.sleep(settle_s(self.arrivals))
+        for item in self.installed:
+            for k in range(min(self.distinct, len(self.arrivals))):
+                self._reference(item, k)
+        time.sleep(settle_s(self.arrivals))
 
     def serve(self, policy: Policy, writer: TraceWriter) -> None:
-        """Each request: decide, install the plan if it is new, wait for the input, execute.
-
-        The host decides as soon as it is free, before the input arrives: it serves one request
-        at a time, so nothing is observed between the end of the previous request and the
-        arrival, and the policy knows then exactly what it would know at the arrival (it is
-        asked with the arrival time). So a new plan goes to the workers while the host idles;
-        deciding and installing lands in a latency only when it runs past the arrival."""
+        """Requests enter as they arrive (the admission thread, `_admit`); this thread
+        completes them in arrival order (the host's own ops, then the records)."""
         self.start = time.perf_counter()
         if self.on_start is not None:
             self.on_start(time.monotonic())
-        for request, at in enumerate(self.arrivals):
-            arrival = self.start + at
-            t0 = time.perf_counter()
-            served = policy.serve(request, at, list(self.observed))
-            t1 = time.perf_counter()
-            item = self._find(served)
-            costs = {"policy_s": t1 - t0, "install_s": time.perf_counter() - t1}
-            while (left := arrival - time.perf_counter()) > 0:
+        admitted: queue.SimpleQueue[_Admitted | BaseException | None] = queue.SimpleQueue()
+        admission = threading.Thread(target=self._admit, args=(policy, admitted),
+                                     name="halp-host-admission")
+        admission.start()
+        try:
+            while (entry := self._next(admitted)) is not None:
+                outcome = self._complete(entry.request, entry.item, entry.dispatched)
+                self._record(entry, outcome, writer)
+                self._cleanup(entry.request)
+        finally:
+            with self.progress:
+                self.stopping.set()
+                self.progress.notify_all()
+            admission.join()
+
+    def _admit(self, policy: Policy, admitted: queue.SimpleQueue) -> None:
+        """Each request: decide, install the plan if it is new, wait for the arrival, dispatch.
+
+        A request is decided once every earlier one has completed, or at its arrival if they
+        have not: with what a policy asked at the arrival would know (transfers of completed
+        requests), yet early enough when the cluster idles that a new plan reaches the
+        workers before the input; deciding and installing lands in a latency only when it
+        runs past the arrival (`queue_s`). Outside the CPU quota, like the other I/O threads:
+        on a device this bookkeeping has a core of its own."""
+        with io_priority():
+            try:
+                for request, at in enumerate(self.arrivals):
+                    arrival = self.start + at
+                    with self.progress:
+                        self.progress.wait_for(
+                            lambda r=request: self.count >= r or self.stopping.is_set(),
+                            max(0.0, arrival - time.perf_counter()))
+                        observed = list(self.observed)
+                    t0 = time.perf_counter()
+                    served = policy.serve(request, at, observed)
+                    t1 = time.perf_counter()
+                    item = self._find(served)
+                    costs = {"policy_s": t1 - t0, "install_s": time.perf_counter() - t1}
+                    with self.progress:
+                        if self.progress.wait_for(self.stopping.is_set,
+                                                  max(0.0, arrival - time.perf_counter())):
+                            return
+                    dispatched = self._dispatch(request, item, arrival)
+                    admitted.put(_Admitted(request, at, item, served, dispatched, costs))
+                admitted.put(None)
+            except BaseException as exc:  # handed to the serving thread
+                admitted.put(exc)
+
+    def _next(self, admitted: queue.SimpleQueue) -> _Admitted | None:
+        while True:
+            try:
+                entry = admitted.get(timeout=0.05)
+            except queue.Empty:
                 self.hub.check()
-                time.sleep(min(left, 0.05))
-            outcome = self._execute(request, item, arrival)
-            self._record(request, at, item, served, outcome, writer, costs)
-            self._cleanup(request)
+                continue
+            if isinstance(entry, BaseException):
+                raise entry
+            return entry
 
     def _cleanup(self, request: int) -> None:
         self.store.drop(request)
         self.hub.drop(request)
 
-    def _execute(self, request: int, item: _Installed, arrival: float) -> _Outcome:
+    def _dispatch(self, request: int, item: _Installed, arrival: float) -> float:
+        """Put the request's input in place (it exists from `arrival` on), tell its workers,
+        queue the host's sends. Returns when that was done."""
         plan, graph = item.served.plan, item.served.prepared.graph
-        started = time.perf_counter()
-        deadline = started + self.timeout_s
-        self.hub.request = request
-        shape = tuple(graph.input_shape)
-        x = self.inputs[(shape, request % self.distinct)]
+        x = self.inputs[(tuple(graph.input_shape), request % self.distinct)]
         self.store.put(request, plan.input_id, (graph.full(0), x), at=arrival)
         for w in item.workers:
             self.hub.send(w, Message(MsgType.START, request=request,
                                      body={"plan_id": item.plan_id}))
-        self.sender.jobs.put((request, item.plan_id, plan, graph))
+        self.sender.submit(request, item.plan_id, plan, graph)
+        return time.perf_counter()
+
+    def _complete(self, request: int, item: _Installed, dispatched: float) -> _Outcome:
+        """The host's own ops of a dispatched request, then its output and the workers' reports."""
+        plan, graph = item.served.plan, item.served.prepared.graph
+        deadline = time.perf_counter() + self.timeout_s
+        self.hub.request = request
         try:
             host_ops = run_compute_ops(plan, graph, self.host, request, self.store,
                                        deadline=deadline)
@@ -458,7 +530,7 @@ class _Run:
             sent = {op: t for (r, op), t in self.hub.sent.items() if r == request}
             arrived = {op: t for (r, op), t in self.hub.arrived.items() if r == request}
         self.hub.request = None
-        return _Outcome(finish, host_ops, reports, sent, arrived, output, started)
+        return _Outcome(finish, host_ops, reports, sent, arrived, output, dispatched)
 
     def _late(self, request: int, item: _Installed) -> str:
         waiting = [w for w in item.workers if (request, w) not in self.hub.reports]
@@ -471,8 +543,8 @@ class _Run:
             return 0.0, 0.0
         return self.hub.links[device].clock.estimate()
 
-    def _record(self, request: int, at: float, item: _Installed, served: Served,
-                outcome: _Outcome, writer: TraceWriter, costs: dict[str, float]) -> None:
+    def _record(self, entry: _Admitted, outcome: _Outcome, writer: TraceWriter) -> None:
+        request, at, item, served = entry.request, entry.at, entry.item, entry.served
         plan = item.served.plan
         times: dict[str, tuple[float, float, float]] = {}  # op -> (start, end, uncertainty)
         for op_id, t0, t1 in outcome.host_ops:
@@ -491,7 +563,7 @@ class _Run:
         origin = self.start
         for op in plan.ops:
             if isinstance(op, Input):
-                start = end = outcome.started if request < 0 else self.start + at
+                start = end = self.start + at
                 uncertainty = 0.0
                 device = op.device
             elif isinstance(op, Transfer):
@@ -502,7 +574,8 @@ class _Run:
                 uncertainty = unc.get(op.src, 0.0) + unc.get(op.dst, 0.0)
                 device = op.src
                 link = op.dst if op.src == self.host else op.src
-                self.observed.append(Observation(end - origin, link, op.bytes, end - start))
+                with self.progress:
+                    self.observed.append(Observation(end - origin, link, op.bytes, end - start))
             else:
                 assert isinstance(op, Compute | Gather)
                 if op.id not in times:
@@ -515,30 +588,25 @@ class _Run:
                                bytes=op.bytes if isinstance(op, Transfer) else 0,
                                uncertainty_s=uncertainty))
         error, relative = self._compare(request, item, outcome.output)
-        # queue_s: from arrival until the host started the request (busy with earlier ones, or
-        # still deciding or installing a new plan); policy_s and install_s were spent before
-        # the start, from the end of the previous request on.
+        # queue_s: from arrival until the request was dispatched (late only while the previous
+        # decision or a new plan's installation ran past the arrival); policy_s and install_s
+        # were spent before that, from the previous dispatch on.
         extra = {**served.extra, "relative_error": relative,
-                 "queue_s": max(0.0, outcome.started - (self.start + at)), **costs}
+                 "queue_s": max(0.0, outcome.dispatched - (self.start + at)), **entry.costs}
         record = RequestRecord(
             request=request, arrival=at, finish=outcome.finish - origin, method=plan.method,
             model=plan.model, deadline=self.scenario.workload.deadline,
             predicted_s=served.predicted_s, top1=served.top1, max_abs_error=error, extra=extra)
         writer.request(record)
-        self.count += 1
+        with self.progress:
+            self.count += 1
+            self.progress.notify_all()
         if self.on_request is not None:
             self.on_request(record)
 
     def _compare(self, request: int, item: _Installed, output: torch.Tensor) -> tuple[float, float]:
         """Outside the timed part: the largest error against the whole model on the host."""
-        prepared = item.served.prepared
-        k = request % self.distinct
-        key = (item.served.plan.model, k)
-        if key not in self.check.references:
-            x = self.inputs[(tuple(prepared.graph.input_shape), k)]
-            with torch.no_grad():
-                self.check.references[key] = prepared.model(x)
-        reference = self.check.references[key]
+        reference = self._reference(item, request % self.distinct)
         if output.shape != reference.shape:
             raise BackendError(f"request {request}: output shape {tuple(output.shape)}, the "
                                f"model gives {tuple(reference.shape)}")
@@ -547,6 +615,18 @@ class _Run:
         if relative > TOLERANCE:
             self.check.failures.append((request, error, relative))
         return error, relative
+
+    def _reference(self, item: _Installed, k: int) -> torch.Tensor:
+        """The monolithic model's output for input `k`, computed once per model. Done before
+        the run for the plans installed then (`warm_up`): here it would hold the host's thread
+        while the next requests wait."""
+        prepared = item.served.prepared
+        key = (item.served.plan.model, k)
+        if key not in self.check.references:
+            x = self.inputs[(tuple(prepared.graph.input_shape), k)]
+            with torch.no_grad():
+                self.check.references[key] = prepared.model(x)
+        return self.check.references[key]
 
     def verdict(self) -> None:
         failures = self.check.failures

@@ -45,8 +45,10 @@ from halp.runtime.device import (
     Block,
     BlockStore,
     Mailbox,
+    SendQueues,
     check_block,
     compute_ops,
+    destinations,
     io_priority,
     name_os_thread,
     receives_of,
@@ -127,7 +129,7 @@ class RequestState:
     plan_id: int
     expect: set[str]  # transfers to this device not yet arrived
     compute_left: bool
-    sends_left: bool
+    sends_left: int  # peers whose sends are not done
     records: list[tuple[str, float, float]] = field(default_factory=list)
     arrived: dict[str, float] = field(default_factory=dict)
     sent: dict[str, float] = field(default_factory=dict)
@@ -171,9 +173,8 @@ class Worker:
         self.rejected = 0
         self.clock = clock_identity()
         self._compute_q: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
-        self._send_q: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
-        self._threads = [threading.Thread(target=self._compute_loop, name="halp-compute"),
-                         threading.Thread(target=self._send_loop, name="halp-sender")]
+        self._senders = SendQueues("halp-send", self._send_job)
+        self._threads = [threading.Thread(target=self._compute_loop, name="halp-compute")]
         for thread in self._threads:
             thread.start()
         self._closed = False
@@ -213,7 +214,7 @@ class Worker:
         self._closed = True
         self.store.fail("the worker is stopping")
         self._compute_q.put(None)
-        self._send_q.put(None)
+        self._senders.stop()
         for thread in self._threads:
             thread.join()
         self._close_peers()
@@ -423,15 +424,14 @@ class Worker:
         if session is None or installed is None:
             raise WireError(f"request {request} names plan {plan_id}, which is not installed")
         me = session.device
+        peers = destinations(installed.plan, me)
         state = RequestState(plan_id, {op.id for op in receives_of(installed.plan, me)},
-                             bool(compute_ops(installed.plan, me)),
-                             bool(sends_of(installed.plan, me)))
+                             bool(compute_ops(installed.plan, me)), len(peers))
         self.requests[request] = state
         job = ("run", self.store.generation, request, plan_id)
         if state.compute_left:
             self._compute_q.put(job)
-        if state.sends_left:
-            self._send_q.put(job)
+        self._senders.put(peers, job)
         return state
 
     def _data(self, msg: Message) -> None:
@@ -490,7 +490,7 @@ class Worker:
                 state.records = item[3]
                 state.compute_left = False
             else:
-                state.sends_left = False
+                state.sends_left -= 1
             self._maybe_report(request)
         elif kind == "failed":
             _, _, request, error = item
@@ -555,34 +555,41 @@ class Worker:
                     self.mailbox.put(("installed", generation, plan_id, None,
                                       f"{type(exc).__name__}: {exc}"))
             else:
-                self._run_job(job, compute=True)
+                self._run_job(job)
 
-    def _send_loop(self) -> None:
-        with io_priority():
-            while (job := self._send_q.get()) is not None:
-                self._run_job(job, compute=False)
-
-    def _run_job(self, job: tuple[Any, ...], compute: bool) -> None:
+    def _run_job(self, job: tuple[Any, ...]) -> None:
         _, generation, request, plan_id = job
         session = self.session
         installed = self.plans.get(plan_id)
         if session is None or installed is None or generation != self.store.generation:
             return
-        me = session.device
         try:
-            if compute:
-                records = run_compute_ops(installed.plan, installed.graph, me, request,
-                                          self.store, generation)
-                self.mailbox.put(("computed", generation, request, records))
-            else:
-                def send(op: Transfer, block: Block) -> None:
-                    self.mailbox.put(("data", generation, request, plan_id, op, block))
-
-                send_ops(installed.plan, installed.graph, me, request, self.store, send, generation)
-                self.mailbox.put(("sent_all", generation, request))
+            records = run_compute_ops(installed.plan, installed.graph, session.device, request,
+                                      self.store, generation)
+            self.mailbox.put(("computed", generation, request, records))
         except Aborted:
             return
         except Exception as exc:  # a failed op is reported to the host, not fatal here
+            self.mailbox.put(("failed", generation, request, f"{type(exc).__name__}: {exc}"))
+
+    def _send_job(self, peer: str, job: tuple[Any, ...]) -> None:
+        """A request's sends to `peer` (a `SendQueues` thread)."""
+        _, generation, request, plan_id = job
+        session = self.session
+        installed = self.plans.get(plan_id)
+        if session is None or installed is None or generation != self.store.generation:
+            return
+
+        def send(op: Transfer, block: Block) -> None:
+            self.mailbox.put(("data", generation, request, plan_id, op, block))
+
+        try:
+            send_ops(installed.plan, installed.graph, session.device, request, self.store, send,
+                     generation, to=peer)
+            self.mailbox.put(("sent_all", generation, request))
+        except Aborted:
+            return
+        except Exception as exc:  # reported to the host, not fatal here
             self.mailbox.put(("failed", generation, request, f"{type(exc).__name__}: {exc}"))
 
 
