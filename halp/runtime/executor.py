@@ -6,8 +6,8 @@ installs every plan the policy may answer, and then serves the requests as they 
 ones are done, as in the simulator: every device serves its ops in plan order, request after
 request. The admission thread puts each input in place at its arrival and tells the workers;
 the host runs its own Compute and Gather ops on the calling thread, request after request,
-while a sender thread sends each of the host's Transfers in plan order as soon as its input
-block exists, and the hub thread receives blocks from the workers: communication and
+while a sender thread per peer sends the host's Transfers to it in plan order as soon as each
+one's input block exists, and the hub thread receives blocks from the workers: communication and
 computation overlap as the plan says, within a request and across requests.
 
 What it records, with the same op ids and columns as the simulator (`halp.trace`):

@@ -6,11 +6,12 @@ builds the model (the same seed gives the same weights) and answers with `model_
 host can check that both hold identical numbers. The host then installs plans (PLAN) and, per
 request, says which plan runs (START) and sends blocks (DATA).
 
-Three threads, as on the host: the I/O thread (the caller of `serve`) owns every socket,
-answers pings at once, stamps arrivals and sends; the compute thread runs this device's Compute
-and Gather ops in plan order (`halp.runtime.device.run_compute_ops`, whose step is `run_region`);
-the sender thread prepares this device's Transfers in plan order as soon as their inputs exist.
-When a request is done here (ops computed, blocks sent, every block for it received) the worker
+Threads, as on the host: the I/O thread (the caller of `serve`) owns every socket, answers
+pings at once, stamps arrivals and sends; the compute thread runs this device's Compute and
+Gather ops in plan order, request after request (`halp.runtime.device.run_compute_ops`, whose
+step is `run_region`); a sender thread per peer prepares this device's Transfers to it in plan
+order as soon as their inputs exist (`SendQueues`). Requests may overlap: a START or block of
+the next request queues its work behind the current one's. When a request is done here (ops computed, blocks sent, every block for it received) the worker
 sends a REPORT with the times on its own `perf_counter` clock.
 
 Anything that fails to decode, to verify or to fit the plan is logged and dropped; the worker
