@@ -20,9 +20,10 @@ EQUAL = "method: {name: equal, cuts: [0, 9, 27]}"
 DETECT_BOUND_S = 5.0
 
 
-def test_killed_worker_is_named_and_finished_requests_are_kept(tmp_path):
+@pytest.mark.parametrize("interval", ["100ms", "2ms"])  # one in flight at a time; a burst
+def test_killed_worker_is_named_and_finished_requests_are_kept(tmp_path, interval):
     path = tmp_path / "s.yaml"
-    path.write_text(scenario_text(requests=40, interval="100ms", extra=EQUAL)
+    path.write_text(scenario_text(requests=40, interval=interval, extra=EQUAL)
                     .replace("method: {name: halp}\n", ""))
     scenario = load_scenario(path)
     out = tmp_path / "out"
@@ -56,15 +57,19 @@ def test_killed_worker_is_named_and_finished_requests_are_kept(tmp_path):
         assert {q.request for q in finished.requests} == set(range(len(finished.requests)))
         assert started[1].popen.poll() is None  # the other worker keeps serving
 
-        # A worker that hangs (SIGSTOP: its connections stay open) is found by the heartbeat.
-        path.write_text(scenario_text(devices=2, requests=40, interval="100ms", extra=EQUAL)
-                        .replace("method: {name: halp}\n", "").replace("name: w1", "name: w2"))
-        alone = load_scenario(path)
+
+def test_hung_worker_is_found_by_the_heartbeat(tmp_path):
+    """A worker that hangs (SIGSTOP: its connections stay open)."""
+    path = tmp_path / "s.yaml"
+    path.write_text(scenario_text(devices=2, requests=40, interval="100ms", extra=EQUAL)
+                    .replace("method: {name: halp}\n", "").replace("name: w1", "name: w2"))
+    alone = load_scenario(path)
+    with workers(tmp_path, ["w2"]) as (started, token_file):
         frozen: list[float] = []
 
         def freeze() -> None:
             time.sleep(1.0)
-            started[1].popen.send_signal(signal.SIGSTOP)
+            started[0].popen.send_signal(signal.SIGSTOP)
             frozen.append(time.monotonic())
 
         freezer = threading.Thread(target=freeze)
@@ -72,11 +77,11 @@ def test_killed_worker_is_named_and_finished_requests_are_kept(tmp_path):
         try:
             with pytest.raises(BackendError, match=r"device w2 .* sent nothing for") as info:
                 run_host(alone, policy_for(alone), TraceWriter(None, "emu", "equal"),
-                         {"w2": started[1].address}, load_token(token_file), 30.0,
+                         {"w2": started[0].address}, load_token(token_file), 30.0,
                          dead_after_s=1.0)
             stopped_at = time.monotonic()
         finally:
             freezer.join()
-            started[1].popen.send_signal(signal.SIGCONT)
+            started[0].popen.send_signal(signal.SIGCONT)
         assert stopped_at - frozen[0] < 1.0 + DETECT_BOUND_S, str(info.value)
-        assert started[1].stop() == 0
+        assert started[0].stop() == 0
