@@ -4,7 +4,8 @@ A device runs its Compute and Gather ops one at a time in plan order (`run_compu
 its compute thread), and prepares its outgoing Transfers to each peer in plan order as soon as
 each one's input block exists (`send_ops`, on that peer's sender thread, `SendQueues`). Blocks
 live in a `BlockStore` keyed by (request, op id); a thread that needs a block waits on the
-store, and a failure anywhere wakes every waiter. The compute step itself is `halp.model.slicing.run_region`: no sockets here.
+store, and a failure anywhere wakes every waiter. The compute step itself is
+`halp.model.slicing.run_region`: no sockets here.
 """
 
 from __future__ import annotations

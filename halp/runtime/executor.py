@@ -465,6 +465,8 @@ class _Run:
                         self.progress.wait_for(
                             lambda r=request: self.count >= r or self.stopping.is_set(),
                             max(0.0, arrival - time.perf_counter()))
+                        if self.stopping.is_set():
+                            return
                         observed = list(self.observed)
                     t0 = time.perf_counter()
                     served = policy.serve(request, at, observed)

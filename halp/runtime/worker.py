@@ -11,8 +11,9 @@ pings at once, stamps arrivals and sends; the compute thread runs this device's 
 Gather ops in plan order, request after request (`halp.runtime.device.run_compute_ops`, whose
 step is `run_region`); a sender thread per peer prepares this device's Transfers to it in plan
 order as soon as their inputs exist (`SendQueues`). Requests may overlap: a START or block of
-the next request queues its work behind the current one's. When a request is done here (ops computed, blocks sent, every block for it received) the worker
-sends a REPORT with the times on its own `perf_counter` clock.
+the next request queues its work behind the current one's. When a request is done here (ops
+computed, blocks sent, every block for it received) the worker sends a REPORT with the times
+on its own `perf_counter` clock.
 
 Anything that fails to decode, to verify or to fit the plan is logged and dropped; the worker
 keeps serving. A new host HELLO, RESET or BYE drops the requests in flight; the models stay
@@ -27,6 +28,7 @@ import queue
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -559,35 +561,37 @@ class Worker:
                 self._run_job(job)
 
     def _run_job(self, job: tuple[Any, ...]) -> None:
-        _, generation, request, plan_id = job
-        session = self.session
-        installed = self.plans.get(plan_id)
-        if session is None or installed is None or generation != self.store.generation:
-            return
-        try:
-            records = run_compute_ops(installed.plan, installed.graph, session.device, request,
-                                      self.store, generation)
+        """A request's Compute and Gather ops here (the compute thread)."""
+        def compute(me: str, installed: Installed, request: int, generation: int) -> None:
+            records = run_compute_ops(installed.plan, installed.graph, me, request, self.store,
+                                      generation)
             self.mailbox.put(("computed", generation, request, records))
-        except Aborted:
-            return
-        except Exception as exc:  # a failed op is reported to the host, not fatal here
-            self.mailbox.put(("failed", generation, request, f"{type(exc).__name__}: {exc}"))
+
+        self._job(job, compute)
 
     def _send_job(self, peer: str, job: tuple[Any, ...]) -> None:
-        """A request's sends to `peer` (a `SendQueues` thread)."""
+        """A request's sends to `peer` (its `SendQueues` thread)."""
+        plan_id = job[3]
+
+        def send_all(me: str, installed: Installed, request: int, generation: int) -> None:
+            def send(op: Transfer, block: Block) -> None:
+                self.mailbox.put(("data", generation, request, plan_id, op, block))
+
+            send_ops(installed.plan, installed.graph, me, request, self.store, send, generation,
+                     to=peer)
+            self.mailbox.put(("sent_all", generation, request))
+
+        self._job(job, send_all)
+
+    def _job(self, job: tuple[Any, ...], work: Callable[[str, Installed, int, int], None]) -> None:
+        """Run `work` for a request of the current run; a failure is reported to the host."""
         _, generation, request, plan_id = job
         session = self.session
         installed = self.plans.get(plan_id)
         if session is None or installed is None or generation != self.store.generation:
             return
-
-        def send(op: Transfer, block: Block) -> None:
-            self.mailbox.put(("data", generation, request, plan_id, op, block))
-
         try:
-            send_ops(installed.plan, installed.graph, session.device, request, self.store, send,
-                     generation, to=peer)
-            self.mailbox.put(("sent_all", generation, request))
+            work(session.device, installed, request, generation)
         except Aborted:
             return
         except Exception as exc:  # reported to the host, not fatal here
