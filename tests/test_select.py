@@ -135,4 +135,4 @@ def test_predictions_are_made_at_the_estimate_not_at_its_bucket(tmp_path):
     exact = p.latency.at(p.cluster.with_bandwidth({"b": 30e6}))
     assert served.predicted_s == pytest.approx(estimate(served.plan, served.prepared.graph, exact).makespan)
     bucket = next(c for c in p.candidates({"b": 30e6}) if c.variant == served.extra["variant"])
-    assert bucket.predicted_s != pytest.approx(served.predicted_s)  # the bucket's rate is not 11 Mbps
+    assert bucket.predicted_s != pytest.approx(served.predicted_s)  # the bucket's rate is not 30 Mbps

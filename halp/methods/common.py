@@ -104,6 +104,8 @@ def descend(cost: Callable[[list[int]], float], points: list[int], height: int, 
     moving two edges; then halve the step, down to `last_step`. Split times are piecewise
     constant in the points, so gradients do not help; halving steps skip the flat parts."""
     n = len(points)
+    two = ([[(i, 1), (j, sign)] for i in range(n) for j in range(i + 1, n) for sign in (1, -1)]
+           if pairs else [])
     t = cost(points)
     while step >= last_step:
         improved = True
@@ -111,8 +113,6 @@ def descend(cost: Callable[[list[int]], float], points: list[int], height: int, 
             single = [[(i, 1)] for i in range(n)]
             if together:
                 single += [[(i, 1), (i + 1, 1)] for i in range(1, n - 1, 2) if points[i] == points[i + 1]]
-            two = ([[(i, 1), (j, sign)] for i in range(n) for j in range(i + 1, n) for sign in (1, -1)]
-                   if pairs else [])
             improved = False
             for moves in (single, two):
                 for move in moves:

@@ -80,7 +80,6 @@ class _Outcome:
     sent: dict[str, float]
     arrived: dict[str, float]
     output: torch.Tensor
-    dispatched: float
 
 
 @dataclass
@@ -419,7 +418,8 @@ class _Run:
         request = -1
         for _ in range(rounds):
             for item in self.installed:
-                self._complete(request, item, self._dispatch(request, item, time.perf_counter()))
+                self._dispatch(request, item, time.perf_counter())
+                self._complete(request, item)
                 self._cleanup(request)
                 request -= 1
         for item in self.installed:
@@ -439,7 +439,7 @@ class _Run:
         admission.start()
         try:
             while (entry := self._next(admitted)) is not None:
-                outcome = self._complete(entry.request, entry.item, entry.dispatched)
+                outcome = self._complete(entry.request, entry.item)
                 self._record(entry, outcome, writer)
                 self._cleanup(entry.request)
         finally:
@@ -510,7 +510,7 @@ class _Run:
         self.sender.submit(request, item.plan_id, plan, graph)
         return time.perf_counter()
 
-    def _complete(self, request: int, item: _Installed, dispatched: float) -> _Outcome:
+    def _complete(self, request: int, item: _Installed) -> _Outcome:
         """The host's own ops of a dispatched request, then its output and the workers' reports."""
         plan, graph = item.served.plan, item.served.prepared.graph
         deadline = time.perf_counter() + self.timeout_s
@@ -532,7 +532,7 @@ class _Run:
             sent = {op: t for (r, op), t in self.hub.sent.items() if r == request}
             arrived = {op: t for (r, op), t in self.hub.arrived.items() if r == request}
         self.hub.request = None
-        return _Outcome(finish, host_ops, reports, sent, arrived, output, dispatched)
+        return _Outcome(finish, host_ops, reports, sent, arrived, output)
 
     def _late(self, request: int, item: _Installed) -> str:
         waiting = [w for w in item.workers if (request, w) not in self.hub.reports]
@@ -594,7 +594,7 @@ class _Run:
         # decision or a new plan's installation ran past the arrival); policy_s and install_s
         # were spent before that, from the previous dispatch on.
         extra = {**served.extra, "relative_error": relative,
-                 "queue_s": max(0.0, outcome.dispatched - (self.start + at)), **entry.costs}
+                 "queue_s": max(0.0, entry.dispatched - (self.start + at)), **entry.costs}
         record = RequestRecord(
             request=request, arrival=at, finish=outcome.finish - origin, method=plan.method,
             model=plan.model, deadline=self.scenario.workload.deadline,
