@@ -192,7 +192,7 @@ class EmulatedRun:
         from mininet.util import numCores
 
         self.scenario = scenario
-        self.run_dir = run_dir
+        self.run_dir = run_dir.absolute()  # the device processes run in another directory
         self.log = log
         self.topology: Topology = describe(scenario, tag or new_tag(), numCores())
         self.processes = Processes()

@@ -258,6 +258,21 @@ RUNNER = textwrap.dedent("""
 """)
 
 
+def test_halp_run_writes_a_relative_out_folder(tmp_path):
+    """`halp run --backend emu` from where the user stands: the default `runs/...` folder is
+    relative, and the device processes run in another directory."""
+    scenario(tmp_path, devices=2, requests=2)
+    done = subprocess.run([sys.executable, "-m", "halp.cli", "run", "s.yaml", "--backend", "emu"],
+                          capture_output=True, text=True, cwd=str(tmp_path),
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    (out,) = (tmp_path / "runs").iterdir()
+    trace = read_trace_dir(out)
+    assert [r.request for r in trace.requests] == [0, 1]
+    assert all(r.max_abs_error <= TOLERANCE for r in trace.requests)
+
+
 @pytest.mark.slow
 def test_sigterm_mid_run_tears_everything_down(tmp_path):
     s = scenario(tmp_path, devices=2, requests=200, interval="50ms")
