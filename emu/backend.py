@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from emu.host_main import SERVING
-from emu.network import CGROUP_ROOT, EmulatedNetwork, LiveRates, require_emulator
+from emu.network import CGROUP_ROOT, EmulatedNetwork, LiveRates, require_emulator, require_netem
 from emu.topology import Topology, describe
 from halp.errors import BackendError
 from halp.runtime.device import IO_CGROUP_FD_ENV
@@ -416,6 +416,14 @@ def _pump(stream: Any, lines: queue.Queue, log_path: Path | None) -> None:
         if log is not None:
             log.close()
         lines.put(None)
+
+
+def check(scenario: Scenario) -> None:
+    """Refuse, in one line and before anything is written, what this machine cannot emulate."""
+    from mininet.util import numCores
+
+    require_emulator()
+    require_netem(describe(scenario, new_tag(), numCores()).needs_netem)
 
 
 def run(scenario: Scenario, policy: Policy, writer: TraceWriter,

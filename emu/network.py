@@ -68,6 +68,14 @@ def netem_available() -> bool:
     return probe.returncode == 0
 
 
+def require_netem(needed: bool) -> None:
+    """Raise one line when delay, jitter or loss is asked for and this kernel has no netem."""
+    if needed and not netem_available():
+        raise BackendError("network.delay/jitter/loss need the `netem` qdisc, which this "
+                           "kernel lacks (CONFIG_NET_SCH_NETEM); set them to 0 or use the "
+                           "simulator")
+
+
 def run(argv: list[str], where: str = "") -> str:
     """Run a command in the root namespace; raise one line on failure."""
     done = subprocess.run(argv, capture_output=True, text=True)
@@ -138,10 +146,7 @@ class EmulatedNetwork:
         require_emulator()
         topo = self.topology
         netem = topo.needs_netem
-        if netem and not netem_available():
-            raise BackendError("network.delay/jitter/loss need the `netem` qdisc, which this "
-                               "kernel lacks (CONFIG_NET_SCH_NETEM); set them to 0 or use the "
-                               "simulator")
+        require_netem(netem)
         self._check_free()
         from mininet.link import Link, TCLink
         from mininet.log import setLogLevel

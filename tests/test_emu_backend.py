@@ -16,8 +16,9 @@ import pytest
 from conftest import REPO, write_scenario
 
 from emu.backend import EmulatedRun, run
-from emu.network import EmulatedNetwork
+from emu.network import EmulatedNetwork, netem_available
 from emu.topology import HTB_BURST_BYTES
+from halp.cli import main
 from halp.errors import BackendError
 from halp.runtime import TOLERANCE
 from halp.scenario import load_scenario
@@ -271,6 +272,19 @@ def test_halp_run_writes_a_relative_out_folder(tmp_path):
     trace = read_trace_dir(out)
     assert [r.request for r in trace.requests] == [0, 1]
     assert all(r.max_abs_error <= TOLERANCE for r in trace.requests)
+
+
+def test_what_cannot_be_emulated_is_refused_before_anything_is_written(tmp_path, monkeypatch,
+                                                                      capsys):
+    if netem_available():
+        pytest.skip("this kernel has netem; the refusal cannot happen here")
+    scenario(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    for command in (["run", "s.yaml", "--backend", "emu"], ["validate", "s.yaml", "--out", "v"]):
+        assert main([*command, "--set", "network.delay=5ms"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "netem" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]
 
 
 @pytest.mark.slow

@@ -101,6 +101,14 @@ def test_records_stay_on_disk_when_the_backend_fails(small, tmp_path, monkeypatc
     assert (out / "ops.jsonl").read_text().strip()
 
 
+def test_an_out_folder_that_cannot_be_made_is_one_line(small, tmp_path, capsys):
+    (tmp_path / "taken").write_text("a file, not a folder")
+    code = main(["run", str(small), "--out", str(tmp_path / "taken" / "out")])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(tmp_path / "taken" / "out") in err
+
+
 def test_compare_puts_methods_side_by_side(small, tmp_path, capsys):
     out = tmp_path / "cmp"
     assert main(["compare", str(small), "--methods", "halp,modnn,standalone", "--out", str(out),

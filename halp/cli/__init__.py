@@ -1,7 +1,8 @@
 """The `halp` command: one subcommand per module in this package.
 
 Each command module has `add_parser(subparsers)` and `run(args) -> int`. Expected failures
-(`HalpError`) print one line and exit 2; a missing optional engine says how to install it.
+(`HalpError`, and a file that cannot be read or written) print one line and exit 2; a missing
+optional engine says how to install it.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `halp ... | head`
         sys.stderr.close()
         return 0
+    except OSError as exc:
+        if exc.filename is None:  # not a file the user named or we write: a bug, keep the trace
+            raise
+        print(f"halp {args.command}: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"halp {args.command}: interrupted", file=sys.stderr)
         return 130

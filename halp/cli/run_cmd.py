@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from halp.backends import BACKENDS, load_backend
+from halp.backends import BACKENDS, load_backend, ready_backend
 from halp.cli.common import add_scenario, print_json, scenario_from_args
 from halp.errors import HalpError
 from halp.methods import Prepared, make_plan, prepare
@@ -79,7 +79,7 @@ def execute(scenario: Scenario, backend: str, out: Path | None, policy: Policy |
             standalone: float | None = None, figures: bool = True) -> dict[str, Any]:
     """Run `scenario` on `backend`, writing the output folder `out` (None: nothing on disk).
     Returns the report. If the backend fails, the records written so far stay in `out`."""
-    module = load_backend(backend)
+    module = ready_backend(backend, scenario)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "scenario.yaml").write_text(scenario.to_yaml())

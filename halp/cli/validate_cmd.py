@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from halp.backends import load_backend
+from halp.backends import load_backend, ready_backend
 from halp.cli.common import add_scenario, print_json, scenario_from_args
 from halp.serving import policy_for
 from halp.trace import TraceWriter
@@ -33,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     scenario = scenario_from_args(args)
-    measuring = load_backend(args.against)  # fails early, one line, when it cannot run here
+    measuring = ready_backend(args.against, scenario)  # one line, before anything is written
     simulator = load_backend("sim")
     policy = policy_for(scenario)
     out: Path | None = args.out
