@@ -61,7 +61,9 @@ class ModelConfig(Strict):
     width: float = 1.0
     resolution: int | None = None
     weights: str | None = None  # a state_dict file, relative to the scenario
-    factory: str | None = None  # "package.module:function" returning an nn.Sequential (custom)
+    # custom: "file.py:function" (relative to the scenario) or "package.module:function" (a
+    # module beside the scenario, else on the Python path) returning an nn.Sequential
+    factory: str | None = None
     input_shape: tuple[int, int, int] | None = None  # (C, H, W), custom models only
 
     @model_validator(mode="after")
@@ -406,7 +408,20 @@ class Scenario(Strict):
         resolution = m.resolution or (m.input_shape[1] if m.input_shape else 224)
         return ModelSpec(name=m.name, width=m.width, resolution=resolution, seed=self.seed,
                          weights=str(self.resolve(m.weights)) if m.weights else None,
-                         factory=m.factory, input_shape=m.input_shape)
+                         factory=self.factory(), input_shape=m.input_shape)
+
+    def factory(self) -> str | None:
+        """The custom model's factory with its module file made absolute when it is a file:
+        `file.py:function` relative to the scenario, or `module:function` where `module.py`
+        lies beside the scenario. Otherwise a module name for the Python path."""
+        factory = self.model.factory
+        if not factory or ":" not in factory:
+            return factory
+        where, _, attr = factory.rpartition(":")
+        if where.endswith(".py"):
+            return f"{self.resolve(where).resolve()}:{attr}"
+        beside = self.base / (where.replace(".", "/") + ".py")
+        return f"{beside.resolve()}:{attr}" if beside.is_file() else factory
 
     def link_trace(self, device: str) -> BandwidthTrace:
         value = self.network.links.get(device, self.network.bandwidth)
@@ -450,7 +465,7 @@ class Scenario(Strict):
 
     def to_yaml(self) -> str:
         """The scenario as run: units written back, and every file it names (profiles, traces,
-        weights, policy) made absolute, so it loads the same from a run folder."""
+        weights, a custom model's file, policy) made absolute, so it loads the same from a run folder."""
         data = self.model_dump(mode="json", exclude={"base_dir"}, exclude_none=True)
         for device in data["devices"]:
             device["profile"] = str(find_profile(device["profile"], self.base).resolve())
@@ -459,6 +474,8 @@ class Scenario(Strict):
                 value["trace"] = str(self.resolve(value["trace"]).resolve())
         if data["model"].get("weights"):
             data["model"]["weights"] = str(self.resolve(data["model"]["weights"]).resolve())
+        if data["model"].get("factory"):
+            data["model"]["factory"] = self.factory()
         if data["method"].get("policy"):
             data["method"]["policy"] = str(self.resolve(data["method"]["policy"]).resolve())
         return yaml.safe_dump(data, sort_keys=False)
@@ -531,10 +548,13 @@ def parse_scenario(data: Any, source: str = "<scenario>", base_dir: str | None =
                                            context={"base_units": base_units})
     except ValidationError as exc:
         raise ScenarioError(f"{source}: {_format(exc)}") from None
-    try:  # things that need the file system: profiles, traces, weights
+    try:  # things that need the file system: profiles, traces, weights, a model's file
         scenario.cluster()
         if scenario.model.weights and not scenario.resolve(scenario.model.weights).is_file():
             raise HalpError(f"model.weights: file {scenario.model.weights} does not exist")
+        where = (scenario.factory() or "").rpartition(":")[0]
+        if where.endswith(".py") and not Path(where).is_file():
+            raise HalpError(f"model.factory: file {where} does not exist")
         if isinstance(scenario.method, ErlMethod) and not scenario.resolve(scenario.method.policy).is_file():
             raise HalpError(f"method.policy: file {scenario.method.policy} does not exist; "
                             "train one with `halp train`")

@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.emu, pytest.mark.usefixtures("emu_required", "machine_
 SCENARIO = """\
 name: emu-test
 seed: 3
-model: {{name: mobilenet_v1, width: 0.25, resolution: 128}}
+model: {model}
 devices:
   - {{name: a, role: host, profile: this-machine, cpu_share: 0.5, speed: 0.05}}
 {secondaries}
@@ -46,11 +46,12 @@ backends: {{emu: {{timeout: 60s}}}}
 
 
 def scenario(tmp_path: Path, devices: int = 2, method: str = "halp", requests: int = 2,
-             interval: str = "100ms"):
+             interval: str = "100ms",
+             model: str = "{name: mobilenet_v1, width: 0.25, resolution: 128}"):
     secondaries = "\n".join(f"  - {{name: {n}, profile: this-machine, cpu_share: 0.5}}"
                             for n in "bcd"[:devices - 1])
     text = SCENARIO.format(secondaries=secondaries, method=method, requests=requests,
-                           interval=interval)
+                           interval=interval, model=model)
     return load_scenario(write_scenario(tmp_path, text))
 
 
@@ -89,6 +90,33 @@ def test_plans_compute_exact_outputs_over_the_emulated_network(tmp_path, devices
     on_disk = read_trace_dir(tmp_path / "out")
     assert len(on_disk.requests) == 2 and len(on_disk.ops) == len(trace.ops)
     assert not (tmp_path / "out" / "emu" / "token").exists()
+
+
+USERNET = """\
+from torch import nn
+
+def build():
+    return nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+                         nn.Conv2d(32, 32, 5, padding=2), nn.ReLU6(), nn.MaxPool2d(2),
+                         nn.Conv2d(32, 32, 3, padding=1, groups=32), nn.ReLU(),
+                         nn.Conv2d(32, 64, 1), nn.AvgPool2d(2), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(64, 10))
+"""
+
+
+@pytest.mark.slow
+def test_a_users_own_model_beside_the_scenario_is_exact_over_the_network(tmp_path):
+    """A model the zoo does not know: the workers build it from the scenario's file too."""
+    (tmp_path / "usernet.py").write_text(USERNET)
+    s = scenario(tmp_path, devices=3,
+                 model="{name: custom, factory: 'usernet:build', input_shape: [3, 96, 96]}")
+
+    with TraceWriter(tmp_path / "out", "emu", "halp") as writer:
+        trace = run(s, None, writer, log=quiet)
+
+    assert [r.request for r in trace.requests] == [0, 1]
+    assert all(r.extra["relative_error"] <= TOLERANCE for r in trace.requests)
+    assert len({op.device for op in trace.ops if op.kind == "compute"}) >= 2
 
 
 def cpu_cgroups(pid: int) -> dict[str, set[str]]:

@@ -87,6 +87,53 @@ def test_bad_specs(spec, match):
         build_model(spec)
 
 
+NET = """\
+from torch import nn
+
+def build():
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(8, 8, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(8, 4))
+
+def broken():
+    raise RuntimeError("no such layer")
+
+def not_a_model():
+    return 42
+"""
+
+
+def custom(factory: str) -> ModelSpec:
+    return ModelSpec("custom", resolution=16, factory=factory, input_shape=(3, 16, 16))
+
+
+def test_a_custom_model_comes_from_a_file_or_a_module(tmp_path, monkeypatch):
+    (tmp_path / "usernet.py").write_text(NET)
+    from_file = build_model(custom(f"{tmp_path / 'usernet.py'}:build"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from_module = build_model(custom("usernet:build"))
+    assert model_digest(from_file) == model_digest(from_module)  # same seed, same weights
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(from_file(x), from_module(x))
+
+
+@pytest.mark.parametrize("factory,match", [
+    ("usernet.py:broken", "broken failed: no such layer"),
+    ("usernet.py:not_a_model", "returned int, not an nn.Module"),
+    ("usernet.py:absent", "has no 'absent'"),
+    ("missing.py:build", "missing.py does not exist"),
+    ("no_such_module_here:build", "cannot import 'no_such_module_here'"),
+    ("usernet.py", "needs factory"),
+])
+def test_a_bad_custom_model_is_one_clear_error(tmp_path, monkeypatch, factory, match):
+    (tmp_path / "usernet.py").write_text(NET)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelError, match=match) as err:
+        build_model(custom(factory))
+    assert "\n" not in str(err.value)
+
+
 def test_unsupported_layer_named():
     with pytest.raises(ModelError, match="layer 1 .*LSTM"):
         ModelGraph.from_module(nn.Sequential(nn.Conv2d(3, 4, 3), nn.LSTM(4, 4)), (3, 8, 8))

@@ -123,6 +123,33 @@ def test_scenario_as_run_loads_back(tmp_path):
     assert load_scenario(elsewhere).cluster() == t.cluster()
 
 
+CUSTOM = GOOD.replace("model: {name: mobilenet_v1, width: 0.5, resolution: 160}",
+                      "model: {name: custom, factory: 'FACTORY', input_shape: [3, 16, 16]}")
+NET = "from torch import nn\n\ndef build():\n    return nn.Sequential(nn.Conv2d(3, 4, 3))\n"
+
+
+@pytest.mark.parametrize("factory", ["usernet:build", "usernet.py:build", "models/usernet.py:build"])
+def test_a_custom_model_file_is_found_beside_the_scenario_and_travels(tmp_path, monkeypatch,
+                                                                      factory):
+    """A factory's module file is relative to the scenario (like weights), wherever the user
+    stands, and the scenario as run names it absolutely, so a run folder loads it too."""
+    where = tmp_path / "models" if factory.startswith("models/") else tmp_path
+    where.mkdir(exist_ok=True)
+    (where / "usernet.py").write_text(NET)
+    s = load_text(tmp_path, CUSTOM.replace("FACTORY", factory))
+    monkeypatch.chdir("/")
+    assert s.model_spec().factory == f"{where / 'usernet.py'}:build"
+    elsewhere = tmp_path / "run" / "scenario.yaml"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text(s.to_yaml())
+    assert load_scenario(elsewhere).model_spec() == s.model_spec()
+
+
+def test_a_missing_custom_model_file_is_named_at_load(tmp_path):
+    with pytest.raises(ScenarioError, match="model.factory: file .*nope.py does not exist"):
+        load_text(tmp_path, CUSTOM.replace("FACTORY", "nope.py:build"))
+
+
 def test_overrides_are_revalidated(tmp_path):
     s = load_text(tmp_path, GOOD)
     t = s.with_values({"network.bandwidth": "10Mbps", "method.name": "modnn"})

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import torch
 from torch import nn
@@ -127,18 +130,43 @@ def _randomise(module: nn.Module, seed: int) -> None:
                 sub.running_var.copy_(1.0 + 0.1 * torch.rand(n, generator=generator))
 
 
+def _factory_module(where: str) -> ModuleType:
+    """A module by name from the Python path, or a `.py` file by path (loaded once per path)."""
+    if not where.endswith(".py"):
+        try:
+            return importlib.import_module(where)
+        except ImportError as exc:
+            raise ModelError(f"cannot import {where!r} for custom model: {exc}") from None
+    path = Path(where)
+    if not path.is_file():
+        raise ModelError(f"custom model file {where} does not exist")
+    name = "halp_custom_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # the user's code: any error is theirs, said in one line
+        del sys.modules[name]
+        raise ModelError(f"cannot load custom model file {where}: {exc}") from None
+    return module
+
+
 def _load_factory(factory: str | None) -> nn.Module:
     if not factory or ":" not in factory:
-        raise ModelError(f"a custom model needs factory: 'package.module:function', got {factory!r}")
-    module_name, _, attr = factory.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ModelError(f"cannot import {module_name!r} for custom model: {exc}") from None
-    fn = getattr(module, attr, None)
+        raise ModelError("a custom model needs factory: 'package.module:function' or "
+                         f"'file.py:function', got {factory!r}")
+    where, _, attr = factory.rpartition(":")
+    fn = getattr(_factory_module(where), attr, None)
     if fn is None:
-        raise ModelError(f"{module_name!r} has no {attr!r} for custom model")
-    built = fn()
+        raise ModelError(f"{where!r} has no {attr!r} for custom model")
+    try:
+        built = fn()
+    except Exception as exc:  # the user's code, as above
+        raise ModelError(f"{factory} failed: {exc}") from None
     if not isinstance(built, nn.Module):
         raise ModelError(f"{factory} returned {type(built).__name__}, not an nn.Module")
     return built
