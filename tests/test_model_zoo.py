@@ -89,11 +89,12 @@ def test_bad_specs(spec, match):
 
 NET = """\
 from torch import nn
+from userparts import CHANNELS  # a neighbour, as a script would import it
 
 def build():
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(8, 8, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Linear(8, 4))
+    return nn.Sequential(nn.Conv2d(3, CHANNELS, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(CHANNELS, 8, 3, padding=1), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(8, 4))
 
 def broken():
     raise RuntimeError("no such layer")
@@ -103,12 +104,17 @@ def not_a_model():
 """
 
 
+def write_net(folder) -> None:
+    (folder / "usernet.py").write_text(NET)
+    (folder / "userparts.py").write_text("CHANNELS = 6\n")
+
+
 def custom(factory: str) -> ModelSpec:
     return ModelSpec("custom", resolution=16, factory=factory, input_shape=(3, 16, 16))
 
 
 def test_a_custom_model_comes_from_a_file_or_a_module(tmp_path, monkeypatch):
-    (tmp_path / "usernet.py").write_text(NET)
+    write_net(tmp_path)
     from_file = build_model(custom(f"{tmp_path / 'usernet.py'}:build"))
     monkeypatch.syspath_prepend(str(tmp_path))
     from_module = build_model(custom("usernet:build"))
@@ -127,7 +133,7 @@ def test_a_custom_model_comes_from_a_file_or_a_module(tmp_path, monkeypatch):
     ("usernet.py", "needs factory"),
 ])
 def test_a_bad_custom_model_is_one_clear_error(tmp_path, monkeypatch, factory, match):
-    (tmp_path / "usernet.py").write_text(NET)
+    write_net(tmp_path)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ModelError, match=match) as err:
         build_model(custom(factory))

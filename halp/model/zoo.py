@@ -147,11 +147,14 @@ def _factory_module(where: str) -> ModuleType:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
+    sys.path.insert(0, str(path.parent))  # as when run as a script: it may import its neighbours
     try:
         spec.loader.exec_module(module)
     except Exception as exc:  # the user's code: any error is theirs, said in one line
         del sys.modules[name]
         raise ModelError(f"cannot load custom model file {where}: {exc}") from None
+    finally:
+        sys.path.remove(str(path.parent))
     return module
 
 
