@@ -196,6 +196,7 @@ class EmulatedRun:
         self.log = log
         self.topology: Topology = describe(scenario, tag or new_tag(), numCores())
         self.processes = Processes()
+        self.cpus_awake = False
         self.secret_dir = Path(tempfile.mkdtemp(prefix="halp-emu-"))
         self.token_file = self.secret_dir / "token"
         self.timeout_s = scenario.backends.emu.timeout
@@ -365,6 +366,7 @@ class EmulatedRun:
         try:
             files = self.write_inputs()
             with sigterm_raises(), EmulatedNetwork(self.topology, self.log) as net:
+                self.cpus_awake = net.awake is not None and net.awake.held
                 live = LiveRates(net, self.log)
                 try:
                     self.start_workers(net)
@@ -395,6 +397,7 @@ class EmulatedRun:
             trace.meta.update(json.loads(runtime.read_text()))
         trace.meta.update({"scenario": self.scenario.name, "run_dir": str(self.run_dir),
                            "tag": self.topology.tag, "network": self.topology.kind,
+                           "cpus_awake": self.cpus_awake,
                            "rate_changes": [{"time_s": round(t, 4), "link": d, "bps": bps}
                                             for t, d, bps in self.rate_changes]})
         if writer is not None:

@@ -14,6 +14,8 @@
 - Delay, jitter and loss need the `netem` qdisc. When the kernel lacks it the network refuses to
   start with one line saying so; it never runs without them silently.
 - `LiveRates` changes HTB rates on schedule (`tc class change`) for links with bandwidth traces.
+- `AwakeCpus` keeps the machine's idle CPUs polling while the network is up
+  (`backends.emu.keep_cpus_awake`, on by default; see emu/README).
 
 Mininet is used for what it does well (namespaces, veth pairs, cgroups, `TCIntf`); its global
 set-up (`fixLimits`, which raises system-wide sysctls) and its cleanup by process name
@@ -26,6 +28,7 @@ import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import threading
 import time
@@ -116,6 +119,37 @@ def _bridge_class() -> type:
     return Bridge
 
 
+# ---- idle CPUs ----------------------------------------------------------------------------
+PM_QOS_DEVICE = Path("/dev/cpu_dma_latency")
+
+
+class AwakeCpus:
+    """A zero-latency PM QoS request on `/dev/cpu_dma_latency`, held while it is open: the
+    kernel then polls in idle instead of halting. A throttled device leaves its CPU idle for
+    most of every period; halted, a virtual CPU gives its core back to the hypervisor and
+    resumes on cold caches, which made a quarter-core device's compute spread and drift
+    (emu/README). The request ends when the file is closed, by `close` or by the process's
+    exit, so nothing outlives the run."""
+
+    def __init__(self, log: Callable[[str], None]):
+        self.fd: int | None = None
+        try:
+            self.fd = os.open(PM_QOS_DEVICE, os.O_WRONLY)
+            os.write(self.fd, struct.pack("i", 0))
+        except OSError as exc:
+            self.close()
+            log(f"idle CPUs will halt: cannot hold {PM_QOS_DEVICE} ({exc.strerror})")
+
+    @property
+    def held(self) -> bool:
+        return self.fd is not None
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
 # ---- the network --------------------------------------------------------------------------
 class EmulatedNetwork:
     """A running emulation of one topology. Use as a context manager: `stop` always runs and
@@ -129,6 +163,7 @@ class EmulatedNetwork:
         self.switch_port: dict[str, str] = {}  # device -> bridge-side interface name
         self._ifb_made = False
         self._stopped = False
+        self.awake: AwakeCpus | None = None
 
     def __enter__(self) -> EmulatedNetwork:
         try:
@@ -148,6 +183,8 @@ class EmulatedNetwork:
         netem = topo.needs_netem
         require_netem(netem)
         self._check_free()
+        if topo.keep_cpus_awake:
+            self.awake = AwakeCpus(self.log)
         from mininet.link import Link, TCLink
         from mininet.log import setLogLevel
         from mininet.net import Mininet
@@ -257,6 +294,8 @@ class EmulatedNetwork:
         if self._stopped:
             return
         self._stopped = True
+        if self.awake is not None:
+            self.awake.close()
         problems: list[str] = []
         if self.net is not None:
             try:

@@ -93,6 +93,7 @@ class Topology:
     loss: float  # probability, 0..1
     cfs_period_us: int
     cores: int
+    keep_cpus_awake: bool = True  # see `emu.network.AwakeCpus`
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -177,7 +178,8 @@ def describe(scenario: Scenario, tag: str, cores: int) -> Topology:
     return Topology(tag=tag, kind=network.kind, switch=f"s{tag}", nodes=tuple(nodes),
                     links=tuple(links), channel_bps=channel, delay_s=network.delay,
                     jitter_s=network.jitter, loss=network.loss,
-                    cfs_period_us=scenario.backends.emu.cfs_period_us, cores=cores)
+                    cfs_period_us=scenario.backends.emu.cfs_period_us, cores=cores,
+                    keep_cpus_awake=scenario.backends.emu.keep_cpus_awake)
 
 
 def _link_trace(scenario: Scenario, device: str, host: str) -> BandwidthTrace | None:

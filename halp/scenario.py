@@ -332,6 +332,9 @@ class EmuConfig(Strict):
     # True: a device's I/O threads share its CPU quota with its compute (a one-core device).
     # False: only compute is limited; I/O runs beside it (a multi-core device such as a Pi 4).
     io_in_quota: bool = False
+    # True: while the network is up, idle CPUs poll instead of halting (a zero-latency PM QoS
+    # request), so a device resumes from its throttled part of each period on a warm CPU.
+    keep_cpus_awake: bool = True
     warmup_requests: int = Field(1, ge=0)
     timeout: Duration = 120.0
 

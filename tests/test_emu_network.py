@@ -4,14 +4,16 @@ is one capacity, traces change rates live, and nothing outlives the network (roo
 from __future__ import annotations
 
 import json
+import struct
 import sys
 import textwrap
 import time
+from dataclasses import replace
 
 import pytest
 from conftest import write_scenario
 
-from emu.network import EmulatedNetwork, LiveRates, netem_available
+from emu.network import PM_QOS_DEVICE, EmulatedNetwork, LiveRates, netem_available
 from emu.topology import describe
 from halp.errors import BackendError
 from halp.scenario import load_scenario
@@ -132,6 +134,22 @@ def test_a_bandwidth_trace_changes_the_rate_live_and_stops(tmp_path):
     assert set(rates.values()) == {5e6}
     assert [(d, r) for _, d, r in live.applied] == [("b", 5e6)]
     assert 0.5 <= live.applied[0][0] < 0.8
+
+
+def cpu_latency_target() -> int:
+    """The machine's current PM QoS CPU latency target, in microseconds."""
+    return struct.unpack("i", PM_QOS_DEVICE.read_bytes()[:4])[0]
+
+
+@pytest.mark.parametrize("awake", [True, False])
+def test_idle_cpus_poll_while_the_network_is_up_and_only_then(tmp_path, awake):
+    topo = replace(topology(tmp_path, "{kind: star, bandwidth: 20Mbps}", "nt7"),
+                   keep_cpus_awake=awake)
+    before = cpu_latency_target()
+    with EmulatedNetwork(topo):
+        during = cpu_latency_target()
+    assert during == (0 if awake else before)
+    assert cpu_latency_target() == before
 
 
 def test_delay_without_netem_is_refused_in_one_line(tmp_path):
