@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 from emu.backend import EmulatedRun  # noqa: E402
 from halp.backends import load_backend  # noqa: E402
 from halp.errors import HalpError  # noqa: E402
+from halp.latency.probe import check_profiles  # noqa: E402
 from halp.scenario import Scenario, load_scenario  # noqa: E402
 from halp.serving import policy_for  # noqa: E402
 from halp.trace import Trace, TraceWriter  # noqa: E402
@@ -93,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
             {"workload.requests": args.requests, "workload.arrival": "periodic",
              "workload.interval": args.interval})
         variants = {m: base.with_values({"method.name": m}) for m in METHODS}
+        # The "predicted" column means something only if the profile describes this machine.
+        for line in check_profiles(d.profile for d in base.cluster().devices)[1]:
+            print(line, file=sys.stderr)
         rounds: list[dict[str, Trace]] = []
         with tempfile.TemporaryDirectory(prefix="halp-speedup-") as tmp:
             run = EmulatedRun(variants["standalone"], Path(tmp), log=lambda line: None)

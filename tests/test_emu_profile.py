@@ -7,6 +7,7 @@ import yaml
 from test_latency_profiler import parse
 
 from halp.cli import profile_cmd
+from halp.latency.probe import slowdowns
 from halp.latency.profile import profile_from_dict
 from halp.model.graph import ModelGraph
 from halp.model.zoo import ModelSpec, build_model
@@ -31,6 +32,9 @@ def test_a_profile_measured_on_a_quarter_core_says_so_and_predicts_a_slower_devi
     limited, bare = profiles[0.25], profiles[None]
     assert limited.provenance["cpu_share"] == 0.25 and limited.provenance["cfs_period_us"] == 10_000
     assert limited.cpu_quota == (0.25, 0.01) and bare.cpu_quota is None
+    # The probe says what machine this is, so it is measured outside the quota: there, a 4 ms
+    # linear layer would wait out a throttled period (>= 2.8x as long).
+    assert slowdowns(bare.provenance["probe"], limited.provenance["probe"])["linear"] < 2.0
     spec = ModelSpec("mobilenet_v1", 1.0, 224)
     graph = ModelGraph.from_module(build_model(spec), spec.shape, spec.variant)
     regions = list(graph.layer_regions(0, len(graph), graph.full(len(graph))))

@@ -11,6 +11,7 @@ from torch import nn
 
 from halp.cli import profile_cmd
 from halp.errors import HalpError
+from halp.latency.probe import LAYERS, probe_machine, slowdowns
 from halp.latency.profile import FEATURES, Profile, profile_from_dict
 from halp.latency.profiler import (
     derive_profile,
@@ -143,6 +144,11 @@ def test_cli_quick_profile_writes_a_loadable_file(tmp_path):
     assert profile.provenance["models"] == ["0.25_128"]
     assert "--quick" in profile.provenance["command"]
     assert profile.message_overhead_s > 0 and profile.copy_s_per_byte > 0
+    # The machine it describes: a probe, which this same machine matches a moment later
+    # (loosely: the test suite may be busy beside it).
+    assert set(profile.provenance["probe"]) == set(LAYERS)
+    ratios = slowdowns(profile.provenance["probe"], probe_machine(repeats=5))
+    assert set(ratios) == set(LAYERS) and all(0.5 < r < 2.0 for r in ratios.values()), ratios
 
 
 def test_derived_profile_scales_work_terms_and_fixed_costs_apart():

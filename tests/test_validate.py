@@ -102,5 +102,7 @@ def test_validate_against_the_emulator_writes_json_and_plot(tmp_path, capsys):
     assert {"requests", "latency_error_mean", "latency_error_max", "compute_op_mape",
             "transfer_op_mape"} <= set(summary)
     assert summary["requests"] == 2 and summary["unmatched_ops"] == 0
+    assert set(summary["profiles"]) == {"this-machine"}  # checked against this machine first
     for name in ("validation.json", "validation.png", "sim/ops.jsonl", "emu/ops.jsonl"):
         assert (tmp_path / "v" / name).is_file()
+

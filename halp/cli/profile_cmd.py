@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from halp.errors import HalpError
 from halp.latency.profiler import DEFAULT_HEIGHTS, measure_profile, write_profile
@@ -22,7 +24,7 @@ from halp.model.zoo import MOBILENET_RESOLUTIONS, MOBILENET_WIDTHS, ModelSpec
 
 DEFAULT_WIDTHS = (1.0, 0.5, 0.25)
 DEFAULT_RESOLUTIONS = (224, 128)
-QUICK = {"heights": (1.0, 1 / 4), "repeats": 3, "max_run": 2, "widths": (1.0, 0.25),
+QUICK: dict[str, Any] = {"heights": (1.0, 1 / 4), "repeats": 3, "max_run": 2, "widths": (1.0, 0.25),
          "resolutions": (128,)}
 
 
@@ -58,6 +60,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     derive.add_argument("--assumption", default="", help="the stated assumption, kept in provenance")
     # Set by --emu-cpu-share on the command it runs inside the CPU-limited host (provenance).
     p.add_argument("--cpu-share", type=float, default=1.0, help=argparse.SUPPRESS)
+    # ... and the machine's probe, which only a process outside the quota can measure.
+    p.add_argument("--machine-probe", type=_probe_arg, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=run)
 
 
@@ -97,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     profile = measure_profile(
         models, args.name or out.stem, heights=heights, repeats=repeats, threads=args.threads,
         max_run=max_run, cpu_share=args.cpu_share, seed=args.seed, statistic=args.statistic,
-        command=_command(args, models, repeats, max_run),
+        command=_command(args, models, repeats, max_run), probe=args.machine_probe,
         progress=lambda message: print(f"  {message}", file=sys.stderr, flush=True),
     )
     write_profile(profile, out)
@@ -151,11 +155,13 @@ def _derive(args: argparse.Namespace) -> int:
 def _in_emulator(args: argparse.Namespace) -> int:
     """Run this same command inside one Mininet host limited to `--emu-cpu-share` of a core."""
     from halp.backends import load_backend
+    from halp.latency.probe import probe_machine
 
     inner = ["profile", "--model", args.model, "--out", str(Path(args.out).resolve()),
              "--name", args.name or Path(args.out).stem, "--threads", str(args.threads),
              "--seed", str(args.seed), "--statistic", args.statistic,
-             "--cpu-share", f"{args.emu_cpu_share:g}"]
+             "--cpu-share", f"{args.emu_cpu_share:g}",
+             "--machine-probe", json.dumps(probe_machine(threads=args.threads))]
     for flag, value in (("--width", args.width), ("--resolution", args.resolution),
                         ("--repeats", args.repeats), ("--max-run", args.max_run)):
         if value is not None:
@@ -179,6 +185,14 @@ def model_specs(names: str, widths, resolutions) -> list[ModelSpec]:
     if not specs:
         raise HalpError("--model: name at least one model, e.g. vgg16,mobilenet_v1")
     return specs
+
+
+def _probe_arg(text: str) -> dict[str, float]:
+    try:
+        data = json.loads(text)
+        return {str(k): float(v) for k, v in data.items()}
+    except (ValueError, AttributeError, TypeError):
+        raise argparse.ArgumentTypeError(f"not a JSON object of seconds: {text!r}") from None
 
 
 def _numbers(text: str | None, kind, flag: str) -> tuple:

@@ -3,16 +3,24 @@
 Both backends serve the same workload with the same policy (the same plans); the traces join on
 (request, op). Prints the per-request latency error and the op-duration MAPE per kind, and with
 `--out` writes both traces, `validation.json` and `validation.png` (predicted against measured).
+
+Against the emulator, the emulated devices are this machine held to a share, so each profile
+is first checked against this machine's probe (`halp.latency.probe`): a profile measured on
+another machine, or on this one on a faster day, is named in one line before the run, and the
+summary's `profiles` says, per profile, whether it describes this machine and by how much not.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+from typing import Any
 
 from halp.backends import load_backend, ready_backend
 from halp.cli.common import add_scenario, print_json, scenario_from_args
+from halp.latency.probe import check_profiles
 from halp.serving import policy_for
 from halp.trace import TraceWriter
 from halp.validate import compare, format_summary, scatter
@@ -36,6 +44,11 @@ def run(args: argparse.Namespace) -> int:
     measuring = ready_backend(args.against, scenario)  # one line, before anything is written
     simulator = load_backend("sim")
     policy = policy_for(scenario)
+    profiles: dict[str, Any] = {}
+    if args.against == "emu":  # the emulated devices are this machine: probed while idle
+        profiles, lines = check_profiles(d.profile for d in scenario.cluster().devices)
+        for line in lines:
+            print(line, file=sys.stderr)
     out: Path | None = args.out
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -47,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
         predicted = simulator.run(scenario, policy, writer)
     validation = compare(predicted, measured)
     validation.meta.update({"scenario": scenario.name, "method": method,
-                            "against": args.against, "target": TARGET})
+                            "against": args.against, "target": TARGET,
+                            **({"profiles": profiles} if profiles else {})})
     summary = validation.summary()
     if out is not None:
         (out / "validation.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -44,6 +44,7 @@ import yaml
 
 from halp.errors import HalpError
 from halp.latency.fit import Fit, Observation, fit_observations, mape, nnls, predict
+from halp.latency.probe import probe_machine
 from halp.latency.profile import FEATURES, PROFILE_CFS_PERIOD_US, Profile, layer_features
 from halp.model.graph import CONV, DWCONV, POOL, RESHAPE, ModelGraph, Region
 from halp.model.slicing import run_region
@@ -443,9 +444,14 @@ def cpu_model() -> str:
 def measure_profile(models: Sequence[ModelSpec], name: str, *, heights: Sequence[float] = DEFAULT_HEIGHTS,
                     repeats: int = 5, threads: int = 1, max_run: int = 4, cpu_share: float = 1.0,
                     seed: int = 0, statistic: str = "min", command: str = "",
+                    probe: dict[str, float] | None = None,
                     progress: Callable[[str], None] | None = None) -> Profile:
-    """Measure this machine on `models` and fit its profile."""
+    """Measure this machine on `models` and fit its profile. `probe`: the machine's speed
+    (`halp.latency.probe`), measured at full speed; under a quota (`cpu_share` < 1) this
+    process cannot measure it, and the caller outside the quota passes it in."""
     began = time.perf_counter()
+    if probe is None and cpu_share >= 1.0:
+        probe = probe_machine(threads=threads)
     with BackgroundLoad() as load:
         samples = measure(models, heights, repeats, threads, max_run, seed, statistic, progress)
     copy = measure_copy_s_per_byte(threads)
@@ -472,6 +478,7 @@ def measure_profile(models: Sequence[ModelSpec], name: str, *, heights: Sequence
         "background_cpu": load.share,
         "allocator": "glibc mallopt: no heap trim, mmap above 32 MiB" if steady_allocator() else "default",
         "measure_s": round(time.perf_counter() - began, 1),
+        **({"probe": dict(probe)} if probe else {}),
     }
     return fit_profile(samples, name, seed=seed, copy_s_per_byte=copy, message_overhead_s=message,
                        provenance=provenance)
@@ -491,6 +498,8 @@ HEADER = """\
 # held_out_mape: mean absolute percentage error (%) on the fused runs held out of the fit.
 # copy_s_per_byte: torch.cat of row blocks. message_overhead_s: half the round trip of a
 # 64-byte ZeroMQ REQ/REP message over TCP loopback (excludes bytes / bandwidth).
+# provenance.probe: seconds of four fixed layers at full speed (halp/latency/probe.py), to tell
+# whether this profile still describes the machine it is used on.
 """
 
 

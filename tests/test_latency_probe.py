@@ -1,0 +1,101 @@
+"""The machine probe: whether a profile still describes the machine it is used on."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from halp.latency.probe import (
+    LAYERS,
+    check_profiles,
+    describes_this_machine,
+    probe_machine,
+    slowdowns,
+)
+from halp.latency.profile import find_profile
+from halp.scenario import load_scenario
+
+SCENARIO = """\
+name: probe-check
+model: {name: mobilenet_v1, width: 0.25, resolution: 128}
+devices:
+  - {name: a, role: host, profile: this-machine, cpu_share: 0.5, speed: 0.05}
+  - {name: b, profile: this-machine, cpu_share: 0.5}
+  - {name: c, profile: this-machine, cpu_share: 0.5}
+network: {kind: star, bandwidth: 50Mbps}
+method: {name: halp}
+"""
+
+
+@pytest.fixture(scope="module")
+def now():
+    return probe_machine(repeats=5)
+
+
+def test_probe_times_every_layer(now):
+    assert set(now) == set(LAYERS)
+    assert all(0 < seconds < 1.0 for seconds in now.values())
+
+
+def test_a_layer_that_does_more_work_takes_longer(now):
+    # The probe measures this machine, not a table: 3x3 convolutions on 64 channels do ~60x
+    # the arithmetic of the depthwise ones on 128 (the same map size).
+    assert now["conv3x3"] > now["dwconv3x3"]
+
+
+def test_a_profile_from_a_faster_machine_is_told_apart(now):
+    faster = {"kind": "measured", "probe": {k: v / 1.6 for k, v in now.items()}}
+    same = {"kind": "measured", "probe": dict(now)}
+
+    fits, ratios = describes_this_machine(faster, now)
+
+    assert fits is False
+    assert ratios == pytest.approx(dict.fromkeys(now, 1.6))
+    assert describes_this_machine(same, now) == (True, dict.fromkeys(now, 1.0))
+
+
+def test_one_drifted_kind_is_enough(now):
+    drifted = dict(now, linear=now["linear"] * 0.7)  # the classifier ran faster there
+
+    fits, ratios = describes_this_machine({"kind": "measured", "probe": drifted}, now)
+
+    assert fits is False and ratios["linear"] == pytest.approx(1 / 0.7)
+    assert all(r == pytest.approx(1.0) for k, r in ratios.items() if k != "linear")
+
+
+@pytest.mark.parametrize("provenance", [
+    {"kind": "measured"},  # measured before profiles held a probe
+    {"kind": "derived", "probe": {"conv3x3": 1e-3}},  # scaled for a device that is not here
+    {"kind": "measured", "probe": {"another_layer": 1e-3}},  # nothing in common
+])
+def test_without_a_comparable_probe_it_cannot_tell(provenance, now):
+    assert describes_this_machine(provenance, now) == (None, {})
+
+
+def test_slowdowns_compare_only_what_both_have():
+    assert slowdowns({"a": 1.0, "b": 2.0}, {"b": 3.0, "c": 1.0}) == {"b": 1.5}
+
+
+def test_profiles_of_a_scenario_are_checked_with_a_line_for_each_that_does_not_fit(tmp_path):
+    # Prepare: this machine's profile as if it had been measured where layers ran 1.6x faster,
+    # and one measured before profiles held a probe.
+    data = yaml.safe_load(find_profile("this-machine").read_text())
+    data["provenance"].pop("probe", None)
+    data["name"] = "unprobed"
+    (tmp_path / "unprobed.yaml").write_text(yaml.safe_dump(data))
+    data["provenance"]["probe"] = {k: v / 1.6 for k, v in probe_machine(repeats=5).items()}
+    data["name"] = "faster"
+    (tmp_path / "faster.yaml").write_text(yaml.safe_dump(data))
+    path = tmp_path / "s.yaml"
+    path.write_text(SCENARIO.replace("profile: this-machine, cpu_share: 0.5, speed",
+                                     "profile: faster.yaml, cpu_share: 0.5, speed")
+                    .replace("profile: this-machine", "profile: unprobed.yaml"))
+
+    checks, lines = check_profiles(d.profile for d in load_scenario(path).cluster().devices)
+
+    assert checks["faster"]["describes_this_machine"] is False
+    assert set(checks["faster"]["slowdown"]) == set(data["provenance"]["probe"])
+    assert checks["unprobed"] == {"describes_this_machine": None, "slowdown": {}}
+    assert len(lines) == 2  # one line each, naming the profile and how to measure it again
+    assert "faster" in lines[0] and data["provenance"]["command"] in lines[0]
+    assert "unprobed" in lines[1]
