@@ -14,7 +14,7 @@ The layers are the shapes the zoo's models spend their time in: a 3x3 convolutio
 a depthwise 3x3 and a pointwise 1x1 convolution (MobileNet-V1), a large linear layer (the
 classifiers, bound by memory bandwidth). Each is timed at full speed, in the calling process,
 on `threads` threads, with the allocator the profiler and the runtime use (glibc keeping freed
-memory; without it the depthwise layer took 1.2-2.9 ms instead of 0.42, by process): the
+memory; without it the depthwise layer took 3-7x as long, varying by process): the
 minimum of `repeats` calls in round-robin passes, which a busy neighbour moves less than a mean.
 """
 
