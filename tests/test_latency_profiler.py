@@ -21,6 +21,7 @@ from halp.latency.profiler import (
     measure_graphs,
     measure_message_overhead_s,
     plan_ops,
+    time_ops,
     write_profile,
 )
 from halp.model.graph import RESHAPE, ModelGraph
@@ -61,6 +62,20 @@ def test_plan_times_every_layer_and_fused_runs_on_row_slices(graph):
     for op in ops:
         assert not op.out.empty
         assert graph.full(op.stop).contains(op.out)
+
+
+def test_under_a_quota_an_op_is_timed_by_its_cpu_over_the_share(graph):
+    """Outside any quota this thread's CPU time is its wall time, so an op timed "at half a
+    core" comes out twice its time at a whole core: the throttled time, ops back to back."""
+    import random
+
+    ops = [op for op in plan_ops(graph, (1.0,), 2, random.Random(0)) if op.stop - op.start > 1]
+    whole = [s.seconds for s in time_ops(ops, repeats=7, statistic="median")]
+    half = [s.seconds for s in time_ops(ops, repeats=7, statistic="median", cpu_share=0.5)]
+    ratio = float(np.median(np.array(half) / np.array(whole)))
+    assert 1.6 < ratio < 2.5
+    with pytest.raises(HalpError, match="threads"):
+        time_ops(ops, repeats=1, threads=2, cpu_share=0.5)
 
 
 def test_samples_are_positive_and_mostly_clean(samples):

@@ -41,8 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-run", type=int, help="longest fused run timed, in conv/pool segments (default: 4)")
     p.add_argument("--seed", type=int, default=0, help="slice positions and the held-out split")
     p.add_argument("--statistic", choices=("min", "median", "mean"), default=None,
-                   help="an op's time from its clean calls (default: min; mean, of every call, "
-                        "under --emu-cpu-share; see halp.latency.profiler)")
+                   help="an op's time from its clean calls (default: min; under --emu-cpu-share, "
+                        "mean of every call's CPU time / share; see halp.latency.profiler)")
     p.add_argument("--quick", action="store_true",
                    help="fewer ops, slices and repeats: a rough profile in well under a minute")
     p.add_argument("--emu-cpu-share", type=float, metavar="S",
@@ -66,7 +66,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.statistic is None:  # under a CPU quota, throttling is part of an op's time
+    if args.statistic is None:  # under a CPU quota: the expected CPU, throttling's cost included
         limited = args.emu_cpu_share is not None or args.cpu_share != 1.0
         args.statistic = "mean" if limited else "min"
     if args.derive_from:

@@ -13,6 +13,8 @@ CPU time); an op is timed until it has `repeats` such clean calls. Its time is t
 of them by default, as `timeit` advises: on a shared machine the other processes only ever add
 time, and on this 2-vCPU VM the median of the same ops drifted by up to 19% between runs a
 minute apart while the minimum drifted by under 8%. `statistic="median"` keeps the median.
+Under a CPU quota (`--emu-cpu-share`) a call is timed by this thread's CPU time over the
+share instead, and every call counts (see `time_ops`).
 
 The fit (`halp.latency.fit`) holds out a random share of the fused runs (by seed) and reports
 the MAPE of their prediction as `held_out_mape`. Two small extra measurements complete a
@@ -51,9 +53,9 @@ from halp.model.slicing import run_region
 from halp.model.zoo import ModelSpec, build_model
 
 DEFAULT_HEIGHTS = (1.0, 1 / 2, 1 / 4, 1 / 8)
-# "mean" counts every call, clean or not: under a CPU quota (the emulator's CFS-limited hosts,
-# `halp profile --emu-cpu-share`) being throttled is part of the device's time, and the mean
-# is the expected time of an op (a short op is sometimes cut by the quota, sometimes not).
+# "mean" counts every call, clean or not. Under a CPU quota (the emulator's CFS-limited hosts,
+# `halp profile --emu-cpu-share`) calls are timed by CPU time, and the mean is an op's expected
+# CPU (what a pause costs it depends on how many pauses fall in it).
 STATISTICS: dict[str, Callable[[Sequence[float]], float]] = {
     "min": min, "median": statistics.median, "mean": statistics.fmean}
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
@@ -171,19 +173,30 @@ def steady_allocator() -> bool:
 
 
 def time_ops(ops: Sequence[OpSpec], repeats: int, threads: int = 1, statistic: str = "min",
-             progress: Callable[[str], None] | None = None) -> list[Sample]:
+             progress: Callable[[str], None] | None = None, cpu_share: float = 1.0) -> list[Sample]:
     """Time every op: a warm-up, then `repeats` clean calls each, in shuffled round-robin
     passes; the `statistic` (min, median or mean) of the clean calls is the op's time.
 
     A call is clean when its wall-clock time (`perf_counter`) is within 5% + 20 us of the
     CPU time of this thread: otherwise the thread was descheduled (another process took the
     core) and the call is timed again in a later pass, up to 3 x `repeats` passes. With more
-    than one thread the CPU time of the calling thread says nothing, and every call counts."""
+    than one thread the CPU time of the calling thread says nothing, and every call counts.
+
+    Under a CPU quota (`cpu_share` < 1, one thread) a call's time is the thread's CPU time
+    divided by the share: the time the op takes with ops back to back, when the quota lets the
+    device run `cpu_share` of every period. The wall time of one call says more about where
+    the quota's period was than about the op (a 2 ms op takes 2 ms or 9.5 ms at a quarter of a
+    10 ms period), while its CPU time is steady and includes what being throttled costs the op
+    (caches and TLB refilled after each pause: about +20% on MobileNet-V1 at a quarter core)."""
     if repeats < 1:
         raise HalpError(f"repeats must be at least 1, got {repeats}")
     if statistic not in STATISTICS:
         raise HalpError(f"statistic {statistic!r}: use one of {', '.join(STATISTICS)}")
     summarise = STATISTICS[statistic]
+    by_cpu = cpu_share < 1.0
+    if by_cpu and threads != 1:
+        raise HalpError(f"under a CPU quota ops are timed by one thread's CPU time: use --threads 1, "
+                        f"not {threads}")
     steady_allocator()
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -219,11 +232,11 @@ def time_ops(ops: Sequence[OpSpec], repeats: int, threads: int = 1, statistic: s
                     t0, c0 = time.perf_counter(), time.thread_time()
                     run_region(op.graph, op.start, op.stop, x, held, op.out)
                     c1, t1 = time.thread_time(), time.perf_counter()
-                    wall = t1 - t0
-                    every[i].append(wall)
-                    if (threads > 1 or statistic == "mean"
-                            or wall - (c1 - c0) <= 0.05 * wall + 20e-6):
-                        clean[i].append(wall)
+                    seconds = (c1 - c0) / cpu_share if by_cpu else t1 - t0
+                    every[i].append(seconds)
+                    if (by_cpu or threads > 1 or statistic == "mean"
+                            or seconds - (c1 - c0) <= 0.05 * seconds + 20e-6):
+                        clean[i].append(seconds)
                 gc.collect()
     finally:
         if was_enabled:
@@ -247,7 +260,7 @@ def time_ops(ops: Sequence[OpSpec], repeats: int, threads: int = 1, statistic: s
 def measure_graphs(graphs: Sequence[ModelGraph], heights: Sequence[float] = DEFAULT_HEIGHTS,
                    repeats: int = 5, threads: int = 1, max_run: int = 4, seed: int = 0,
                    singles: bool = True, runs: bool = True, statistic: str = "min",
-                   progress: Callable[[str], None] | None = None) -> list[Sample]:
+                   progress: Callable[[str], None] | None = None, cpu_share: float = 1.0) -> list[Sample]:
     """Time the ops of `plan_ops` on each graph in turn (see `time_ops`)."""
     rng = random.Random(seed)
     samples: list[Sample] = []
@@ -255,23 +268,25 @@ def measure_graphs(graphs: Sequence[ModelGraph], heights: Sequence[float] = DEFA
         ops = plan_ops(graph, heights, max_run, rng, singles=singles, runs=runs)
         if progress:
             progress(f"{graph.name}: {len(ops)} ops")
-        samples += time_ops(ops, repeats, threads, statistic)
+        samples += time_ops(ops, repeats, threads, statistic, cpu_share=cpu_share)
     return samples
 
 
 def measure(models: Sequence[ModelSpec], heights: Sequence[float] = DEFAULT_HEIGHTS,
             repeats: int = 5, threads: int = 1, max_run: int = 4, seed: int = 0,
-            statistic: str = "min", progress: Callable[[str], None] | None = None) -> list[Sample]:
+            statistic: str = "min", progress: Callable[[str], None] | None = None,
+            cpu_share: float = 1.0) -> list[Sample]:
     """Time single layers and fused runs of `models` on row slices of `heights` (fractions
     of each map's height)."""
     return measure_graphs([graph_of(m) for m in models], heights, repeats, threads, max_run,
-                          seed, statistic=statistic, progress=progress)
+                          seed, statistic=statistic, progress=progress, cpu_share=cpu_share)
 
 
 # ---- the extras: gather and messages ------------------------------------------------------
-def measure_copy_s_per_byte(threads: int = 1, repeats: int = 15) -> float:
+def measure_copy_s_per_byte(threads: int = 1, repeats: int = 15, cpu_share: float = 1.0) -> float:
     """Seconds per byte of stitching row blocks together with `torch.cat` (the gather): the
-    fastest of `repeats` calls per size, like the compute ops, fitted through the origin."""
+    fastest of `repeats` calls per size, like the compute ops, fitted through the origin (under
+    a quota, CPU time / `cpu_share`, as `time_ops`)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     sizes, seconds = [], []
@@ -283,9 +298,10 @@ def measure_copy_s_per_byte(threads: int = 1, repeats: int = 15) -> float:
                 torch.cat(parts, dim=2)
                 ts = []
                 for _ in range(repeats):
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.thread_time()
                     torch.cat(parts, dim=2)
-                    ts.append(time.perf_counter() - t0)
+                    c1, t1 = time.thread_time(), time.perf_counter()
+                    ts.append((c1 - c0) / cpu_share if cpu_share < 1.0 else t1 - t0)
                 sizes.append(channels * height * width * 4)
                 seconds.append(min(ts))
     finally:
@@ -453,8 +469,9 @@ def measure_profile(models: Sequence[ModelSpec], name: str, *, heights: Sequence
     if probe is None and cpu_share >= 1.0:
         probe = probe_machine(threads=threads)
     with BackgroundLoad() as load:
-        samples = measure(models, heights, repeats, threads, max_run, seed, statistic, progress)
-    copy = measure_copy_s_per_byte(threads)
+        samples = measure(models, heights, repeats, threads, max_run, seed, statistic, progress,
+                          cpu_share=cpu_share)
+    copy = measure_copy_s_per_byte(threads, cpu_share=cpu_share)
     message = measure_message_overhead_s()
     calls = sum(s.calls for s in samples)
     provenance = {
@@ -462,7 +479,8 @@ def measure_profile(models: Sequence[ModelSpec], name: str, *, heights: Sequence
         "cpu": cpu_model(),
         "threads": threads,
         "cpu_share": cpu_share,
-        # Under a quota (--emu-cpu-share), its period: the simulator's after-idle rule uses it.
+        "clock": "thread CPU time / cpu_share" if cpu_share < 1 else "wall",
+        # Under a quota (--emu-cpu-share), the period it was measured in.
         **({"cfs_period_us": PROFILE_CFS_PERIOD_US} if cpu_share < 1 else {}),
         "date": datetime.date.today().isoformat(),
         "torch": torch.__version__,
@@ -491,6 +509,8 @@ HEADER = """\
 # of 2..max_run of those, the whole spatial part, the classifier), in shuffled round-robin
 # passes; per op the `statistic` (min, median, mean) of `repeats` clean calls (this thread kept
 # its core) after a warm-up, torch.set_num_threads(threads), glibc keeping freed memory.
+# Under a CPU quota (provenance.cpu_share < 1, clock "thread CPU time / cpu_share") a call's
+# time is its CPU time over the share: the op's time with ops back to back at that share.
 # Per layer kind: t = intercept_s + s_per_flop*flops + s_per_in_byte*in_bytes
 #   + s_per_out_byte*out_bytes + s_per_weight_byte*weight_bytes
 #   + s_per_flop_per_tap*flops/(kernel taps)          (a missing term is 0),
