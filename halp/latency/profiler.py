@@ -172,6 +172,12 @@ def steady_allocator() -> bool:
         return False
 
 
+def call_seconds(wall_s: float, cpu_s: float, cpu_share: float) -> float:
+    """One timed call's time: its wall time, or under a CPU quota its CPU time over the share
+    (see `time_ops`)."""
+    return cpu_s / cpu_share if cpu_share < 1.0 else wall_s
+
+
 def time_ops(ops: Sequence[OpSpec], repeats: int, threads: int = 1, statistic: str = "min",
              progress: Callable[[str], None] | None = None, cpu_share: float = 1.0) -> list[Sample]:
     """Time every op: a warm-up, then `repeats` clean calls each, in shuffled round-robin
@@ -232,7 +238,7 @@ def time_ops(ops: Sequence[OpSpec], repeats: int, threads: int = 1, statistic: s
                     t0, c0 = time.perf_counter(), time.thread_time()
                     run_region(op.graph, op.start, op.stop, x, held, op.out)
                     c1, t1 = time.thread_time(), time.perf_counter()
-                    seconds = (c1 - c0) / cpu_share if by_cpu else t1 - t0
+                    seconds = call_seconds(t1 - t0, c1 - c0, cpu_share)
                     every[i].append(seconds)
                     if (by_cpu or threads > 1 or statistic == "mean"
                             or seconds - (c1 - c0) <= 0.05 * seconds + 20e-6):
@@ -301,7 +307,7 @@ def measure_copy_s_per_byte(threads: int = 1, repeats: int = 15, cpu_share: floa
                     t0, c0 = time.perf_counter(), time.thread_time()
                     torch.cat(parts, dim=2)
                     c1, t1 = time.thread_time(), time.perf_counter()
-                    ts.append((c1 - c0) / cpu_share if cpu_share < 1.0 else t1 - t0)
+                    ts.append(call_seconds(t1 - t0, c1 - c0, cpu_share))
                 sizes.append(channels * height * width * 4)
                 seconds.append(min(ts))
     finally:
