@@ -95,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
              "workload.interval": args.interval})
         variants = {m: base.with_values({"method.name": m}) for m in METHODS}
         # The "predicted" column means something only if the profile describes this machine.
-        for line in check_profiles(d.profile for d in base.cluster().devices)[1]:
+        emu = load_backend("emu")
+        for line in check_profiles((d.profile for d in base.cluster().devices),
+                                   probe_in_quota=emu.probe_limited)[1]:
             print(line, file=sys.stderr)
         rounds: list[dict[str, Trace]] = []
         with tempfile.TemporaryDirectory(prefix="halp-speedup-") as tmp:

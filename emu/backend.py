@@ -452,3 +452,11 @@ def run_limited(args: list[str], cpu_share: float, threads: int = 1,
     from emu.profile import run_limited as limited
 
     return limited(args, cpu_share, threads=threads, log=log)
+
+
+def probe_limited(cpu_share: float, threads: int = 1) -> dict[str, float]:
+    """The machine probe (`halp.latency.probe`) taken inside one host limited to `cpu_share`
+    of a core, as a profile measured there holds it (`quota_probe`). See `emu.profile`."""
+    from emu.profile import probe_limited as probe
+
+    return probe(cpu_share, threads=threads)

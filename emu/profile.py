@@ -9,6 +9,7 @@ says where it was measured), relays its output and tears everything down.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Callable
 
@@ -53,3 +54,20 @@ def run_limited(args: list[str], cpu_share: float, threads: int = 1,
                 processes.stop_all()
     except Terminated:
         raise BackendError("profiling stopped by SIGTERM") from None
+
+
+def probe_limited(cpu_share: float, threads: int = 1) -> dict[str, float]:
+    """`halp probe` inside a host limited to `cpu_share` of a core: seconds per probe layer,
+    timed as a profile measured there times its ops (`halp.latency.probe`)."""
+    lines: list[str] = []
+    code = run_limited(["probe", "--cpu-share", f"{cpu_share:g}", "--threads", str(threads),
+                        "--json"], cpu_share, threads=threads, log=lines.append)
+    try:
+        if code != 0:
+            raise ValueError(f"exit code {code}")
+        seconds = json.loads(next(line for line in reversed(lines) if line.startswith("{")))
+        return {str(name): float(value) for name, value in seconds.items()}
+    except (StopIteration, ValueError, AttributeError) as exc:
+        said = lines[-1] if lines else "nothing"
+        raise BackendError(f"the probe inside a {cpu_share:g}-core host failed ({exc}): it "
+                           f"said {said}") from None

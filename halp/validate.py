@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from halp.cluster import Cluster
 from halp.trace import Trace
 
 KINDS = ("compute", "transfer", "gather")
@@ -70,6 +71,31 @@ class Validation:
             "unmatched_ops": self.unmatched_ops,
             **self.meta,
         }
+
+
+def emulation_mismatches(cluster: Cluster) -> list[str]:
+    """One line per device that the simulator predicts as another device than the emulator
+    runs: the emulator gives a device `cpu_share` of this machine's core and nothing else
+    (its `speed` is the simulator's alone), so only a profile measured here at that share
+    (`halp profile --emu-cpu-share`) predicts it. Such a validation measures the gap between
+    two devices, not the simulator."""
+    lines = []
+    for d in cluster.devices:
+        profile = d.profile
+        quota = profile.cpu_quota
+        share = quota[0] if quota is not None else 1.0
+        fix = f"use a profile measured with `halp profile --emu-cpu-share {d.cpu_share:g}`"
+        derived = profile.provenance.get("kind") == "derived"
+        if derived or abs(share - d.cpu_share) > 0.01 * d.cpu_share:
+            measured = ("is derived for another device" if derived else
+                        "was measured at full speed" if quota is None else
+                        f"was measured on {share:g} of a core")
+            lines.append(f"warning: device {d.name} runs on {d.cpu_share:g} of a core in the "
+                         f"emulator, but profile {profile.name} {measured}: {fix}")
+        if d.speed != 1.0:
+            lines.append(f"warning: device {d.name} has speed {d.speed:g}, which only the "
+                         "simulator applies: the emulator runs it at the profile's speed")
+    return lines
 
 
 def compare(predicted: Trace, measured: Trace) -> Validation:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 from test_latency_profiler import parse
 
-from halp.cli import profile_cmd
-from halp.latency.probe import slowdowns
+from halp.cli import main, profile_cmd
+from halp.latency.probe import LAYERS, probe_machine, slowdowns
 from halp.latency.profile import profile_from_dict
 from halp.model.graph import ModelGraph
 from halp.model.zoo import ModelSpec, build_model
@@ -37,6 +39,11 @@ def test_a_profile_measured_on_a_quarter_core_says_so_and_predicts_a_slower_devi
     # The probe says what machine this is, so it is measured outside the quota: there, a 4 ms
     # linear layer would wait out a throttled period (>= 2.8x as long).
     assert slowdowns(bare.provenance["probe"], limited.provenance["probe"])["linear"] < 2.0
+    # ... and inside the quota as well, timed as the ops are (CPU over the share): at least
+    # four times the full-speed probe, give or take the noise between two processes.
+    inside = slowdowns(limited.provenance["probe"], limited.provenance["quota_probe"])
+    assert set(inside) == set(LAYERS) and all(r > 3.2 for r in inside.values()), inside
+    assert "quota_probe" not in bare.provenance
     spec = ModelSpec("mobilenet_v1", 1.0, 224)
     graph = ModelGraph.from_module(build_model(spec), spec.shape, spec.variant)
     regions = list(graph.layer_regions(0, len(graph), graph.full(len(graph))))
@@ -45,3 +52,19 @@ def test_a_profile_measured_on_a_quarter_core_says_so_and_predicts_a_slower_devi
     # Four times slower, and a little more: each op is timed by its CPU over the share, and
     # being throttled costs an op CPU (caches refilled after each pause; ~1.2x on MobileNet).
     assert 3.4 * fast < whole < 6.5 * fast
+
+
+def test_halp_probe_inside_a_quarter_core_takes_four_times_as_long_and_more(capsys):
+    # Prepare / Execute: the probe inside an emulated quarter core (what `halp validate`
+    # checks a quota profile against), then at full speed in this process.
+    assert main(["probe", "--emu-cpu-share", "0.25", "--json"]) == 0
+    inside = json.loads(capsys.readouterr().out)
+    bare = probe_machine(repeats=10)
+
+    ratios = slowdowns(bare, inside)
+
+    # Assert: a quarter of a core, timed by CPU over the share: >= 4x, plus what being
+    # throttled costs (cold caches after every pause; 1.2-2x on this machine's VMs).
+    assert set(ratios) == set(LAYERS)
+    assert all(3.2 < r < 16 for r in ratios.values()), ratios
+

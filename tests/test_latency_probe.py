@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from halp.cli import main
 from halp.latency.probe import (
     LAYERS,
     check_profiles,
@@ -12,7 +13,7 @@ from halp.latency.probe import (
     probe_machine,
     slowdowns,
 )
-from halp.latency.profile import find_profile
+from halp.latency.profile import find_profile, load_profile
 from halp.scenario import load_scenario
 
 SCENARIO = """\
@@ -99,3 +100,86 @@ def test_profiles_of_a_scenario_are_checked_with_a_line_for_each_that_does_not_f
     assert len(lines) == 2  # one line each, naming the profile and how to measure it again
     assert "faster" in lines[0] and data["provenance"]["command"] in lines[0]
     assert "unprobed" in lines[1]
+
+
+def test_inside_a_quota_the_probe_is_timed_as_a_quota_profile_times_its_ops(now):
+    # Timed by CPU over the share, a layer this process runs unthrottled takes about twice as
+    # long "at half a core" as its full-speed minimum: the clock, not the machine, differs.
+    half = probe_machine(repeats=5, cpu_share=0.5)
+
+    ratios = slowdowns(now, half)
+
+    assert set(ratios) == set(LAYERS)
+    assert all(1.6 < r < 4.0 for r in ratios.values()), ratios
+
+
+def quota_profile(tmp_path, name: str, quota_probe: dict[str, float] | None,
+                  probe: dict[str, float] | None = None):
+    """this-machine's profile, as if it had been measured inside a half-core quota."""
+    data = yaml.safe_load(find_profile("this-machine").read_text())
+    data["name"] = name
+    data["provenance"].update(cpu_share=0.5, cfs_period_us=10_000,
+                              probe=probe or probe_machine(repeats=5))
+    data["provenance"].pop("quota_probe", None)
+    if quota_probe is not None:
+        data["provenance"]["quota_probe"] = quota_probe
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_profile(str(path))
+
+
+def test_a_quota_profile_is_checked_inside_its_quota_too(tmp_path):
+    # Prepare: the same machine at full speed, but inside the quota the layers took half the
+    # time where one profile was measured; another was measured before quota probes existed.
+    # The probe inside the quota is taken for real (here: CPU time over the share, unthrottled).
+    asked = []
+
+    def probe_in_quota(share: float, threads: int) -> dict[str, float]:
+        asked.append((share, threads))
+        return probe_machine(repeats=5, threads=threads, cpu_share=share)
+
+    inside = probe_in_quota(0.5, 1)
+    faster = quota_profile(tmp_path, "faster-in-quota", {k: v / 2 for k, v in inside.items()})
+    unprobed = quota_profile(tmp_path, "unprobed-in-quota", None)
+
+    checks, lines = check_profiles([faster, unprobed, faster], probe_in_quota=probe_in_quota)
+
+    assert asked == [(0.5, 1), (0.5, 1)]  # once for the test's reference, once for the check
+    assert checks["faster-in-quota"]["describes_this_machine"] is False
+    assert all(r > 1.5 for r in checks["faster-in-quota"]["slowdown_in_quota"].values())
+    assert checks["unprobed-in-quota"]["describes_this_machine"] is None
+    assert len(lines) == 2
+    assert "faster-in-quota" in lines[0] and "quota" in lines[0]
+    assert "unprobed-in-quota" in lines[1]
+
+
+def test_inside_a_quota_the_quota_probe_decides(tmp_path):
+    # An emulated device runs at the quota's speed: a full-speed probe that drifted (1.6x
+    # here) is reported, but the profile still describes the device if its quota probe fits.
+    now = probe_machine(repeats=5)
+    inside = probe_machine(repeats=5, cpu_share=0.5)
+    profile = quota_profile(tmp_path, "drifted-at-full-speed", dict(inside),
+                            probe={k: v / 1.6 for k, v in now.items()})
+
+    checks, lines = check_profiles([profile], probe_in_quota=lambda share, threads:
+                                   probe_machine(repeats=5, threads=threads, cpu_share=share))
+
+    check = checks["drifted-at-full-speed"]
+    assert all(r > 1.25 for r in check["slowdown"].values())
+    assert check["describes_this_machine"] is True and lines == []
+
+
+def test_without_a_way_to_probe_inside_a_quota_only_full_speed_is_checked(tmp_path):
+    profile = quota_profile(tmp_path, "quota", {k: 1.0 for k in LAYERS})
+
+    checks, _ = check_profiles([profile])
+
+    assert "slowdown_in_quota" not in checks["quota"]
+
+
+@pytest.mark.parametrize("argv", [["--threads", "0"], ["--emu-cpu-share", "1.5"],
+                                  ["--emu-cpu-share", "0.25", "--threads", "2"]])
+def test_halp_probe_refuses_what_it_cannot_measure(argv, capsys):
+    assert main(["probe", *argv]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and ("--threads" in err or "--emu-cpu-share" in err)

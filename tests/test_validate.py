@@ -6,8 +6,10 @@ import json
 
 import pytest
 
+from halp.cluster import Cluster, Device
+from halp.latency.profile import load_profile
 from halp.trace import OpRecord, RequestRecord, Trace
-from halp.validate import compare, format_summary, scatter
+from halp.validate import compare, emulation_mismatches, format_summary, scatter
 
 
 def trace(backend: str, latency: dict[int, float], compute_s: float, transfer_s: float) -> Trace:
@@ -106,3 +108,21 @@ def test_validate_against_the_emulator_writes_json_and_plot(tmp_path, capsys):
     for name in ("validation.json", "validation.png", "sim/ops.jsonl", "emu/ops.jsonl"):
         assert (tmp_path / "v" / name).is_file()
 
+
+
+def test_devices_predicted_as_another_device_than_emulated_are_named():
+    # emu-q was measured on a quarter core of this machine; this-machine at full speed;
+    # rpi4 is derived for a device that is not here.
+    quarter, full, derived = (load_profile(n) for n in ("emu-q", "this-machine", "rpi4"))
+    cluster = Cluster((Device("ok", quarter, cpu_share=0.25),
+                       Device("half", quarter, cpu_share=0.5),
+                       Device("bare", full, cpu_share=0.25),
+                       Device("pi", derived, cpu_share=0.25),
+                       Device("fast", quarter, speed=2.0, cpu_share=0.25),
+                       Device("whole", full)), host="ok")
+
+    lines = emulation_mismatches(cluster)
+
+    named = [line.split()[2] for line in lines]  # "warning: device NAME ..."
+    assert named == ["half", "bare", "pi", "fast"]
+    assert "--emu-cpu-share 0.5" in lines[0] and "--emu-cpu-share 0.25" in lines[1]

@@ -15,7 +15,7 @@ from halp.errors import HalpError
 
 COMMANDS = [
     "model_cmd", "plan_cmd", "verify_cmd", "run_cmd", "compare_cmd", "sweep_cmd",
-    "figures_cmd", "profile_cmd", "validate_cmd", "worker_cmd", "host_cmd", "train_cmd", "hw_cmd",
+    "figures_cmd", "profile_cmd", "probe_cmd", "validate_cmd", "worker_cmd", "host_cmd", "train_cmd", "hw_cmd",
 ]
 
 

@@ -5,8 +5,9 @@ Both backends serve the same workload with the same policy (the same plans); the
 `--out` writes both traces, `validation.json` and `validation.png` (predicted against measured).
 
 Against the emulator, the emulated devices are this machine held to a share, so each profile
-is first checked against this machine's probe (`halp.latency.probe`): a profile measured on
-another machine, or on this one on a faster day, is named in one line before the run, and the
+is first checked against this machine's probe (`halp.latency.probe`), and a profile measured
+under a CPU quota against the probe taken inside that quota now: a profile measured on another
+machine, or on this one on a faster day, is named in one line before the run, and the
 summary's `profiles` says, per profile, whether it describes this machine and by how much not.
 """
 
@@ -23,7 +24,7 @@ from halp.cli.common import add_scenario, print_json, scenario_from_args
 from halp.latency.probe import check_profiles
 from halp.serving import policy_for
 from halp.trace import TraceWriter
-from halp.validate import compare, format_summary, scatter
+from halp.validate import compare, emulation_mismatches, format_summary, scatter
 
 TARGET = 0.10  # mean per-request latency error the simulator should stay within
 
@@ -45,9 +46,13 @@ def run(args: argparse.Namespace) -> int:
     simulator = load_backend("sim")
     policy = policy_for(scenario)
     profiles: dict[str, Any] = {}
+    warnings: list[str] = []
     if args.against == "emu":  # the emulated devices are this machine: probed while idle
-        profiles, lines = check_profiles(d.profile for d in scenario.cluster().devices)
-        for line in lines:
+        cluster = scenario.cluster()
+        profiles, lines = check_profiles((d.profile for d in cluster.devices),
+                                         probe_in_quota=measuring.probe_limited)
+        warnings = emulation_mismatches(cluster) + lines
+        for line in warnings:
             print(line, file=sys.stderr)
     out: Path | None = args.out
     if out is not None:
@@ -61,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     validation = compare(predicted, measured)
     validation.meta.update({"scenario": scenario.name, "method": method,
                             "against": args.against, "target": TARGET,
-                            **({"profiles": profiles} if profiles else {})})
+                            **({"profiles": profiles} if profiles else {}),
+                            **({"warnings": warnings} if warnings else {})})
     summary = validation.summary()
     if out is not None:
         (out / "validation.json").write_text(json.dumps(summary, indent=2) + "\n")

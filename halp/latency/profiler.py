@@ -470,13 +470,20 @@ def measure_profile(models: Sequence[ModelSpec], name: str, *, heights: Sequence
                     progress: Callable[[str], None] | None = None) -> Profile:
     """Measure this machine on `models` and fit its profile. `probe`: the machine's speed
     (`halp.latency.probe`), measured at full speed; under a quota (`cpu_share` < 1) this
-    process cannot measure it, and the caller outside the quota passes it in."""
+    process cannot measure it, and the caller outside the quota passes it in; this process
+    then probes inside the quota (`quota_probe`), with the clock its ops are timed by, before
+    and after measuring: the mean of the two (the quota's speed drifts by minutes)."""
     began = time.perf_counter()
     if probe is None and cpu_share >= 1.0:
         probe = probe_machine(threads=threads)
+    in_quota = [probe_machine(threads=threads, cpu_share=cpu_share)] if cpu_share < 1.0 else []
     with BackgroundLoad() as load:
         samples = measure(models, heights, repeats, threads, max_run, seed, statistic, progress,
                           cpu_share=cpu_share)
+    if in_quota:
+        in_quota.append(probe_machine(threads=threads, cpu_share=cpu_share))
+    quota_probe = {name: float(f"{statistics.fmean(p[name] for p in in_quota):.4g}")
+                   for name in in_quota[0]} if in_quota else None
     copy = measure_copy_s_per_byte(threads, cpu_share=cpu_share)
     message = measure_message_overhead_s()
     calls = sum(s.calls for s in samples)
@@ -503,6 +510,7 @@ def measure_profile(models: Sequence[ModelSpec], name: str, *, heights: Sequence
         "allocator": "glibc mallopt: no heap trim, mmap above 32 MiB" if steady_allocator() else "default",
         "measure_s": round(time.perf_counter() - began, 1),
         **({"probe": dict(probe)} if probe else {}),
+        **({"quota_probe": quota_probe} if quota_probe else {}),
     }
     return fit_profile(samples, name, seed=seed, copy_s_per_byte=copy, message_overhead_s=message,
                        provenance=provenance)
@@ -525,7 +533,9 @@ HEADER = """\
 # copy_s_per_byte: torch.cat of row blocks. message_overhead_s: half the round trip of a
 # 64-byte ZeroMQ REQ/REP message over TCP loopback (excludes bytes / bandwidth).
 # provenance.probe: seconds of four fixed layers at full speed (halp/latency/probe.py), to tell
-# whether this profile still describes the machine it is used on.
+# whether this profile still describes the machine it is used on; under a CPU quota also
+# provenance.quota_probe: the same layers inside the quota, timed as the ops are (the mean of
+# a probe before and one after measuring).
 """
 
 
