@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from itertools import pairwise
 
 from runtime_support import check_trace, endpoints, scenario_text, workers
@@ -177,3 +178,35 @@ def test_requests_that_arrive_together_are_in_flight_together(tmp_path):
         if "->" not in resource:
             assert all(a.end <= b.start + 1e-6 for a, b in pairwise(measured))
             assert [r.request for r in measured] == sorted(r.request for r in measured)
+
+
+class Deliberate(FixedPolicy):
+    """Takes `think_s` to decide each request (a planner that searches per request)."""
+
+    def __init__(self, answer: Served, think_s: float):
+        super().__init__(answer)
+        self.think_s = think_s
+
+    def serve(self, request: int, now_s: float, observed: list) -> Served:
+        time.sleep(self.think_s)
+        return self.answer
+
+
+def test_a_policy_decides_before_the_arrival_when_it_can_request_0_too(tmp_path):
+    # Prepare: a policy that takes 150 ms per decision, requests 1 s apart (each done in far
+    # less): every decision can be made while the cluster idles before the request arrives.
+    spaced = scenario(tmp_path, "spaced", scenario_text(requests=3, interval="1s", extra=EQUAL)
+                      .replace("method: {name: halp}\n", ""))
+    policy = Deliberate(policy_for(spaced).served()[0], think_s=0.15)
+
+    with workers(tmp_path, ["w1", "w2"]) as (started, token_file):
+        with TraceWriter(None, "emu", "deliberate") as writer:
+            trace = run_host(spaced, policy, writer, endpoints(started), load_token(token_file),
+                             30.0)
+
+    # Assert: no request waited for its decision, not even request 0, whose plan is chosen
+    # before the run's time zero (as in the simulator, where deciding takes no time).
+    assert [q.request for q in trace.requests] == [0, 1, 2]
+    assert all(q.extra["policy_s"] >= 0.15 for q in trace.requests)
+    assert all(q.extra["queue_s"] < 0.05 for q in trace.requests), \
+        [q.extra["queue_s"] for q in trace.requests]
