@@ -183,3 +183,12 @@ def test_halp_probe_refuses_what_it_cannot_measure(argv, capsys):
     assert main(["probe", *argv]) != 0
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and ("--threads" in err or "--emu-cpu-share" in err)
+
+
+def test_a_derived_profile_is_named_as_describing_no_machine_here():
+    # rpi4 is scaled from this machine's profile for a device that is not here: re-running
+    # the command that derived it would not make it describe this machine.
+    checks, lines = check_profiles([load_profile("rpi4")])
+
+    assert checks["rpi4"]["describes_this_machine"] is None
+    assert len(lines) == 1 and "derived" in lines[0] and "--derive-from" not in lines[0]

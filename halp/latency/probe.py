@@ -148,7 +148,10 @@ def check_profiles(profiles: Iterable[Profile], probe_in_quota: ProbeInQuota | N
             where = f" inside its CPU quota ({share:g} of a core)"
             missing = f"probe taken{where}"
         again = f"; measure it again here: {prov['command']}" if prov.get("command") else ""
-        if fits is None:
+        if prov.get("kind") == "derived":  # scaled for a device that is not here
+            lines.append(f"note: profile {name} is derived, not measured: it describes no "
+                         f"machine here; measure one with `halp profile`")
+        elif fits is None:
             lines.append(f"note: profile {name} holds no {missing}, so whether it "
                          f"describes this machine is unknown{again}")
         elif not fits:
