@@ -468,11 +468,12 @@ class _Run:
         """Each request: decide, install the plan if it is new, wait for the arrival, dispatch.
 
         A request is decided (request 0 already was, `first`: see `serve`) once every earlier
-        one has completed, or at its arrival if they have not: with what a policy asked at the arrival would know (transfers of completed
-        requests), yet early enough when the cluster idles that a new plan reaches the
-        workers before the input; deciding and installing lands in a latency only when it
-        runs past the arrival (`queue_s`). Outside the CPU quota, like the other I/O threads:
-        on a device this bookkeeping has a core of its own."""
+        one has completed, or at its arrival if they have not: with what a policy asked at the
+        arrival would know (transfers of completed requests), yet early enough when the
+        cluster idles that a new plan reaches the workers before the input; deciding and
+        installing lands in a latency only when it runs past the arrival (`queue_s`). Outside
+        the CPU quota, like the other I/O threads: on a device this bookkeeping has a core of
+        its own."""
         with io_priority():
             try:
                 for request, at in enumerate(self.arrivals):
