@@ -6,6 +6,12 @@ plan, so every op id of a request exists in both. Reported:
 - per request, the latency error `|predicted - measured|`, in seconds and relative to the
   measured latency (`latency_error_mean` and `latency_error_max` are the relative ones, as
   fractions: 0.1 is 10 %);
+- that error split in two: the run's `latency_bias` (the median of measured over predicted, less
+  one: +0.1 when the run was 10 % slower than predicted as a whole) and `latency_spread_mean`,
+  the per-request error that remains once every prediction is scaled by that one factor. The
+  spread is the requests' difference from each other that one speed per device cannot explain
+  (on an emulated quarter core it is the machine's own noise, see emu/README); the bias is
+  what a profile off by a constant factor, or a machine that drifted since profiling, adds;
 - per op kind (compute, transfer, gather), the MAPE of op durations in percent, over the ops
   whose measured duration is positive (an input op lasts no time on either side);
 - the pairs themselves, for the scatter plot of predicted against measured.
@@ -46,6 +52,21 @@ class Validation:
         return [abs(p - m) / m if m > 0 else float("inf")
                 for p, m in zip(self.predicted_s, self.measured_s, strict=True)]
 
+    @property
+    def ratio(self) -> float | None:
+        """The median of measured over predicted latency: the run's one best scale factor."""
+        ratios = [m / p for p, m in zip(self.predicted_s, self.measured_s, strict=True) if p > 0]
+        return statistics.median(ratios) if ratios else None
+
+    @property
+    def spread_errors(self) -> list[float]:
+        """Per request, the relative error of the prediction scaled by `ratio`."""
+        ratio = self.ratio
+        if ratio is None:
+            return []
+        return [abs(p * ratio - m) / m if m > 0 else float("inf")
+                for p, m in zip(self.predicted_s, self.measured_s, strict=True)]
+
     def mape(self, kind: str) -> float | None:
         pairs = [(p, m) for p, m in self.op_pairs.get(kind, []) if m > 0]
         if not pairs:
@@ -54,10 +75,13 @@ class Validation:
 
     def summary(self) -> dict[str, Any]:
         rel, err = self.rel_errors, self.abs_errors_s
+        ratio, spread = self.ratio, self.spread_errors
         return {
             "requests": self.requests,
             "latency_error_mean": statistics.fmean(rel) if rel else None,
             "latency_error_max": max(rel) if rel else None,
+            "latency_bias": ratio - 1.0 if ratio is not None else None,
+            "latency_spread_mean": statistics.fmean(spread) if spread else None,
             "latency_abs_error_mean_s": statistics.fmean(err) if err else None,
             "latency_abs_error_max_s": max(err) if err else None,
             "predicted_latency_mean_s": statistics.fmean(self.predicted_s) if rel else None,
@@ -141,9 +165,20 @@ def format_summary(summary: dict[str, Any], target: float = 0.10) -> str:
         f"per-request latency error: mean {mean * 100:.1f}% "
         f"({summary['latency_abs_error_mean_s'] * 1e3:.1f} ms), max {worst * 100:.1f}% "
         f"({summary['latency_abs_error_max_s'] * 1e3:.1f} ms); {verdict} the {target * 100:g}% target",
+        *_split(summary),
         f"op duration MAPE: compute {pct(summary['compute_op_mape'])}, transfer "
         f"{pct(summary['transfer_op_mape'])}, gather {pct(summary['gather_op_mape'])}",
     ])
+
+
+def _split(summary: dict[str, Any]) -> list[str]:
+    bias, spread = summary.get("latency_bias"), summary.get("latency_spread_mean")
+    if bias is None or spread is None:
+        return []
+    pace = "slower" if bias > 0 else "faster"
+    return [f"  of which: the run as a whole was {abs(bias) * 100:.1f}% {pace} than predicted "
+            f"(bias); scaled by that one factor, the predictions are still {spread * 100:.1f}% "
+            "off per request (spread between requests)"]
 
 
 def scatter(validation: Validation, path: Path, title: str = "") -> Path:

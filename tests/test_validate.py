@@ -41,6 +41,27 @@ def test_errors_are_relative_to_the_measured_run():
     json.dumps(summary)  # the JSON the CLI prints
 
 
+def test_the_error_splits_into_the_runs_bias_and_the_spread_between_requests():
+    predicted = {0: 1.0, 1: 1.0, 2: 2.0}
+    uniformly_slower = compare(trace("sim", predicted, 0.5, 0.2),
+                               trace("emu", {r: 1.2 * p for r, p in predicted.items()}, 0.5, 0.2))
+    spread_around_it = compare(trace("sim", predicted, 0.5, 0.2),
+                               trace("emu", {0: 0.8, 1: 1.2, 2: 2.0}, 0.5, 0.2))
+
+    slower = uniformly_slower.summary()
+    spread = spread_around_it.summary()
+
+    # A profile off by one factor: all bias, no spread, though every request misses by 1/6.
+    assert slower["latency_error_mean"] == pytest.approx(0.2 / 1.2)
+    assert slower["latency_bias"] == pytest.approx(0.2)
+    assert slower["latency_spread_mean"] == pytest.approx(0.0)
+    # Requests scattered around an unbiased prediction: the spread is the whole error.
+    assert spread["latency_bias"] == pytest.approx(0.0)
+    assert spread["latency_spread_mean"] == pytest.approx(spread["latency_error_mean"])
+    assert spread["latency_spread_mean"] == pytest.approx((0.2 / 0.8 + 0.2 / 1.2) / 3)
+    assert "20.0% slower" in format_summary(slower)
+
+
 def test_requests_only_one_side_finished_are_counted_not_compared():
     predicted = trace("sim", {0: 1.0, 1: 1.0, 2: 1.0}, 0.5, 0.2)
     measured = trace("emu", {0: 1.0, 1: 1.0}, 0.5, 0.2)
