@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from halp.errors import BackendError
+from halp.runtime.files import FILE_STORE, file_digest, model_files, stored_as
 from halp.scenario import Scenario
 from halp.serving import Policy
 from halp.trace import OPS_FILE, REQUESTS_FILE, Trace, TraceWriter, read_trace_dir, replay_records
@@ -79,6 +80,7 @@ class HardwareRun:
         self.devices: dict[str, Device] = {}
         self.dirs: dict[str, str] = {}  # device -> its run folder there
         self.python: dict[str, str] = {}
+        self.home: dict[str, str] = {}  # device -> its remote_dir, resolved there
         self.token: dict[str, str] = {}
         self.remotes: list[Remote] = []
         self.mirror = run_dir / "host"
@@ -142,6 +144,7 @@ class HardwareRun:
         await device.run(f"mkdir -p -m 700 {shlex.quote(folder)}/out",
                          what="creating the run folder")
         self.dirs[t.device], self.python[t.device] = folder, python
+        self.home[t.device] = home
         await device.put(GUARD, f"{folder}/guard.py")
         if self.inv.start_workers:
             self.token[t.device] = f"{folder}/token"
@@ -154,6 +157,27 @@ class HardwareRun:
                                    "running workers; run `halp hw setup SCENARIO` first")
         if t.role == "host":
             await self._host_files(device, folder)
+        else:
+            await self._model_files(device, f"{home}/{FILE_STORE}")
+
+    async def _model_files(self, device: Device, store: str) -> None:
+        """Put the model's files into a secondary's file store, where its worker looks for
+        them by digest (`halp.runtime.files`); a file already there is not sent again."""
+        for path in model_files(self.scenario.model_spec()).values():
+            remote = str(stored_as(store, file_digest(path), path.name))
+            status, _, _ = await device.run(f"test -f {shlex.quote(remote)}", check=False)
+            if status == 0:
+                continue
+            folder = shlex.quote(str(Path(remote).parent))
+            await device.run(f"mkdir -p -m 700 {folder}", what="creating the file store")
+            part = f"{remote}.{self.tag}-{device.name}.part"  # stores may be shared (NFS)
+            try:
+                await device.put(path, part)
+                await device.run(f"mv -f {shlex.quote(part)} {shlex.quote(remote)}",
+                                 what="storing a model file")
+            finally:  # no half-copied file stays behind (after the mv there is none)
+                if not device.lost:
+                    await device.run(f"rm -f {shlex.quote(part)}", check=False)
 
     async def _host_files(self, device: Device, folder: str) -> None:
         text, files = device_scenario(self.scenario)
@@ -187,7 +211,8 @@ class HardwareRun:
         began = time.monotonic()
         workers = await gather_or_cancel(*(self._start(t, "worker", [
             "worker", "--listen", t.listen, "--token", self.token[t.device],
-            "--name", t.device, "--threads", str(t.threads)]) for t in self.inv.secondaries))
+            "--name", t.device, "--threads", str(t.threads),
+            "--files", f"{self.home[t.device]}/{FILE_STORE}"]) for t in self.inv.secondaries))
         timeout = self.inv.timeout_s
 
         async def ready(worker: Remote) -> None:

@@ -19,6 +19,7 @@ import yaml
 
 from halp.errors import BackendError, HalpError
 from halp.latency.profile import find_profile
+from halp.runtime.files import FACTORY, model_files
 from halp.scenario import Scenario
 
 KNOWN_HOSTS_ENV = "HALP_HW_KNOWN_HOSTS"  # a known_hosts file other than ~/.ssh/known_hosts
@@ -160,6 +161,10 @@ def device_scenario(scenario: Scenario) -> tuple[str, dict[str, Path]]:
     if scenario.model.weights:
         files["weights.pt"] = scenario.resolve(scenario.model.weights)
         data["model"]["weights"] = "weights.pt"
+    factory = model_files(scenario.model_spec()).get(FACTORY)
+    if factory is not None:  # a custom model's file; a module name is the device's to import
+        files[f"model/{factory.name}"] = factory
+        data["model"]["factory"] = f"model/{factory.name}:{scenario.factory().rpartition(':')[2]}"  # type: ignore[union-attr]
     for device, link in data["network"].get("links", {}).items():
         if isinstance(link, dict) and "trace" in link:
             files[f"traces/{device}.csv"] = scenario.resolve(link["trace"])

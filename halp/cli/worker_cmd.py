@@ -14,6 +14,7 @@ import sys
 import threading
 
 from halp.errors import HalpError
+from halp.runtime.files import FILE_STORE
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads until a host says otherwise (default 1)")
     p.add_argument("--new-token", metavar="FILE", help="write a fresh random token file and exit")
+    p.add_argument("--files", metavar="DIR", default=FILE_STORE,
+                   help="this device's store of model files (weights, a custom model's .py) "
+                        "by sha256, filled by `halp run --backend hw` (default: ./files)")
     p.add_argument("--quiet", action="store_true", help="log warnings only")
     p.set_defaults(func=run)
 
@@ -59,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"halp worker {args.name or '-'} listening on {address} (pid {os.getpid()})", flush=True)
 
     try:
-        serve_forever(args.listen, token, args.name, args.threads, stop, ready, log)
+        serve_forever(args.listen, token, args.name, args.threads, stop, ready, log, args.files)
     finally:
         for sig, handler_ in previous.items():
             signal.signal(sig, handler_)

@@ -48,14 +48,20 @@ class ModelSpec:
     weights: str | None = None
     factory: str | None = None  # "package.module:function" for name == "custom"
     input_shape: tuple[int, int, int] | None = None  # (C, H, W) for custom models
+    # (file role, sha256) of `weights` and a factory file, as the host hashed them: set on a
+    # worker, which builds from its own copy of each (`halp.runtime.files.localise`)
+    digests: tuple[tuple[str, str], ...] = ()
 
     @property
     def variant(self) -> str:
         """Short name used in reports: "vgg16", "0.5_160" for MobileNet-V1."""
         if self.name == "mobilenet_v1":
             return f"{float(self.width)!r}_{self.resolution}"
-        if self.name == "custom":
-            return self.factory or "custom"
+        if self.name == "custom":  # the factory without its folder: plans name no host path
+            if not self.factory:
+                return "custom"
+            where, _, attr = self.factory.rpartition(":")
+            return f"{Path(where).stem if where.endswith('.py') else where}:{attr}"
         return self.name
 
     @property

@@ -27,6 +27,7 @@ from halp.model.graph import ModelGraph, Region
 from halp.model.slicing import assemble, crop, run_region
 from halp.model.zoo import ModelSpec
 from halp.plan import Compute, Gather, Plan, Transfer, reads
+from halp.runtime.files import FACTORY, WEIGHTS, digests_of
 
 Block = tuple[Region, torch.Tensor]
 
@@ -407,7 +408,16 @@ def check_block(plan: Plan, graph: ModelGraph, op_id: str, device: str, region: 
 def spec_to_dict(spec: ModelSpec) -> dict[str, Any]:
     return {"name": spec.name, "width": spec.width, "resolution": spec.resolution,
             "seed": spec.seed, "weights": spec.weights, "factory": spec.factory,
-            "input_shape": list(spec.input_shape) if spec.input_shape else None}
+            "input_shape": list(spec.input_shape) if spec.input_shape else None,
+            "digests": digests_of(spec)}
+
+
+def _digests(data: Any) -> tuple[tuple[str, str], ...]:
+    if not (isinstance(data, dict) and all(
+            role in (WEIGHTS, FACTORY) and isinstance(d, str) and len(d) == 64
+            and all(c in "0123456789abcdef" for c in d) for role, d in data.items())):
+        raise ValueError("digests are not sha256 per model file")
+    return tuple(sorted(data.items()))
 
 
 def spec_from_dict(data: Any) -> ModelSpec:
@@ -419,6 +429,7 @@ def spec_from_dict(data: Any) -> ModelSpec:
                          resolution=int(data["resolution"]), seed=int(data["seed"]),
                          weights=str(data["weights"]) if data.get("weights") else None,
                          factory=str(data["factory"]) if data.get("factory") else None,
-                         input_shape=tuple(int(x) for x in shape) if shape else None)  # type: ignore[arg-type]
+                         input_shape=tuple(int(x) for x in shape) if shape else None,  # type: ignore[arg-type]
+                         digests=_digests(data.get("digests") or {}))
     except (KeyError, TypeError, ValueError) as exc:
         raise BackendError(f"bad model spec: {exc}") from None

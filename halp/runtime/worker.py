@@ -30,6 +30,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -60,6 +61,7 @@ from halp.runtime.device import (
     sends_of,
     spec_from_dict,
 )
+from halp.runtime.files import localise
 from halp.runtime.wire import (
     MAX_HEADER_BYTES,
     MAX_PAYLOAD_BYTES,
@@ -146,8 +148,9 @@ class Worker:
     """A device's worker. `serve()` runs until `stop` is set; `close()` frees everything."""
 
     def __init__(self, listen: str, token: bytes, name: str | None = None, threads: int = 1,
-                 log: logging.Logger | None = None):
+                 log: logging.Logger | None = None, files: str | Path | None = None):
         self.token, self.name = token, name
+        self.files = Path(files) if files is not None else None  # model file store (`files`)
         self.log = log or logging.getLogger("halp.worker")
         self.ctx = zmq.Context()
         self.router = self.ctx.socket(zmq.ROUTER)
@@ -526,7 +529,7 @@ class Worker:
         if spec in self.models:
             self.models.move_to_end(spec)
             return self.models[spec]
-        model = build_model(spec)
+        model = build_model(localise(spec, self.files))
         graph = ModelGraph.from_module(model, spec.shape, spec.variant)
         entry = (model, graph, model_digest(model))
         self.models[spec] = entry
@@ -618,9 +621,9 @@ def _plan_id(body: dict[str, Any]) -> int:
 
 def serve_forever(listen: str, token: bytes, name: str | None = None, threads: int = 1,
                   stop: threading.Event | None = None, ready: Any = None,
-                  log: logging.Logger | None = None) -> None:
+                  log: logging.Logger | None = None, files: str | Path | None = None) -> None:
     """Start a worker, call `ready(address)`, serve until `stop` is set, then close it."""
-    worker = Worker(listen, token, name, threads, log)
+    worker = Worker(listen, token, name, threads, log, files)
     try:
         if ready is not None:
             ready(worker.address)
