@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
 import sys
 import textwrap
 import time
@@ -152,10 +153,34 @@ def test_idle_cpus_poll_while_the_network_is_up_and_only_then(tmp_path, awake):
     assert cpu_latency_target() == before
 
 
-def test_delay_without_netem_is_refused_in_one_line(tmp_path):
-    topo = topology(tmp_path, "{kind: star, bandwidth: 20Mbps, delay: 5ms}", "nt5")
-    if netem_available():
-        pytest.skip("this kernel has netem; the refusal cannot happen here")
+LISTENER = "import socket, sys, time; s = socket.create_server(('0.0.0.0', int(sys.argv[1]))); time.sleep(60)"
+CONNECT = ("import socket, sys, time\n"
+           "best = 1e9\n"
+           "for _ in range(20):\n"
+           "    t0 = time.perf_counter()\n"
+           "    try:\n"
+           "        socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2).close()\n"
+           "    except OSError:\n"
+           "        time.sleep(0.1)\n"
+           "        continue\n"
+           "    best = min(best, time.perf_counter() - t0)\n"
+           "print(best * 1e3)")  # a TCP handshake: one round trip, in ms
+
+
+def test_delay_is_emulated_with_netem_and_refused_in_one_line_without(tmp_path):
+    topo = topology(tmp_path, "{kind: star, bandwidth: 20Mbps, delay: 25ms}", "nt5")
+    if netem_available():  # a host-secondary round trip crosses the secondary's link twice
+        with EmulatedNetwork(topo) as net:
+            b = next(n for n in topo.nodes if n.device == "b")
+            listener = net.node("b").popen([sys.executable, "-c", LISTENER, "5301"])
+            try:
+                out = net.node("a").popen([sys.executable, "-c", CONNECT, b.ip, "5301"],
+                                          stdout=subprocess.PIPE, text=True).communicate()[0]
+            finally:
+                listener.kill()
+                listener.wait()
+        assert 50.0 <= float(out.strip().splitlines()[-1]) < 65.0, out
+        return
     with pytest.raises(BackendError, match="netem") as err:
         with EmulatedNetwork(topo):
             pass
