@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from pathlib import Path
 
 import pytest
+import torch
 
 from halp.cluster import Cluster, Device
 from halp.latency.model import LatencyModel
 from halp.latency.profile import load_profile
+from halp.model.zoo import ModelSpec, build_model
 from halp.network import BandwidthTrace
 
 REQUIRE_ENV = "HALP_REQUIRE_EMU"  # set by .ci/run: a skipped emulator or SSH test is a failure
@@ -33,3 +37,18 @@ def cluster(speeds: list[float], bandwidth_bps: float | list[float] = 100e6, net
     bw = dict(zip(names[1:], rates, strict=True))
     c = Cluster(devices, "d0", network, bw, {k: BandwidthTrace.constant(v) for k, v in bw.items()})
     return c, LatencyModel(c)
+
+
+def users_model(folder: Path, source: str, size: int) -> ModelSpec:
+    """A custom model only `folder` has: `source` (defining `build()`) as `net.py`, and its
+    weights, which no seed gives, as `trained.pt`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "net.py").write_text(source)
+    spec = ModelSpec("custom", resolution=size, factory=f"{folder / 'net.py'}:build",
+                     input_shape=(3, size, size))
+    model = build_model(spec)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(-1.0)
+    torch.save(model.state_dict(), folder / "trained.pt")
+    return dataclasses.replace(spec, weights=str(folder / "trained.pt"))

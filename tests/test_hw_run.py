@@ -10,16 +10,16 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from hw_support import hw_required, lab_fixture  # noqa: F401  (fixtures: hw_required, lab)
 
 from halp.latency.profile import load_profile
-from halp.model.zoo import ModelSpec, build_model
 from halp.plan import Compute, Plan
 from halp.runtime import TOLERANCE
 from halp.runtime.auth import write_token
 from halp.runtime.files import FILE_STORE, file_digest, stored_as
 from halp.trace import read_trace_dir
+
+from support import users_model
 
 pytestmark = [pytest.mark.hw, pytest.mark.usefixtures("hw_required")]
 
@@ -78,20 +78,11 @@ def build():
 def test_a_users_model_and_weights_reach_every_device(lab, tmp_path):
     """Only this machine has the model's file and weights: the backend puts them in each
     secondary's file store, and the workers build from them what the host built."""
-    mine = tmp_path / "mine"
-    mine.mkdir()
-    (mine / "usernet.py").write_text(USERNET)
-    spec = ModelSpec("custom", resolution=64, factory=f"{mine / 'usernet.py'}:build",
-                     input_shape=(3, 64, 64))
-    model = build_model(spec)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(-1.0)  # weights that the seed does not give
-    torch.save(model.state_dict(), mine / "trained.pt")
+    spec = users_model(tmp_path / "mine", USERNET, 64)
     text = lab.scenario_text(requests=2).replace(
         "model: {name: mobilenet_v1, width: 0.25, resolution: 128}",
-        f"model: {{name: custom, factory: '{mine / 'usernet.py'}:build', "
-        f"weights: {mine / 'trained.pt'}, input_shape: [3, 64, 64]}}")
+        f"model: {{name: custom, factory: '{spec.factory}', weights: {spec.weights}, "
+        "input_shape: [3, 64, 64]}")
     out = tmp_path / "out"
 
     result = halp("run", str(lab.write_scenario(text)), "--backend", "hw", "--out", str(out))
@@ -101,7 +92,7 @@ def test_a_users_model_and_weights_reach_every_device(lab, tmp_path):
     assert [r.request for r in trace.requests] == [0, 1]
     assert all(r.extra["relative_error"] <= TOLERANCE for r in trace.requests)
     assert len({op.device for op in trace.ops if op.kind == "compute"}) >= 2
-    for path in (mine / "usernet.py", mine / "trained.pt"):
+    for path in (tmp_path / "mine" / "net.py", tmp_path / "mine" / "trained.pt"):
         assert stored_as(lab.remote_dir / FILE_STORE, file_digest(path), path.name).is_file()
     assert_clean(lab)
 

@@ -3,16 +3,16 @@ holds the very same bytes, and a missing or different file is refused in one lin
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 
 import pytest
-import torch
 
 from halp.errors import BackendError
 from halp.model.zoo import ModelSpec, build_model, model_digest
 from halp.runtime.device import spec_from_dict, spec_to_dict
 from halp.runtime.files import digests_of, file_digest, localise, stored_as
+
+from support import users_model
 
 NET = """\
 from torch import nn
@@ -25,17 +25,7 @@ def build():
 @pytest.fixture
 def host(tmp_path):
     """A custom model as the host has it: its factory file and a weights file of its own."""
-    folder = tmp_path / "host"
-    folder.mkdir()
-    (folder / "net.py").write_text(NET)
-    spec = ModelSpec("custom", resolution=8, factory=f"{folder / 'net.py'}:build",
-                     input_shape=(3, 8, 8))
-    model = build_model(spec)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(1.0)  # weights no seed gives
-    torch.save(model.state_dict(), folder / "w.pt")
-    spec = dataclasses.replace(spec, weights=str(folder / "w.pt"))
+    spec = users_model(tmp_path / "host", NET, 8)
     return spec, model_digest(build_model(spec))
 
 
@@ -46,7 +36,7 @@ def on_the_wire(spec: ModelSpec) -> ModelSpec:
 def test_a_worker_builds_from_its_store_what_the_host_built(host, tmp_path):
     spec, digest = host
     store = tmp_path / "store"
-    for path in (tmp_path / "host" / "net.py", tmp_path / "host" / "w.pt"):
+    for path in (tmp_path / "host" / "net.py", tmp_path / "host" / "trained.pt"):
         stored = stored_as(store, file_digest(path), path.name)
         stored.parent.mkdir(parents=True)
         shutil.copy(path, stored)
@@ -71,9 +61,9 @@ def test_a_worker_on_the_hosts_disk_uses_the_hosts_files(host, tmp_path):
 def test_a_file_that_differs_from_the_hosts_is_refused_in_one_line(host, tmp_path):
     spec, _ = host
     received = on_the_wire(spec)
-    (tmp_path / "host" / "w.pt").write_bytes(b"other weights")  # changed since the host hashed it
+    (tmp_path / "host" / "trained.pt").write_bytes(b"other weights")  # changed since the host hashed it
 
-    with pytest.raises(BackendError, match=r"w\.pt \(sha256 [0-9a-f]{12}\) is not on") as err:
+    with pytest.raises(BackendError, match=r"trained\.pt \(sha256 [0-9a-f]{12}\) is not on") as err:
         localise(received, tmp_path / "store")
     assert "\n" not in str(err.value)
 
