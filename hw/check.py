@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from halp.errors import BackendError
+from halp.runtime.files import model_files
 from halp.scenario import Scenario
 from hw.inventory import Inventory, Target, inventory, model_json
 from hw.ssh import CONNECT_TIMEOUT_S, GUARD, Device, Remote, connect
@@ -99,11 +100,11 @@ class Checker:
             self.folders[t.device] = folder
             await device.put(PROBE, f"{folder}/probe.py")
             await device.put(GUARD, f"{folder}/guard.py")
-            weights = None
-            if self.scenario.model.weights:
-                weights = f"{folder}/weights.pt"
-                await device.put(self.scenario.resolve(self.scenario.model.weights), weights)
-            spec = json.dumps(model_json(self.scenario, weights))
+            placed = {}  # the model's own files, beside the probe
+            for role, path in model_files(self.scenario.model_spec()).items():
+                placed[role] = f"{folder}/{path.name}"
+                await device.put(path, placed[role])
+            spec = json.dumps(model_json(self.scenario, placed))
             _, out, _ = await device.run(
                 f"{shlex.quote(python)} {shlex.quote(folder)}/probe.py info --model {shlex.quote(spec)}",
                 timeout_s=max(self.inv.timeout_s, 60.0), what="the probe (info)")

@@ -19,7 +19,7 @@ import yaml
 
 from halp.errors import BackendError, HalpError
 from halp.latency.profile import find_profile
-from halp.runtime.files import FACTORY, model_files
+from halp.runtime.files import FACTORY, WEIGHTS, model_files
 from halp.scenario import Scenario
 
 KNOWN_HOSTS_ENV = "HALP_HW_KNOWN_HOSTS"  # a known_hosts file other than ~/.ssh/known_hosts
@@ -175,9 +175,13 @@ def device_scenario(scenario: Scenario) -> tuple[str, dict[str, Path]]:
     return yaml.safe_dump(data, sort_keys=False), files
 
 
-def model_json(scenario: Scenario, weights: str | None = None) -> dict[str, Any]:
-    """The scenario's model as `halp.model.zoo.ModelSpec` fields (for the probe's digest)."""
-    spec = scenario.model_spec()
+def model_json(scenario: Scenario, placed: dict[str, str] | None = None) -> dict[str, Any]:
+    """The scenario's model as `halp.model.zoo.ModelSpec` fields (for the probe's digest), its
+    files (`halp.runtime.files.model_files`) at the paths `placed` on the device."""
+    spec, placed = scenario.model_spec(), placed or {}
+    factory = spec.factory
+    if FACTORY in placed:
+        factory = f"{placed[FACTORY]}:{factory.rpartition(':')[2]}"  # type: ignore[union-attr]
     return {"name": spec.name, "width": spec.width, "resolution": spec.resolution,
-            "seed": spec.seed, "weights": weights, "factory": spec.factory,
+            "seed": spec.seed, "weights": placed.get(WEIGHTS), "factory": factory,
             "input_shape": list(spec.input_shape) if spec.input_shape else None}

@@ -94,6 +94,10 @@ def test_a_users_model_and_weights_reach_every_device(lab, tmp_path):
     assert len({op.device for op in trace.ops if op.kind == "compute"}) >= 2
     for path in (tmp_path / "mine" / "net.py", tmp_path / "mine" / "trained.pt"):
         assert stored_as(lab.remote_dir / FILE_STORE, file_digest(path), path.name).is_file()
+    checked = halp("hw", "check", str(lab.write_scenario(text)), "--json", "--rounds", "2",
+                   "--probe-bytes", "100000")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert all(d["digest_matches"] for d in json.loads(checked.stdout))  # built from the copies
     assert_clean(lab)
 
 
