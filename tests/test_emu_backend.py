@@ -3,6 +3,7 @@ worker ends the run in bounded time, workers shrug off garbage, and nothing is l
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -301,6 +302,30 @@ def test_halp_run_writes_a_relative_out_folder(tmp_path):
     trace = read_trace_dir(out)
     assert [r.request for r in trace.requests] == [0, 1]
     assert all(r.max_abs_error <= TOLERANCE for r in trace.requests)
+
+
+@pytest.mark.slow
+def test_compare_on_the_emulator_measures_its_stand_alone_reference(tmp_path, monkeypatch,
+                                                                     capsys):
+    scenario(tmp_path, devices=2, requests=2)
+    monkeypatch.chdir(tmp_path)
+
+    assert main(["compare", "s.yaml", "--backend", "emu", "--methods", "halp,standalone",
+                 "--out", "cmp", "--json"]) == 0
+
+    printed = capsys.readouterr()
+    result = json.loads(printed.out)
+    # planned with a full-speed profile for half a core (and a speed only the simulator knows)
+    assert "device a runs on 0.5 of a core" in printed.err and "device a has speed" in printed.err
+    rows = {r["method"]: r for r in result["methods"]}
+    alone = rows["standalone"]["latency_s"]["mean"]  # measured on the emulated host
+    assert result["standalone_source"] == "measured" and result["standalone_latency_s"] == alone
+    assert result["simulated_standalone_s"] != alone
+    halp = rows["halp"]
+    assert halp["standalone_source"] == "measured"
+    assert halp["speedup"] == pytest.approx(alone / halp["latency_s"]["mean"])
+    on_disk = json.loads((tmp_path / "cmp" / "standalone" / "report.json").read_text())
+    assert on_disk["speedup"] == 1.0 and on_disk["standalone_source"] == "measured"
 
 
 def test_what_cannot_be_emulated_is_refused_before_anything_is_written(tmp_path, monkeypatch,

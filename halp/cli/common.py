@@ -46,3 +46,16 @@ def _as_units(overrides: dict[str, Any]) -> dict[str, Any]:
 def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
+
+
+def warn_if_emulated_differently(scenario: Scenario, backend: str) -> list[str]:
+    """On the emulator, print (stderr) and return one line per device that the planner and
+    the simulator see as another device than the emulator runs (`emulation_mismatches`)."""
+    if backend != "emu":
+        return []
+    from halp.validate import emulation_mismatches
+
+    lines = emulation_mismatches(scenario.cluster())
+    for line in lines:
+        print(line, file=sys.stderr)
+    return lines

@@ -3,8 +3,10 @@
 Every method runs the scenario's workload on the chosen backend (the simulator by default),
 each in its own run folder under the output folder, with one model and cluster prepared once.
 Writes `compare.json`, `compare.csv` and the bar chart `compare.png`, and prints a table:
-latency under the workload (mean, p95), the latency of one request on an idle cluster, speedup
-against stand-alone, and the deadline hit rate.
+latency under the workload (mean, p95), the latency of one request on an idle cluster
+(simulated), speedup against stand-alone, and the deadline hit rate. The stand-alone latency is
+simulated, except on a measured backend (emu, hw) with method standalone among the methods:
+that method runs first, and its measured mean latency is the reference of every speedup.
 """
 
 from __future__ import annotations
@@ -18,7 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from halp.backends import BACKENDS
-from halp.cli.common import add_scenario, print_json, scenario_from_args
+from halp.cli.common import (
+    add_scenario,
+    print_json,
+    scenario_from_args,
+    warn_if_emulated_differently,
+)
 from halp.cli.run_cmd import execute, ms, single_request_s, standalone_s
 from halp.cli.sweep_cmd import DYNAMIC
 from halp.errors import HalpError
@@ -28,6 +35,7 @@ from halp.scenario import METHOD_NAMES
 from halp.serving import StaticPolicy, policy_for
 
 DEFAULT_METHODS = "halp,modnn,deepthings,equal,offload,standalone"
+STANDALONE = "standalone"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -53,8 +61,11 @@ def methods_of(text: str) -> list[str]:
 def compare(scenario, methods: list[str], backend: str, out: Path | None,
             progress: bool = False) -> dict[str, Any]:
     prepared = prepare(scenario)
-    alone_s = standalone_s(scenario, prepared)
+    alone_s = simulated_alone_s = standalone_s(scenario, prepared)
+    source = "simulated"
     rows: list[dict[str, Any]] = []
+    if backend != "sim" and STANDALONE in methods:  # measure the reference first, then use it
+        methods = [STANDALONE, *(m for m in methods if m != STANDALONE)]
     for method in methods:
         variant = scenario.with_values({"method.name": method})
         if progress:
@@ -63,14 +74,22 @@ def compare(scenario, methods: list[str], backend: str, out: Path | None,
             policy = (policy_for(variant) if method in DYNAMIC
                       else StaticPolicy(variant, prepared))
             report = execute(variant, backend, out / method if out else None, policy=policy,
-                             standalone=alone_s)
+                             standalone=alone_s, standalone_source=source)
             report["single_request_s"] = single_request_s(variant, prepared)
+            if method == STANDALONE and backend != "sim" and report["latency_s"]["mean"]:
+                alone_s, source = report["latency_s"]["mean"], "measured"
+                report.update(standalone_latency_s=alone_s, speedup=1.0,
+                              standalone_source=source)
+                if out is not None:
+                    (out / method / "report.json").write_text(
+                        json.dumps(report, indent=2, default=str))
         except HalpError as exc:
             print(f"compare: {method} failed: {exc}", file=sys.stderr)
             rows.append({"method": method, "error": str(exc)})
             continue
         rows.append(report)
     result = {"scenario": scenario.name, "backend": backend, "standalone_latency_s": alone_s,
+              "standalone_source": source, "simulated_standalone_s": simulated_alone_s,
               "requests": scenario.workload.requests, "methods": rows,
               "out": str(out) if out else None}
     if out is not None:
@@ -105,8 +124,9 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def table(result: dict[str, Any]) -> list[str]:
+    source = "" if result["backend"] == "sim" else f" ({result['standalone_source']})"
     lines = [f"{result['scenario']} on {result['backend']}: {result['requests']} request(s) per "
-             f"method; stand-alone {ms(result['standalone_latency_s'])} ms",
+             f"method; stand-alone{source} {ms(result['standalone_latency_s'])} ms",
              f"{'method':<11} {'mean ms':>9} {'p95 ms':>9} {'speedup':>8} {'1-req ms':>9} "
              f"{'1-req x':>8} {'deadline':>9}"]
     for r in result["methods"]:
@@ -116,11 +136,11 @@ def table(result: dict[str, Any]) -> list[str]:
         lat = r["latency_s"]
         speed = f"{r['speedup']:.2f}x" if r["speedup"] else "-"
         hit = "-" if r["deadline_hit_rate"] is None else f"{r['deadline_hit_rate']:.0%}"
-        alone = result["standalone_latency_s"] / r["single_request_s"]
+        alone = result["simulated_standalone_s"] / r["single_request_s"]
         lines.append(f"{r['method']:<11} {ms(lat['mean']):>9} {ms(lat['p95']):>9} {speed:>8} "
                      f"{ms(r['single_request_s']):>9} {alone:>7.2f}x {hit:>9}")
     lines.append("speedup = stand-alone latency / mean latency under the workload; 1-req = one "
-                 "request on an idle cluster")
+                 "request on an idle cluster, simulated")
     return lines
 
 
@@ -128,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
     scenario = scenario_from_args(args)
     methods = methods_of(args.methods)
     out = args.out or Path("runs") / f"compare-{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    warn_if_emulated_differently(scenario, args.backend)
     result = compare(scenario, methods, args.backend, out, progress=not args.json)
     if all("error" in r for r in result["methods"]):
         raise HalpError("every method failed; see the lines above")

@@ -3,7 +3,8 @@
 The folder holds the scenario as run (`scenario.yaml`), `plan.json`, the records as they happen
 (`ops.jsonl`, `requests.jsonl`), `report.json`, `timeline.png` and `trace.json` (Chrome trace
 format: open it in https://ui.perfetto.dev). Speedup is against the stand-alone latency of the
-same scenario, simulated in the same run (method standalone, one request).
+same scenario, simulated in the same run (method standalone, one request); on a measured
+backend the line says so (`halp compare` with method standalone measures it instead).
 
 `execute` and `standalone_s` are what `halp compare` and `halp sweep` reuse.
 """
@@ -17,7 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from halp.backends import BACKENDS, load_backend, ready_backend
-from halp.cli.common import add_scenario, print_json, scenario_from_args
+from halp.cli.common import (
+    add_scenario,
+    print_json,
+    scenario_from_args,
+    warn_if_emulated_differently,
+)
 from halp.errors import HalpError
 from halp.methods import Prepared, make_plan, prepare
 from halp.report import summarise, timeline_png
@@ -76,9 +82,12 @@ def _plans_json(policy: Policy) -> Any:
 
 
 def execute(scenario: Scenario, backend: str, out: Path | None, policy: Policy | None = None,
-            standalone: float | None = None, figures: bool = True) -> dict[str, Any]:
+            standalone: float | None = None, figures: bool = True,
+            standalone_source: str = "simulated") -> dict[str, Any]:
     """Run `scenario` on `backend`, writing the output folder `out` (None: nothing on disk).
-    Returns the report. If the backend fails, the records written so far stay in `out`."""
+    Returns the report. If the backend fails, the records written so far stay in `out`.
+    The speedup is against `standalone` (default: simulated here); `standalone_source` says
+    whether that was simulated or measured on the same backend, and goes into the report."""
     module = ready_backend(backend, scenario)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -100,7 +109,8 @@ def execute(scenario: Scenario, backend: str, out: Path | None, policy: Policy |
         standalone = standalone_s(scenario, first.prepared)
     report = summarise(trace, standalone)
     models = sorted({r.model for r in trace.requests}) or [first.plan.model]
-    report.update({"method": method, "scenario": scenario.name, "model": ",".join(models),
+    report.update({"standalone_source": standalone_source,
+                   "method": method, "scenario": scenario.name, "model": ",".join(models),
                    "out": str(out) if out is not None else None, "meta": trace.meta})
     if out is not None:
         (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
@@ -123,7 +133,9 @@ def describe(report: dict[str, Any]) -> list[str]:
              f"  latency ms: mean {ms(lat['mean'])}  p50 {ms(lat['p50'])}  p95 {ms(lat['p95'])}  "
              f"max {ms(lat['max'])}"]
     speed = f"{report['speedup']:.2f}x" if report["speedup"] else "-"
-    line = f"  stand-alone {ms(report['standalone_latency_s'])} ms, speedup {speed}"
+    source = report.get("standalone_source", "simulated")
+    label = f" ({source})" if report["backend"] != "sim" else ""  # on sim both are simulated
+    line = f"  stand-alone{label} {ms(report['standalone_latency_s'])} ms, speedup {speed}"
     if report["deadline_hit_rate"] is not None:
         line += f", deadline met by {report['deadline_hit_rate']:.0%} of requests"
     lines.append(line)
@@ -139,6 +151,7 @@ def describe(report: dict[str, Any]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     scenario = scenario_from_args(args)
     out = args.out or default_out(scenario.name, args.backend)
+    warn_if_emulated_differently(scenario, args.backend)
     report = execute(scenario, args.backend, out)
     if args.json:
         print_json({**{k: report[k] for k in SUMMARY_KEYS}, "out": report["out"],

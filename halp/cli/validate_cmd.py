@@ -20,11 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from halp.backends import load_backend, ready_backend
-from halp.cli.common import add_scenario, print_json, scenario_from_args
+from halp.cli.common import (
+    add_scenario,
+    print_json,
+    scenario_from_args,
+    warn_if_emulated_differently,
+)
 from halp.latency.probe import check_profiles
 from halp.serving import policy_for
 from halp.trace import TraceWriter
-from halp.validate import compare, emulation_mismatches, format_summary, scatter
+from halp.validate import compare, format_summary, scatter
 
 TARGET = 0.10  # mean per-request latency error the simulator should stay within
 
@@ -51,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
         cluster = scenario.cluster()
         profiles, lines = check_profiles((d.profile for d in cluster.devices),
                                          probe_in_quota=measuring.probe_limited)
-        warnings = emulation_mismatches(cluster) + lines
-        for line in warnings:
+        warnings = warn_if_emulated_differently(scenario, args.against) + lines
+        for line in lines:
             print(line, file=sys.stderr)
     out: Path | None = args.out
     if out is not None:
