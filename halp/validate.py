@@ -97,14 +97,23 @@ class Validation:
         }
 
 
-def emulation_mismatches(cluster: Cluster) -> list[str]:
+def emulation_mismatches(cluster: Cluster, threads: dict[str, int] | None = None) -> list[str]:
     """One line per device that the simulator predicts as another device than the emulator
     runs: the emulator gives a device `cpu_share` of this machine's core and nothing else
     (its `speed` is the simulator's alone), so only a profile measured here at that share
-    (`halp profile --emu-cpu-share`) predicts it. Such a validation measures the gap between
-    two devices, not the simulator."""
+    (`halp profile --emu-cpu-share`), with the torch threads the device runs (`threads`, by
+    device), predicts it. Such a validation measures the gap between two devices, not the
+    simulator."""
     lines = []
     for d in cluster.devices:
+        profiled = int(d.profile.provenance.get("threads") or 1)
+        used = (threads or {}).get(d.name, profiled)
+        if used != profiled:
+            lines.append(f"warning: device {d.name} runs torch with {used} thread(s), but profile "
+                         f"{d.profile.name} was measured with {profiled}: measure it with "
+                         f"`halp profile --threads {used}`"
+                         + (f" (and {used} threads on {d.cpu_share:g} of a core split its "
+                            "quota between them)" if used > d.cpu_share else ""))
         profile = d.profile
         quota = profile.cpu_quota
         share = quota[0] if quota is not None else 1.0

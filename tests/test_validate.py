@@ -147,3 +147,17 @@ def test_devices_predicted_as_another_device_than_emulated_are_named():
     named = [line.split()[2] for line in lines]  # "warning: device NAME ..."
     assert named == ["half", "bare", "pi", "fast"]
     assert "--emu-cpu-share 0.5" in lines[0] and "--emu-cpu-share 0.25" in lines[1]
+
+
+def test_a_device_running_other_torch_threads_than_profiled_is_named():
+    quarter = load_profile("emu-q")  # measured with one thread
+    cluster = Cluster((Device("one", quarter, cpu_share=0.25),
+                       Device("two", quarter, cpu_share=0.25),
+                       Device("four", quarter, cpu_share=4.0)), host="one")
+
+    lines = [line for line in emulation_mismatches(cluster, {"one": 1, "two": 2, "four": 4})
+             if "thread" in line]  # "four" is also named for its share
+
+    assert [line.split()[2] for line in lines] == ["two", "four"]
+    assert "--threads 2" in lines[0] and "split its quota" in lines[0]
+    assert "split its quota" not in lines[1]  # four threads on four cores each have one

@@ -55,7 +55,7 @@ def warn_if_emulated_differently(scenario: Scenario, backend: str) -> list[str]:
         return []
     from halp.validate import emulation_mismatches
 
-    lines = emulation_mismatches(scenario.cluster())
+    lines = emulation_mismatches(scenario.cluster(), {d.name: d.threads for d in scenario.devices})
     for line in lines:
         print(line, file=sys.stderr)
     return lines
