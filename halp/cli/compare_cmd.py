@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from halp.backends import BACKENDS
+from halp.backends import BACKENDS, ready_backend
 from halp.cli.common import (
     add_scenario,
     print_json,
@@ -148,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
     scenario = scenario_from_args(args)
     methods = methods_of(args.methods)
     out = args.out or Path("runs") / f"compare-{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    ready_backend(args.backend, scenario)  # what cannot run here is one line, said first
     warn_if_emulated_differently(scenario, args.backend)
     result = compare(scenario, methods, args.backend, out, progress=not args.json)
     if all("error" in r for r in result["methods"]):

@@ -151,6 +151,7 @@ def describe(report: dict[str, Any]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     scenario = scenario_from_args(args)
     out = args.out or default_out(scenario.name, args.backend)
+    ready_backend(args.backend, scenario)  # what cannot run here is one line, said first
     warn_if_emulated_differently(scenario, args.backend)
     report = execute(scenario, args.backend, out)
     if args.json:
