@@ -50,8 +50,10 @@ def test_a_profile_measured_on_a_quarter_core_says_so_and_predicts_a_slower_devi
     whole = sum(limited.layer_s(*r) for r in regions)
     fast = sum(bare.layer_s(*r) for r in regions)
     # Four times slower, and a little more: each op is timed by its CPU over the share, and
-    # being throttled costs an op CPU (caches refilled after each pause; ~1.2x on MobileNet).
-    assert 3.4 * fast < whole < 6.5 * fast
+    # being throttled costs an op CPU (caches refilled after each pause: ~1.2x on MobileNet on
+    # a quiet machine, 1.7x on a busy VM host on 2026-12-05, where it came out 6.7x the bare
+    # profile). Timing the share twice over would be 16x.
+    assert 3.4 * fast < whole < 8.5 * fast
 
 
 def test_halp_probe_inside_a_quarter_core_takes_four_times_as_long_and_more(capsys):
