@@ -19,7 +19,7 @@ import yaml
 
 from halp.errors import BackendError, HalpError
 from halp.latency.profile import find_profile
-from halp.runtime.files import FACTORY, WEIGHTS, model_files
+from halp.runtime.files import FACTORY, WEIGHTS
 from halp.scenario import Scenario
 
 KNOWN_HOSTS_ENV = "HALP_HW_KNOWN_HOSTS"  # a known_hosts file other than ~/.ssh/known_hosts
@@ -161,10 +161,10 @@ def device_scenario(scenario: Scenario) -> tuple[str, dict[str, Path]]:
     if scenario.model.weights:
         files["weights.pt"] = scenario.resolve(scenario.model.weights)
         data["model"]["weights"] = "weights.pt"
-    factory = model_files(scenario.model_spec()).get(FACTORY)
-    if factory is not None:  # a custom model's file; a module name is the device's to import
-        files[f"model/{factory.name}"] = factory
-        data["model"]["factory"] = f"model/{factory.name}:{scenario.factory().rpartition(':')[2]}"  # type: ignore[union-attr]
+    spec = scenario.model_spec()
+    if spec.factory_file is not None:  # a custom model's file; a module name is the device's
+        files[f"model/{spec.factory_file.name}"] = spec.factory_file
+        data["model"]["factory"] = spec.with_factory_file(f"model/{spec.factory_file.name}").factory
     for device, link in data["network"].get("links", {}).items():
         if isinstance(link, dict) and "trace" in link:
             files[f"traces/{device}.csv"] = scenario.resolve(link["trace"])
@@ -179,9 +179,8 @@ def model_json(scenario: Scenario, placed: dict[str, str] | None = None) -> dict
     """The scenario's model as `halp.model.zoo.ModelSpec` fields (for the probe's digest), its
     files (`halp.runtime.files.model_files`) at the paths `placed` on the device."""
     spec, placed = scenario.model_spec(), placed or {}
-    factory = spec.factory
     if FACTORY in placed:
-        factory = f"{placed[FACTORY]}:{factory.rpartition(':')[2]}"  # type: ignore[union-attr]
+        spec = spec.with_factory_file(placed[FACTORY])
     return {"name": spec.name, "width": spec.width, "resolution": spec.resolution,
-            "seed": spec.seed, "weights": placed.get(WEIGHTS), "factory": factory,
+            "seed": spec.seed, "weights": placed.get(WEIGHTS), "factory": spec.factory,
             "input_shape": list(spec.input_shape) if spec.input_shape else None}

@@ -73,16 +73,13 @@ def compare(scenario, methods: list[str], backend: str, out: Path | None,
         try:
             policy = (policy_for(variant) if method in DYNAMIC
                       else StaticPolicy(variant, prepared))
+            reference = method == STANDALONE and backend != "sim"  # measured: the reference
             report = execute(variant, backend, out / method if out else None, policy=policy,
-                             standalone=alone_s, standalone_source=source)
+                             standalone=None if reference else alone_s,
+                             standalone_source="measured" if reference else source)
             report["single_request_s"] = single_request_s(variant, prepared)
-            if method == STANDALONE and backend != "sim" and report["latency_s"]["mean"]:
-                alone_s, source = report["latency_s"]["mean"], "measured"
-                report.update(standalone_latency_s=alone_s, speedup=1.0,
-                              standalone_source=source)
-                if out is not None:
-                    (out / method / "report.json").write_text(
-                        json.dumps(report, indent=2, default=str))
+            if reference and report["standalone_latency_s"]:
+                alone_s, source = report["standalone_latency_s"], "measured"
         except HalpError as exc:
             print(f"compare: {method} failed: {exc}", file=sys.stderr)
             rows.append({"method": method, "error": str(exc)})

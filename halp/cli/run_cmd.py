@@ -26,7 +26,7 @@ from halp.cli.common import (
 )
 from halp.errors import HalpError
 from halp.methods import Prepared, make_plan, prepare
-from halp.report import summarise, timeline_png
+from halp.report import latency_stats, summarise, timeline_png
 from halp.scenario import Scenario
 from halp.serving import Policy, policy_for
 from halp.trace import CHROME_FILE, TraceWriter, chrome_trace
@@ -87,7 +87,8 @@ def execute(scenario: Scenario, backend: str, out: Path | None, policy: Policy |
     """Run `scenario` on `backend`, writing the output folder `out` (None: nothing on disk).
     Returns the report. If the backend fails, the records written so far stay in `out`.
     The speedup is against `standalone` (default: simulated here); `standalone_source` says
-    whether that was simulated or measured on the same backend, and goes into the report."""
+    whether that was simulated or measured on the same backend, and goes into the report.
+    Measured with no `standalone` given: this run is the stand-alone reference itself."""
     module = ready_backend(backend, scenario)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -105,7 +106,9 @@ def execute(scenario: Scenario, backend: str, out: Path | None, policy: Policy |
             if out is None:
                 raise
             raise HalpError(f"{exc} (the records so far are in {out})") from exc
-    if standalone is None:
+    if standalone is None and standalone_source == "measured":
+        standalone = latency_stats(trace.latencies())["mean"]
+    elif standalone is None:
         standalone = standalone_s(scenario, first.prepared)
     report = summarise(trace, standalone)
     models = sorted({r.model for r in trace.requests}) or [first.plan.model]

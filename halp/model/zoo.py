@@ -11,7 +11,7 @@ import hashlib
 import importlib
 import importlib.util
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 
@@ -58,11 +58,20 @@ class ModelSpec:
         if self.name == "mobilenet_v1":
             return f"{float(self.width)!r}_{self.resolution}"
         if self.name == "custom":  # the factory without its folder: plans name no host path
-            if not self.factory:
-                return "custom"
-            where, _, attr = self.factory.rpartition(":")
-            return f"{Path(where).stem if where.endswith('.py') else where}:{attr}"
+            if self.factory_file is not None:
+                return f"{self.factory_file.stem}:{self.factory.rpartition(':')[2]}"  # type: ignore[union-attr]
+            return self.factory or "custom"
         return self.name
+
+    @property
+    def factory_file(self) -> Path | None:
+        """The `.py` file of a `file.py:function` factory (None for a module name)."""
+        where = (self.factory or "").rpartition(":")[0]
+        return Path(where) if where.endswith(".py") else None
+
+    def with_factory_file(self, path: str | Path) -> ModelSpec:
+        """The same factory function, loaded from `path` (a copy of the file)."""
+        return replace(self, factory=f"{path}:{(self.factory or '').rpartition(':')[2]}")
 
     @property
     def shape(self) -> tuple[int, int, int]:

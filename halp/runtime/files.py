@@ -44,10 +44,8 @@ def model_files(spec: ModelSpec) -> dict[str, Path]:
     files = {}
     if spec.weights:
         files[WEIGHTS] = Path(spec.weights)
-    if spec.factory and ":" in spec.factory:
-        where = spec.factory.rpartition(":")[0]
-        if where.endswith(".py"):
-            files[FACTORY] = Path(where)
+    if spec.factory_file is not None:
+        files[FACTORY] = spec.factory_file
     return files
 
 
@@ -65,17 +63,15 @@ def stored_as(store: str | Path, digest: str, name: str) -> Path:
 def localise(spec: ModelSpec, store: Path | None) -> ModelSpec:
     """`spec` with each file the host named (`spec.digests`) replaced by this device's copy."""
     digests = dict(spec.digests)
-    changes = {}
+    local = spec
     for role, path in model_files(spec).items():
         digest = digests.get(role)
         if digest is None:
             continue  # the host did not have it either: building says so
-        local = _copy_of(path, digest, store)
-        if role == WEIGHTS:
-            changes["weights"] = str(local)
-        else:
-            changes["factory"] = f"{local}:{spec.factory.rpartition(':')[2]}"  # type: ignore[union-attr]
-    return dataclasses.replace(spec, **changes) if changes else spec
+        copy = _copy_of(path, digest, store)
+        local = (dataclasses.replace(local, weights=str(copy)) if role == WEIGHTS
+                 else local.with_factory_file(copy))
+    return local
 
 
 def _copy_of(path: Path, digest: str, store: Path | None) -> Path:
