@@ -102,15 +102,17 @@ def test_profiles_of_a_scenario_are_checked_with_a_line_for_each_that_does_not_f
     assert "unprobed" in lines[1]
 
 
-def test_inside_a_quota_the_probe_is_timed_as_a_quota_profile_times_its_ops(now):
+def test_inside_a_quota_the_probe_is_timed_as_a_quota_profile_times_its_ops():
     # Timed by CPU over the share, a layer this process runs unthrottled takes about twice as
     # long "at half a core" as its full-speed minimum: the clock, not the machine, differs.
-    half = probe_machine(repeats=5, cpu_share=0.5)
+    # Measured alternately with the full-speed probe: this VM's speed drifts within seconds.
+    rounds = [slowdowns(probe_machine(repeats=5), probe_machine(repeats=5, cpu_share=0.5))
+              for _ in range(3)]
+    ratios = {name: sorted(r[name] for r in rounds)[1] for name in LAYERS}
 
-    ratios = slowdowns(now, half)
-
-    assert set(ratios) == set(LAYERS)
-    assert all(1.6 < r < 4.0 for r in ratios.values()), ratios
+    assert all(set(r) == set(LAYERS) for r in rounds)
+    # 2 or a little more (a mean against a minimum); a wall clock would give about 1.
+    assert all(1.5 < r < 4.0 for r in ratios.values()), rounds
 
 
 def quota_profile(tmp_path, name: str, quota_probe: dict[str, float] | None,

@@ -70,10 +70,14 @@ def test_under_a_quota_an_op_is_timed_by_its_cpu_over_the_share(graph):
     import random
 
     ops = [op for op in plan_ops(graph, (1.0,), 2, random.Random(0)) if op.stop - op.start > 1]
-    whole = [s.seconds for s in time_ops(ops, repeats=7, statistic="median")]
-    half = [s.seconds for s in time_ops(ops, repeats=7, statistic="median", cpu_share=0.5)]
-    ratio = float(np.median(np.array(half) / np.array(whole)))
-    assert 1.6 < ratio < 2.5
+    ratios = []
+    for _ in range(5):  # alternating: this VM's speed drifts by a third within seconds
+        whole = [s.seconds for s in time_ops(ops, repeats=3, statistic="median")]
+        half = [s.seconds for s in time_ops(ops, repeats=3, statistic="median", cpu_share=0.5)]
+        ratios.append(float(np.median(np.array(half) / np.array(whole))))
+    ratio = float(np.median(ratios))
+    # 2 in theory; a wall clock would give 1, a share applied the wrong way 0.5.
+    assert 1.4 < ratio < 2.6, ratios
     with pytest.raises(HalpError, match="threads"):
         time_ops(ops, repeats=1, threads=2, cpu_share=0.5)
 
