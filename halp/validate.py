@@ -30,6 +30,9 @@ from halp.cluster import Cluster
 from halp.trace import Trace
 
 KINDS = ("compute", "transfer", "gather")
+# The per-request figures of a summary (what `uncalibrated` keeps of a second comparison).
+ERROR_KEYS = ("latency_error_mean", "latency_error_max", "latency_bias", "latency_spread_mean",
+              "predicted_latency_mean_s")
 
 
 @dataclass
@@ -175,6 +178,7 @@ def format_summary(summary: dict[str, Any], target: float = 0.10) -> str:
         f"({summary['latency_abs_error_mean_s'] * 1e3:.1f} ms), max {worst * 100:.1f}% "
         f"({summary['latency_abs_error_max_s'] * 1e3:.1f} ms); {verdict} the {target * 100:g}% target",
         *_split(summary),
+        *_calibration(summary),
         f"op duration MAPE: compute {pct(summary['compute_op_mape'])}, transfer "
         f"{pct(summary['transfer_op_mape'])}, gather {pct(summary['gather_op_mape'])}",
     ])
@@ -188,6 +192,17 @@ def _split(summary: dict[str, Any]) -> list[str]:
     return [f"  of which: the run as a whole was {abs(bias) * 100:.1f}% {pace} than predicted "
             f"(bias); scaled by that one factor, the predictions are still {spread * 100:.1f}% "
             "off per request (spread between requests)"]
+
+
+def _calibration(summary: dict[str, Any]) -> list[str]:
+    used, plain = summary.get("calibration"), summary.get("uncalibrated")
+    if not used or not plain or plain.get("latency_error_mean") is None:
+        return []
+    speeds = ", ".join(f"{name} x{1 / u['factor']:.2f}" if u.get("factor") else f"{name} unprobed"
+                       for name, u in used.items())
+    return [f"  calibrated: devices simulated at the speed probed around the run ({speeds}); "
+            f"at their profiles' speed the error is {plain['latency_error_mean'] * 100:.1f}% "
+            f"(bias {plain['latency_bias'] * 100:+.1f}%)"]
 
 
 def scatter(validation: Validation, path: Path, title: str = "") -> Path:

@@ -23,10 +23,11 @@ __all__ = ["run", "simulate", "simulate_trace", "simulator_for", "request_record
 NAME = "sim"
 
 
-def simulator_for(scenario: Scenario, **options) -> Simulator:
-    """A simulator of the scenario's cluster and network (its seed, its jitter)."""
-    return Simulator(scenario.cluster(), seed=scenario.seed, jitter_s=scenario.network.jitter,
-                     **options)
+def simulator_for(scenario: Scenario, cluster: Cluster | None = None, **options) -> Simulator:
+    """A simulator of the scenario's cluster (or of `cluster`, the same devices timed otherwise)
+    and network (its seed, its jitter)."""
+    return Simulator(cluster or scenario.cluster(), seed=scenario.seed,
+                     jitter_s=scenario.network.jitter, **options)
 
 
 def request_records(request: Request, deadline: float | None) -> tuple[list[OpRecord], RequestRecord]:
@@ -45,7 +46,10 @@ def request_records(request: Request, deadline: float | None) -> tuple[list[OpRe
     return ops, record
 
 
-def run(scenario: Scenario, policy: Policy, writer: TraceWriter) -> Trace:
+def run(scenario: Scenario, policy: Policy, writer: TraceWriter,
+        cluster: Cluster | None = None) -> Trace:
+    """`cluster`: time the devices as this cluster says (`halp validate --calibrate` passes the
+    scenario's devices at the speed probed now); the policy, and so every plan, is unchanged."""
     deadline = scenario.workload.deadline
 
     def done(request: Request) -> None:
@@ -54,7 +58,7 @@ def run(scenario: Scenario, policy: Policy, writer: TraceWriter) -> Trace:
             writer.op(op)
         writer.request(record)
 
-    sim = simulator_for(scenario, on_done=done)
+    sim = simulator_for(scenario, cluster, on_done=done)
     sim.serve(policy, arrival_times(scenario.workload, scenario.seed))
     sim.run()
     trace = writer.trace

@@ -51,3 +51,27 @@ def test_scenario_runs_on_the_simulator(path, tmp_path):
 
 def test_there_are_scenarios():
     assert any(p.stem == "default" for p in SCENARIOS)
+
+
+def test_a_cluster_timed_otherwise_runs_the_same_plans_slower(tmp_path):
+    # `halp validate --calibrate` simulates the devices at the speed probed now: the plans are
+    # the policy's, only the compute takes longer; transfers are the links'.
+    scenario = load_scenario(REPO / "scenarios" / "emu_vgg16_3dev.yaml")
+    chosen = policy(scenario)
+    cluster = scenario.cluster()
+    slower = cluster.with_speeds({d.name: d.speed / 2 for d in cluster.devices})
+
+    as_profiled = backend.run(scenario, chosen, TraceWriter(None, "sim", "halp"))
+    halved = backend.run(scenario, chosen, TraceWriter(None, "sim", "halp"), slower)
+
+    def durations(trace, kind):
+        return {(o.request, o.op): o.end - o.start for o in trace.ops if o.kind == kind}
+
+    assert durations(halved, "compute").keys() == durations(as_profiled, "compute").keys()
+    assert durations(halved, "transfer") == pytest.approx(durations(as_profiled, "transfer"))
+    ratios = [durations(halved, "compute")[k] / v
+              for k, v in durations(as_profiled, "compute").items() if v > 0]
+    # Twice as long, and a little more where an op follows an idle spell: its burst at full
+    # speed (share x period of CPU) now covers half the work.
+    ratios.sort()
+    assert ratios[0] > 2.0 - 1e-6 and ratios[len(ratios) // 2] < 2.1, ratios

@@ -99,8 +99,8 @@ name: validate-emu
 seed: 3
 model: {name: mobilenet_v1, width: 0.25, resolution: 128}
 devices:
-  - {name: a, role: host, profile: this-machine, cpu_share: 0.5, speed: 0.05}
-  - {name: b, profile: this-machine, cpu_share: 0.5}
+  - {name: a, role: host, profile: emu-q, cpu_share: 0.25, speed: 0.05}
+  - {name: b, profile: emu-q, cpu_share: 0.25}
 network: {kind: star, bandwidth: 50Mbps}
 method: {name: halp}
 workload: {requests: 2, arrival: periodic, interval: 100ms}
@@ -118,14 +118,23 @@ def test_validate_against_the_emulator_writes_json_and_plot(tmp_path, capsys):
     path = tmp_path / "s.yaml"
     path.write_text(EMU_SCENARIO)
 
-    code = main(["validate", str(path), "--against", "emu", "--json", "--out", str(tmp_path / "v")])
+    code = main(["validate", str(path), "--against", "emu", "--json", "--calibrate",
+                 "--out", str(tmp_path / "v")])
 
     summary = json.loads(capsys.readouterr().out)
     assert code == 0
+    # --calibrate: the devices simulated at the speed probed around the run, and the errors
+    # at the profile's speed kept beside: slower now than profiled means a longer prediction.
+    used = summary["calibration"]["emu-q"]
+    factor = used["factor"]
+    assert factor == pytest.approx((used["slowdown_before"] * used["slowdown_after"]) ** 0.5,
+                                   rel=1e-3)
+    plain = summary["uncalibrated"]["predicted_latency_mean_s"]
+    assert (summary["predicted_latency_mean_s"] > plain) == (factor > 1.0)
     assert {"requests", "latency_error_mean", "latency_error_max", "compute_op_mape",
             "transfer_op_mape"} <= set(summary)
     assert summary["requests"] == 2 and summary["unmatched_ops"] == 0
-    assert set(summary["profiles"]) == {"this-machine"}  # checked against this machine first
+    assert set(summary["profiles"]) == {"emu-q"}  # checked against this machine first
     for name in ("validation.json", "validation.png", "sim/ops.jsonl", "emu/ops.jsonl"):
         assert (tmp_path / "v" / name).is_file()
 
@@ -161,3 +170,33 @@ def test_a_device_running_other_torch_threads_than_profiled_is_named():
     assert [line.split()[2] for line in lines] == ["two", "four"]
     assert "--threads 2" in lines[0] and "split its quota" in lines[0]
     assert "split its quota" not in lines[1]  # four threads on four cores each have one
+
+
+def test_calibration_slows_each_device_by_its_profiles_slowdown_over_the_run():
+    from halp.cli.validate_cmd import calibrated_cluster
+
+    quarter, full = load_profile("emu-q"), load_profile("this-machine")
+    cluster = Cluster((Device("a", quarter, cpu_share=0.25), Device("b", quarter, speed=2.0),
+                       Device("c", full)), host="a")
+    before = {"emu-q": {"slowdown_in_quota": {"x": 2.0}}, "this-machine": {"slowdown": {}}}
+    after = {"emu-q": {"slowdown_in_quota": {"x": 8.0}}, "this-machine": {"slowdown": {}}}
+
+    calibrated, used = calibrated_cluster(cluster, before, after)
+
+    speeds = {d.name: d.speed for d in calibrated.devices}
+    assert speeds == {"a": 0.25, "b": 0.5, "c": 1.0}  # 4x slower over the run; c unprobed
+    assert used["emu-q"]["factor"] == 4.0 and used["this-machine"]["factor"] is None
+
+
+def test_calibrating_against_hardware_is_refused_in_one_line(tmp_path, capsys):
+    from halp.cli import main
+
+    path = tmp_path / "s.yaml"
+    path.write_text(EMU_SCENARIO)
+
+    code = main(["validate", str(path), "--against", "hw", "--calibrate", "--out",
+                 str(tmp_path / "v")])
+
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--calibrate" in err[0]
+    assert not (tmp_path / "v").exists()

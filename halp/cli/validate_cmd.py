@@ -9,12 +9,21 @@ is first checked against this machine's probe (`halp.latency.probe`), and a prof
 under a CPU quota against the probe taken inside that quota now: a profile measured on another
 machine, or on this one on a faster day, is named in one line before the run, and the
 summary's `profiles` says, per profile, whether it describes this machine and by how much not.
+
+`--calibrate` (emulator only) predicts for the machine as it is during the run rather than as
+it was when profiled: the probe is taken again after the run, and each device is simulated at
+its profile's speed divided by its slowdown (`halp.latency.probe.slowdown_of`, the geometric
+mean of the probes before and after the run). Only the simulator's timing changes; the plans
+are the policy's, as without it. The summary then holds `calibration` (per profile, the
+slowdowns and the factor used) and `uncalibrated` (the errors without it): a quarter core of
+this VM drifts by 10-20% within minutes, which no stored profile can predict.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,10 +35,12 @@ from halp.cli.common import (
     scenario_from_args,
     warn_if_emulated_differently,
 )
-from halp.latency.probe import check_profiles
+from halp.cluster import Cluster
+from halp.errors import HalpError
+from halp.latency.probe import check_profiles, slowdown_of
 from halp.serving import policy_for
 from halp.trace import TraceWriter
-from halp.validate import compare, format_summary, scatter
+from halp.validate import ERROR_KEYS, compare, format_summary, scatter
 
 TARGET = 0.10  # mean per-request latency error the simulator should stay within
 
@@ -42,11 +53,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None,
                    help="folder for both traces, validation.json and validation.png")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--calibrate", action="store_true",
+                   help="simulate each device at the speed its probe finds before and after "
+                        "the run, not the profile's (emulator only)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     scenario = scenario_from_args(args)
+    if args.calibrate and args.against != "emu":
+        raise HalpError(f"--calibrate probes the devices' speed on this machine, so it needs "
+                        f"--against emu, not {args.against}")
     measuring = ready_backend(args.against, scenario)  # one line, before anything is written
     simulator = load_backend("sim")
     policy = policy_for(scenario)
@@ -66,12 +83,21 @@ def run(args: argparse.Namespace) -> int:
     method = scenario.method.name
     with TraceWriter(out / args.against if out else None, args.against, method) as writer:
         measured = measuring.run(scenario, policy, writer)
+    meta: dict[str, Any] = {}
+    timed = None  # the devices as the simulator times them: the scenario's, or calibrated
+    if args.calibrate:
+        uncalibrated = compare(simulator.run(scenario, policy, TraceWriter(None, "sim", method)),
+                               measured)
+        after, _ = check_profiles((d.profile for d in scenario.cluster().devices),
+                                  probe_in_quota=measuring.probe_limited)
+        timed, meta["calibration"] = calibrated_cluster(scenario.cluster(), profiles, after)
+        meta["uncalibrated"] = {k: v for k, v in uncalibrated.summary().items() if k in ERROR_KEYS}
     with TraceWriter(out / "sim" if out else None, "sim", method) as writer:
-        predicted = simulator.run(scenario, policy, writer)
+        predicted = simulator.run(scenario, policy, writer, timed)
     validation = compare(predicted, measured)
     validation.meta.update({"scenario": scenario.name, "method": method,
                             "against": args.against, "target": TARGET,
-                            **({"profiles": profiles} if profiles else {}),
+                            **({"profiles": profiles} if profiles else {}), **meta,
                             **({"warnings": warnings} if warnings else {})})
     summary = validation.summary()
     if out is not None:
@@ -85,3 +111,24 @@ def run(args: argparse.Namespace) -> int:
         if out is not None:
             print(f"wrote {out / 'validation.json'} and {out / 'validation.png'}")
     return 0
+
+
+def calibrated_cluster(cluster: Cluster, before: dict[str, dict[str, Any]],
+                       after: dict[str, dict[str, Any]]) -> tuple[Cluster, dict[str, Any]]:
+    """`cluster` with each device slowed by its profile's slowdown over the run (the geometric
+    mean of the probes before and after it), and per profile what was used. A profile without
+    a probe to compare with keeps its speed, and says so."""
+    used: dict[str, Any] = {}
+    for name in before:
+        ends = [slowdown_of(before[name]), slowdown_of(after.get(name, {}))]
+        known = [x for x in ends if x is not None]
+        factor = math.prod(known) ** (1 / len(known)) if known else None
+        used[name] = {"slowdown_before": _round(ends[0]), "slowdown_after": _round(ends[1]),
+                      "factor": _round(factor)}
+    speeds = {d.name: d.speed / used[d.profile.name]["factor"] for d in cluster.devices
+              if used.get(d.profile.name, {}).get("factor")}
+    return cluster.with_speeds(speeds), used
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)

@@ -28,6 +28,7 @@ against 85 ms; a profile measured that hour predicted 166).
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -87,6 +88,15 @@ def slowdowns(recorded: Mapping[str, float], now: Mapping[str, float]) -> dict[s
     """Per probe layer both have: how many times longer it takes now than when recorded."""
     return {name: now[name] / recorded[name] for name in recorded
             if name in now and recorded[name] > 0}
+
+
+def slowdown_of(check: Mapping[str, Any]) -> float | None:
+    """One factor for a profile's `check_profiles` entry: how many times longer its device's
+    compute takes now than when profiled. The median over probe layers, taken inside the
+    profile's CPU quota when it has one (that is the device), else at full speed; None when
+    the profile holds no probe to compare with."""
+    ratios = check.get("slowdown_in_quota") or check.get("slowdown") or {}
+    return statistics.median(ratios.values()) if ratios else None
 
 
 def describes_this_machine(provenance: Mapping[str, object], now: Mapping[str, float],
