@@ -95,6 +95,34 @@ def test_halp_is_not_worse_than_equal_on_unequal_devices():
     assert estimate(halp, graph, latency).makespan <= estimate(equal, graph, latency).makespan * 1.001
 
 
+@pytest.mark.parametrize("bandwidth", [2e6, 100e6])
+def test_equal_gives_every_device_rows_of_every_segment_even_where_halp_keeps_them(bandwidth):
+    # Over 2 Mbps HALP keeps all on the host (a deep segment whose halo swallows any share);
+    # equal still splits, on segments where an equal share of the input computes some rows.
+    _, graph = model("mobilenet_v1")
+    c, latency = cluster([1.0, 1.0, 1.0], bandwidth)
+
+    halp = plan_for(HalpMethod(name="halp"), graph, c, latency, graph.name)
+    equal = plan_for(HalpMethod(name="equal"), graph, c, latency, graph.name)
+
+    if bandwidth < 10e6:
+        assert {op.device for op in halp.ops if isinstance(op, Compute)} == {"d0"}
+    cuts = graph.cut_points()
+    segments = {(op.start, op.stop) for op in equal.ops
+                if isinstance(op, Compute) and op.stop <= graph.spatial_end}
+    assert max(stop for _, stop in segments) == graph.spatial_end
+    for start, stop in segments:
+        busy = {op.device for op in equal.ops
+                if isinstance(op, Compute) and (op.start, op.stop) == (start, stop)}
+        if cuts[cuts.index(start) + 1] != stop:  # it could have been cut shorter
+            assert busy == {"d0", "d1", "d2"}, (start, stop)
+    # Most of the network is split three ways: all devices share the first segments' work.
+    shared = [stop - start for start, stop in segments
+              if len({op.device for op in equal.ops if isinstance(op, Compute)
+                      and (op.start, op.stop) == (start, stop)}) == 3]
+    assert sum(shared) >= graph.spatial_end / 2
+
+
 @pytest.mark.parametrize(("speeds", "network"), [([1.0, 1.0, 1.0], "star"), ([1.0, 2.0, 0.5], "star"),
                                                  ([1.0, 2.0, 0.5], "shared")])
 def test_halp_split_matches_the_best_of_every_split(speeds, network):

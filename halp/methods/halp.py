@@ -30,13 +30,18 @@ the edges, so gradients do not help). Segment cuts are chosen
 by dynamic programming over the cut points: best(j) = min_i best(i) + T*(cut_i, cut_j), each
 segment costed at its optimised split. After the spatial part each linear layer's output
 features are shared the same way where that is predicted faster (`halp.methods.classifier`;
-`split_classifier: false` leaves the classifier to the host, as published). `equal` uses the
-same segments but equal shares for every device, blind to speed, and the host runs the rest.
+`split_classifier: false` leaves the classifier to the host, as published). `equal` gives
+every device an equal share of each segment's input rows, blind to speed, with segments chosen
+by the same programme over its own splits, among segments shallow enough that every device's
+share computes some rows (HALP's segments can be so deep that an equal share of the input
+determines no output row: `equal` would quietly be stand-alone); the host runs the rest.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from halp.cluster import Cluster
@@ -174,19 +179,41 @@ def _orders(cluster: Cluster, secondaries: list[str]) -> list[tuple[str, ...]]:
 
 
 def choose_cuts(graph: ModelGraph, cluster: Cluster, latency: LatencyModel,
-                max_layers: int | None = None) -> list[int]:
-    """Segment boundaries by dynamic programming over the graph's cut points."""
+                max_layers: int | None = None,
+                cost: Callable[[int, int], float] | None = None) -> list[int]:
+    """Segment boundaries by dynamic programming over the graph's cut points, each segment
+    [a, b) costed by `cost(a, b)` (default: the time of its optimised split; `math.inf` rules
+    a segment out, which a segment between neighbouring cut points must never be)."""
     cuts = graph.cut_points()
+    timed = cost or (lambda a, b: optimise_split(graph, cluster, latency, a, b, effort=1).time_s)
     best: dict[int, tuple[float, list[int]]] = {0: (0.0, [cuts[0]])}
     for j in range(1, len(cuts)):
         options = []
         for i in range(j):
             if max_layers is not None and cuts[j] - cuts[i] > max_layers and i < j - 1:
                 continue
-            t = optimise_split(graph, cluster, latency, cuts[i], cuts[j], effort=1).time_s
+            t = timed(cuts[i], cuts[j])
             options.append((best[i][0] + t, [*best[i][1], cuts[j]]))
         best[j] = min(options, key=lambda o: o[0])
     return best[len(cuts) - 1][1]
+
+
+def equal_cost(graph: ModelGraph, cluster: Cluster, latency: LatencyModel) -> Callable[[int, int], float]:
+    """A segment's cost for `equal`: the time of its equal split, or `math.inf` where that
+    split leaves a secondary nothing to compute (a deep segment's halo swallows a share) and a
+    shorter segment might not, so that `equal` picks the segments where an equal split really
+    is one. A segment between two neighbouring cut points is never ruled out: on a map of a
+    few rows some shares compute nothing however short the segment."""
+    cuts = graph.cut_points()
+    follows = dict(zip(cuts, cuts[1:], strict=False))
+
+    def cost(start: int, stop: int) -> float:
+        split = equal_split(graph, cluster, latency, start, stop)
+        lay = layout(graph, start, stop, split.order, split.blocks)
+        if len(lay.secondary) < len(split.order) and follows.get(start) != stop:
+            return math.inf
+        return split.time_s
+    return cost
 
 
 def _check_cuts(graph: ModelGraph, cuts: list[int]) -> list[int]:
@@ -248,7 +275,8 @@ def plan(graph: ModelGraph, cluster: Cluster, latency: LatencyModel, model: str,
          cuts: list[int] | None = None, max_layers_per_segment: int | None = None,
          equal: bool = False, split_classifier: bool = True) -> Plan:
     if cuts is None:
-        points = choose_cuts(graph, cluster, latency, max_layers_per_segment)
+        cost = equal_cost(graph, cluster, latency) if equal else None
+        points = choose_cuts(graph, cluster, latency, max_layers_per_segment, cost)
     else:
         points = _check_cuts(graph, cuts)
     splits = []
