@@ -53,7 +53,7 @@ def test_there_are_scenarios():
     assert any(p.stem == "default" for p in SCENARIOS)
 
 
-def test_a_cluster_timed_otherwise_runs_the_same_plans_slower(tmp_path):
+def test_a_cluster_timed_otherwise_runs_the_same_plans_slower():
     # `halp validate --calibrate` simulates the devices at the speed probed now: the plans are
     # the policy's, only the compute takes longer; transfers are the links'.
     scenario = load_scenario(REPO / "scenarios" / "emu_vgg16_3dev.yaml")

@@ -67,10 +67,10 @@ def run(args: argparse.Namespace) -> int:
     measuring = ready_backend(args.against, scenario)  # one line, before anything is written
     simulator = load_backend("sim")
     policy = policy_for(scenario)
+    cluster = scenario.cluster()
     profiles: dict[str, Any] = {}
     warnings: list[str] = []
     if args.against == "emu":  # the emulated devices are this machine: probed while idle
-        cluster = scenario.cluster()
         profiles, lines = check_profiles((d.profile for d in cluster.devices),
                                          probe_in_quota=measuring.probe_limited)
         warnings = warn_if_emulated_differently(scenario, args.against) + lines
@@ -88,9 +88,9 @@ def run(args: argparse.Namespace) -> int:
     if args.calibrate:
         uncalibrated = compare(simulator.run(scenario, policy, TraceWriter(None, "sim", method)),
                                measured)
-        after, _ = check_profiles((d.profile for d in scenario.cluster().devices),
+        after, _ = check_profiles((d.profile for d in cluster.devices),
                                   probe_in_quota=measuring.probe_limited)
-        timed, meta["calibration"] = calibrated_cluster(scenario.cluster(), profiles, after)
+        timed, meta["calibration"] = calibrated_cluster(cluster, profiles, after)
         meta["uncalibrated"] = {k: v for k, v in uncalibrated.summary().items() if k in ERROR_KEYS}
     with TraceWriter(out / "sim" if out else None, "sim", method) as writer:
         predicted = simulator.run(scenario, policy, writer, timed)
