@@ -9,10 +9,10 @@ import pytest
 from sim_cases import REPO
 
 from halp.cli import main
-from halp.cli.sweep_cmd import axes_of, grid, split_values
 from halp.errors import BackendError
 from halp.plan import Plan
 from halp.scenario import load_scenario
+from halp.sweep import axes_of, grid, split_values
 
 SMALL = """\
 name: small

@@ -27,12 +27,12 @@ from halp.cli.common import (
     warn_if_emulated_differently,
 )
 from halp.cli.run_cmd import execute, ms, single_request_s, standalone_s
-from halp.cli.sweep_cmd import DYNAMIC
 from halp.errors import HalpError
 from halp.methods import prepare
 from halp.report import bars_png
 from halp.scenario import METHOD_NAMES
 from halp.serving import StaticPolicy, policy_for
+from halp.sweep import DYNAMIC
 
 DEFAULT_METHODS = "halp,modnn,deepthings,equal,offload,standalone"
 STANDALONE = "standalone"
