@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from emu.backend import EmulatedRun  # noqa: E402
-from halp.backends import load_backend  # noqa: E402
+from halp.backends import load_backend, quota_runner  # noqa: E402
 from halp.errors import HalpError  # noqa: E402
 from halp.latency.probe import check_profiles  # noqa: E402
 from halp.scenario import Scenario, load_scenario  # noqa: E402
@@ -95,9 +95,8 @@ def main(argv: list[str] | None = None) -> int:
              "workload.interval": args.interval})
         variants = {m: base.with_values({"method.name": m}) for m in METHODS}
         # The "predicted" column means something only if the profile describes this machine.
-        emu = load_backend("emu")
         for line in check_profiles((d.profile for d in base.cluster().devices),
-                                   probe_in_quota=emu.probe_limited)[1]:
+                                   probe_in_quota=quota_runner("emu").probe_limited)[1]:
             print(line, file=sys.stderr)
         rounds: list[dict[str, Trace]] = []
         with tempfile.TemporaryDirectory(prefix="halp-speedup-") as tmp:
@@ -107,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                     rounds.append({})
                     for method, scenario in variants.items():
                         print(f"round {r + 1}/{args.rounds}: {method} ...", file=sys.stderr, flush=True)
-                        rounds[-1][method] = run.serve(net, scenario, f"{method}-{r}")
+                        rounds[-1][method] = run.serve(net, scenario, policy_for(scenario),
+                                                       f"{method}-{r}")
     except HalpError as exc:
         print(f"emu_speedup: {exc}", file=sys.stderr)
         return 2

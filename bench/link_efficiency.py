@@ -31,6 +31,7 @@ from emu.backend import EmulatedRun  # noqa: E402
 from emu.network import EmulatedNetwork  # noqa: E402
 from halp.errors import HalpError  # noqa: E402
 from halp.scenario import parse_scenario  # noqa: E402
+from halp.serving import policy_for  # noqa: E402
 from halp.units import bandwidth_bps  # noqa: E402
 
 TARGET = 0.90
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="halp-link-eff-") as tmp:
         try:
             run = EmulatedRun(s, Path(tmp), log=lambda line: None)
-            trace = run.run(None, before_host=lambda net: reference.append(iperf(net, 12.85)))
+            trace = run.run(policy_for(s), None,
+                            before_host=lambda net: reference.append(iperf(net, 12.85)))
         except HalpError as exc:
             print(f"link_efficiency: {exc}", file=sys.stderr)
             return 2

@@ -18,7 +18,7 @@ from halp.methods import prepare
 from halp.scenario import load_scenario
 from halp.serving import StaticPolicy
 from halp.trace import TraceWriter
-from sim import backend
+from sim.backend import BACKEND as simulator
 from sim.engine import Simulator
 
 SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "default.yaml"
@@ -57,7 +57,7 @@ def main() -> None:
         events = sim.events
 
     def full() -> None:
-        backend.run(scenario, policy, TraceWriter(None, "sim", plan.method))
+        simulator.run(scenario, policy, TraceWriter(None, "sim", plan.method))
 
     fast_s = best_of(3, fast)
     full_s = best_of(3, full)

@@ -1,23 +1,25 @@
-"""The emulator as a backend: `run(scenario, policy, writer) -> Trace`.
+"""The emulator as a backend: `EMULATOR.run(scenario, policy, writer) -> Trace`.
 
 One run:
 
 1. describe the topology (`emu.topology`) and build it (`emu.network.EmulatedNetwork`);
-2. write the run directory: the scenario as run, the endpoints, the topology, the workers' and
-   the host's logs; the shared token goes to a private temporary directory, removed at the end;
+2. write the run directory: the scenario as run, the plans the policy serves (`plans.json`),
+   the endpoints, the topology, the workers' and the host's logs; the shared token goes to a
+   private temporary directory, removed at the end;
 3. start `halp worker` in every secondary's host, with this interpreter, and wait until each
    listens (its TCP socket is in LISTEN state in its namespace): a worker imports PyTorch once,
    in its quarter of a core, and stays up, so the import never lands in a request's latency;
-4. run the host executor (`emu.host_main`: `halp host` plus progress lines) in the host device's
-   node, relay its lines, and play bandwidth traces from the moment it says request 0 arrived;
+4. run `halp host --plans plans.json` in the host device's node: it serves exactly the plans it
+   was given, as the hardware backend's host does. Relay its lines, and play bandwidth traces
+   from the moment it says serving began (`halp.runtime.lines.HOST_SERVING`);
 5. read back the records the host wrote (`halp.trace.read_trace_dir`), copy them into `writer`
    and return the trace.
 
 Teardown is total on every exit path (an exception, Ctrl-C, SIGTERM): the processes this run
-started are stopped by their process group id, then the network removes its links, bridge,
-IFB device, shells and cgroups. Nothing is killed by name. A worker that dies mid-run ends the
-run within `HOST_GRACE_S` with one line naming its device; the requests that finished before are
-on disk and in `writer`.
+started are stopped by their process group id (`emu.processes`), then the network removes its
+links, bridge, IFB device, shells and cgroups. Nothing is killed by name. A worker that dies
+mid-run ends the run within `HOST_GRACE_S` with one line naming its device; the requests that
+finished before are on disk and in `writer`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ import os
 import queue
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -38,149 +39,29 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from emu.host_main import SERVING
+from emu import profile
 from emu.network import CGROUP_ROOT, EmulatedNetwork, LiveRates, require_emulator, require_netem
+from emu.processes import (
+    Processes,
+    Started,
+    Terminated,
+    child_env,
+    listening,
+    new_tag,
+    python_command,
+    sigterm_raises,
+)
 from emu.topology import Topology, describe
 from halp.errors import BackendError
-from halp.runtime.device import IO_CGROUP_FD_ENV
+from halp.policy import Policy
+from halp.runtime.lines import HOST_SERVING, WORKER_READY
 from halp.scenario import Scenario
-from halp.serving import Policy
+from halp.serving import plans_json
 from halp.trace import Trace, TraceWriter, read_trace_dir, replay_records
 
 NAME = "emu"
 HOST_GRACE_S = 3.0  # after a worker dies: how long the host may take to notice and stop
-READY = "listening on"  # what `halp worker` prints once it listens
 POLL_S = 0.1
-STOP_GRACE_S = 3.0
-
-
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread so that `finally` blocks run."""
-
-
-# ---- processes started inside nodes -------------------------------------------------------
-class Started:
-    """A process this run started inside a node; stopped by its process group id (mnexec -d
-    makes it a session leader, so the group holds it and whatever it spawns)."""
-
-    def __init__(self, device: str, role: str, popen: subprocess.Popen, log_path: Path | None):
-        self.device = device
-        self.role = role
-        self.popen = popen
-        self.log_path = log_path
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def log_text(self) -> str:
-        if self.log_path is None or not self.log_path.is_file():
-            return ""
-        return self.log_path.read_text(errors="replace")
-
-    def last_line(self) -> str:
-        lines = [ln.strip() for ln in self.log_text().splitlines() if ln.strip()]
-        return lines[-1] if lines else ""
-
-    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.pid, signal.SIGKILL)
-                self.popen.wait(timeout=5.0)
-        # Anything the process left in its group (it should have none).
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
-        for stream in (self.popen.stdout, self.popen.stderr, self.popen.stdin):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
-
-
-class Processes:
-    """The processes of one run; `stop_all` stops each by pid, hosts first."""
-
-    def __init__(self) -> None:
-        self.started: list[Started] = []
-
-    def add(self, started: Started) -> Started:
-        self.started.append(started)
-        return started
-
-    def stop_all(self) -> None:
-        for p in sorted(self.started, key=lambda s: s.role != "host"):
-            p.stop()
-
-    def workers(self) -> list[Started]:
-        return [p for p in self.started if p.role == "worker"]
-
-
-def python_command(*args: str) -> list[str]:
-    """This interpreter running the `halp` command (the venv's, which sees the project)."""
-    return [sys.executable, "-m", "halp.cli", *args]
-
-
-def child_env(threads: int, io_tasks_fd: int | None = None) -> dict[str, str]:
-    """The environment of an emulated device's process; with `io_tasks_fd` (an open `tasks`
-    file of an unlimited cgroup, passed to the child), its I/O threads leave its CPU quota
-    (`halp.runtime.device.io_priority`)."""
-    env = dict(os.environ)
-    env.update({"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads),
-                "MKL_NUM_THREADS": str(threads)})
-    env.pop(IO_CGROUP_FD_ENV, None)
-    if io_tasks_fd is not None:
-        env[IO_CGROUP_FD_ENV] = str(io_tasks_fd)
-    return env
-
-
-def listening(pid: int, ip: str, port: int) -> bool:
-    """Is a TCP socket of `ip:port` in LISTEN state in the network namespace of `pid`?"""
-    want_port = f"{port:04X}"
-    want_ips = {_hex_ip(ip), "00000000"}
-    try:
-        table = Path(f"/proc/{pid}/net/tcp").read_text()
-    except OSError:
-        return False
-    for line in table.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) > 3 and fields[3] == "0A":
-            local_ip, local_port = fields[1].split(":")
-            if local_port == want_port and local_ip in want_ips:
-                return True
-    return False
-
-
-def _hex_ip(ip: str) -> str:
-    return "".join(f"{int(part):02X}" for part in reversed(ip.split(".")))
-
-
-@contextlib.contextmanager
-def sigterm_raises() -> Iterator[None]:
-    """Turn SIGTERM into an exception for the duration (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def new_tag() -> str:
-    """Five characters that make this run's interface and cgroup names unique."""
-    return "e" + secrets.token_hex(2)
 
 
 # ---- one run ------------------------------------------------------------------------------
@@ -257,7 +138,7 @@ class EmulatedRun:
                 if not p.alive():
                     raise BackendError(f"worker on {device} exited while starting (code "
                                        f"{p.popen.returncode}): {p.last_line() or 'no output'}")
-                if READY in p.log_text() and listening(p.pid, spec.ip, spec.port):
+                if WORKER_READY in p.log_text() and listening(p.pid, spec.ip, spec.port):
                     del waiting[device]
             if waiting and time.monotonic() > deadline:
                 raise BackendError(f"worker on {', '.join(sorted(waiting))} did not listen within "
@@ -265,11 +146,17 @@ class EmulatedRun:
             time.sleep(POLL_S)
         self.log(f"{len(self.processes.workers())} workers up in {time.monotonic() - began:.1f} s")
 
-    def start_host(self, net: EmulatedNetwork, files: dict[str, Path], out: Path) -> Started:
+    def start_host(self, net: EmulatedNetwork, files: dict[str, Path], policy: Policy,
+                   out: Path) -> Started:
+        """`halp host` in the host device's node, serving the plans `policy` serves (written
+        beside its records, `OUT.plans.json`), records into `out`."""
         spec = self.topology.host
-        argv = [sys.executable, "-m", "emu.host_main", str(files["scenario"]),
-                "--endpoints", str(files["endpoints"]), "--token", str(self.token_file),
-                "--out", str(out)]
+        files = {**files, "plans": out.parent / f"{out.name}.plans.json"}
+        files["plans"].write_text(plans_json(policy))
+        argv = python_command("host", str(files["scenario"]), "--plans", str(files["plans"]),
+                              "--endpoints", str(files["endpoints"]),
+                              "--token", str(self.token_file), "--out", str(out),
+                              "--backend", NAME)
         popen = net.node(spec.device).popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, **self.popen_args(spec.threads), cwd=str(self.secret_dir),
@@ -277,9 +164,10 @@ class EmulatedRun:
         return self.processes.add(Started(spec.device, "host", popen,
                                           out.parent / f"{out.name}.log"))
 
-    def serve(self, net: EmulatedNetwork, scenario: Scenario, name: str) -> Trace:
-        """One more host run on the same network and workers (they stay up between runs):
-        `scenario` must have the same devices and network; records go to `run_dir/name`."""
+    def serve(self, net: EmulatedNetwork, scenario: Scenario, policy: Policy, name: str) -> Trace:
+        """One more host run, of `policy`'s plans, on the same network and workers (they stay up
+        between runs): `scenario` must have the same devices and network; records go to
+        `run_dir/name`."""
         if describe(scenario, self.topology.tag, self.topology.cores) != self.topology:
             raise BackendError(f"{scenario.name}: not the devices and network of this run")
         files = dict(self.files)
@@ -287,7 +175,7 @@ class EmulatedRun:
         files["scenario"].write_text(scenario.to_yaml())
         live = LiveRates(net, self.log)
         try:
-            self.follow_host(self.start_host(net, files, self.run_dir / name), live)
+            self.follow_host(self.start_host(net, files, policy, self.run_dir / name), live)
         finally:
             live.stop()
         return read_trace_dir(self.run_dir / name, backend=NAME, method=scenario.method.name)
@@ -315,8 +203,8 @@ class EmulatedRun:
                 break
             if line:
                 last_output = time.monotonic()
-                if line.startswith(SERVING):
-                    live.start(float(line[len(SERVING):]))
+                if line.startswith(HOST_SERVING):
+                    live.start(float(line[len(HOST_SERVING):]))
                 self.log(f"{self.topology.host.device}: {line}")
             if dead is None:
                 dead = next((w for w in self.processes.workers() if not w.alive()), None)
@@ -357,10 +245,11 @@ class EmulatedRun:
         finally:
             self.release_files()
 
-    def run(self, writer: TraceWriter | None,
+    def run(self, policy: Policy, writer: TraceWriter | None,
             before_host: Callable[[EmulatedNetwork], None] | None = None) -> Trace:
-        """The whole lifecycle. `before_host(net)` runs once the workers are up and before the
-        host starts (benchmarks measure the bare link there, in the same run)."""
+        """The whole lifecycle, serving the plans `policy` serves. `before_host(net)` runs once
+        the workers are up and before the host starts (benchmarks measure the bare link there,
+        in the same run)."""
         host_out = self.run_dir / "host"
         failure: BaseException | None = None
         try:
@@ -373,7 +262,7 @@ class EmulatedRun:
                     self.wait_workers()
                     if before_host is not None:
                         before_host(net)
-                    host = self.start_host(net, files, host_out)
+                    host = self.start_host(net, files, policy, host_out)
                     self.follow_host(host, live)
                 finally:
                     try:
@@ -421,42 +310,41 @@ def _pump(stream: Any, lines: queue.Queue, log_path: Path | None) -> None:
         lines.put(None)
 
 
-def check(scenario: Scenario) -> None:
-    """Refuse, in one line and before anything is written, what this machine cannot emulate."""
-    from mininet.util import numCores
+class EmulatorBackend:
+    """The emulator backend (`halp.backends.Backend`), which can also hold a process to a share
+    of a core (`halp.backends.QuotaRunner`): profiles of emulated devices are measured there."""
 
-    require_emulator()
-    require_netem(describe(scenario, new_tag(), numCores()).needs_netem)
+    name = NAME
+
+    def __init__(self, log: Callable[[str], None] | None = None):
+        self.log = log or (lambda msg: print(f"emu: {msg}", file=sys.stderr, flush=True))
+
+    def check(self, scenario: Scenario) -> None:
+        """Refuse, in one line and before anything is written, what this machine cannot
+        emulate."""
+        require_emulator()
+        from mininet.util import numCores
+
+        require_netem(describe(scenario, new_tag(), numCores()).needs_netem)
+
+    def run(self, scenario: Scenario, policy: Policy, writer: TraceWriter) -> Trace:
+        """Serve the scenario's workload on emulated devices with the plans `policy` serves;
+        see the module docstring."""
+        require_emulator()
+        if writer.out_dir is not None:
+            return EmulatedRun(scenario, writer.out_dir / NAME, self.log).run(policy, writer)
+        with tempfile.TemporaryDirectory(prefix="halp-emu-run-") as tmp:
+            return EmulatedRun(scenario, Path(tmp), self.log).run(policy, writer)
+
+    def run_limited(self, args: list[str], cpu_share: float, threads: int = 1) -> int:
+        """Run `halp ARGS...` inside one host limited to `cpu_share` of a core (what
+        `halp profile --emu-cpu-share` uses); its exit code. See `emu.profile`."""
+        return profile.run_limited(args, cpu_share, threads=threads)
+
+    def probe_limited(self, cpu_share: float, threads: int = 1) -> dict[str, float]:
+        """The machine probe (`halp.latency.probe`) taken inside one host limited to
+        `cpu_share` of a core, as a profile measured there holds it (`quota_probe`)."""
+        return profile.probe_limited(cpu_share, threads=threads)
 
 
-def run(scenario: Scenario, policy: Policy, writer: TraceWriter,
-        log: Callable[[str], None] | None = None) -> Trace:
-    """Serve the scenario's workload on emulated devices; see the module docstring.
-
-    The host executor runs in its own process inside the host's node and answers each request
-    with `policy_for(scenario)` rebuilt from the scenario as run; `policy` is that same policy
-    (planning is deterministic), which is what `halp run` and `halp validate` pass."""
-    require_emulator()
-    log = log or (lambda msg: print(f"emu: {msg}", file=sys.stderr, flush=True))
-    out_dir = writer.out_dir
-    if out_dir is not None:
-        return EmulatedRun(scenario, out_dir / "emu", log).run(writer)
-    with tempfile.TemporaryDirectory(prefix="halp-emu-run-") as tmp:
-        return EmulatedRun(scenario, Path(tmp), log).run(writer)
-
-
-def run_limited(args: list[str], cpu_share: float, threads: int = 1,
-                log: Callable[[str], None] | None = None) -> int:
-    """Run `halp ARGS...` inside one host limited to `cpu_share` of a core (what
-    `halp profile --emu-cpu-share` uses); its exit code. See `emu.profile`."""
-    from emu.profile import run_limited as limited
-
-    return limited(args, cpu_share, threads=threads, log=log)
-
-
-def probe_limited(cpu_share: float, threads: int = 1) -> dict[str, float]:
-    """The machine probe (`halp.latency.probe`) taken inside one host limited to `cpu_share`
-    of a core, as a profile measured there holds it (`quota_probe`). See `emu.profile`."""
-    from emu.profile import probe_limited as probe
-
-    return probe(cpu_share, threads=threads)
+BACKEND = EmulatorBackend()

@@ -13,7 +13,8 @@ import json
 import subprocess
 from collections.abc import Callable
 
-from emu.backend import (
+from emu.network import EmulatedNetwork, require_emulator
+from emu.processes import (
     Processes,
     Started,
     Terminated,
@@ -22,7 +23,6 @@ from emu.backend import (
     python_command,
     sigterm_raises,
 )
-from emu.network import EmulatedNetwork, require_emulator
 from emu.topology import single_host
 from halp.errors import BackendError
 from halp.latency.profile import PROFILE_CFS_PERIOD_US

@@ -17,7 +17,7 @@ from halp.methods import Prepared, make_plan, prepare_reusing
 from halp.scenario import Scenario, load_scenario, parse_scenario
 from halp.serving import StaticPolicy
 from halp.trace import Trace, TraceWriter
-from sim import backend
+from sim.backend import BACKEND as simulator
 from sim.engine import simulate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,7 +62,7 @@ def trace(s: Scenario, method: str) -> tuple[Trace, Any]:
     variant = s.with_values({"method.name": method})
     policy = StaticPolicy(variant, prepared(variant))
     with TraceWriter(None, "sim", method) as writer:
-        result = backend.run(variant, policy, writer)
+        result = simulator.run(variant, policy, writer)
     return result, policy.answer.plan
 
 

@@ -32,7 +32,7 @@ from halp.accuracy import top1  # noqa: E402
 from halp.scenario import Scenario, load_scenario  # noqa: E402
 from halp.serving import policy_for  # noqa: E402
 from halp.trace import Trace, TraceWriter  # noqa: E402
-from sim import backend  # noqa: E402
+from sim.backend import BACKEND as simulator  # noqa: E402
 
 REQUESTS = int(os.environ.get("HALP_FIGURE_REQUESTS", "1000"))
 EMU_REQUESTS = int(os.environ.get("HALP_FIGURE_EMU_REQUESTS", "0"))  # 0: no emulated points
@@ -81,7 +81,7 @@ def simulated(name: str, requests: int) -> list[dict]:
         policy = policies[label]
         if hasattr(policy, "deadline_s"):
             policy.deadline_s = scenario.workload.deadline
-        return backend.run(scenario, policy, TraceWriter(None, "sim", scenario.method.name))
+        return simulator.run(scenario, policy, TraceWriter(None, "sim", scenario.method.name))
 
     return points(name, "sim", requests, serve)
 
@@ -97,7 +97,7 @@ def emulated(name: str, requests: int) -> list[dict]:
             def serve(scenario: Scenario, label: str) -> Trace:
                 print(f"reliability: emulating {label}, deadline "
                       f"{scenario.workload.deadline * 1e3:g} ms ...", file=sys.stderr, flush=True)
-                return run.serve(net, scenario, next(names))
+                return run.serve(net, scenario, policy_for(scenario), next(names))
 
             return points(name, "emu", requests, serve)
 

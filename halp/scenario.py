@@ -484,6 +484,18 @@ class Scenario(Strict):
         return yaml.safe_dump(data, sort_keys=False)
 
 
+def parse_override(text: str) -> tuple[str, Any]:
+    """`--set KEY=VALUE` as a dotted key and its value (YAML, so `[3, 3]` is a list)."""
+    if "=" not in text:
+        raise ScenarioError(f"--set {text!r}: write KEY=VALUE, like network.bandwidth=10Mbps")
+    key, _, value = text.partition("=")
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip(), parsed
+
+
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     node: Any = data

@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from halp import units
-from halp.cli.common import parse_override
 from halp.errors import HalpError, ScenarioError
-from halp.scenario import load_scenario
+from halp.experiment import execute, single_request_s, standalone_s
+from halp.methods import prepare_reusing
+from halp.scenario import load_scenario, parse_override
+from halp.serving import policy_for
 
-DYNAMIC = ("select",)  # methods whose policy prepares its own models
 METRICS = ["requests", "mean_s", "p50_s", "p95_s", "max_s", "single_request_s",
            "standalone_latency_s", "speedup", "deadline_hit_rate", "error"]
 
@@ -75,16 +76,11 @@ def grid(axes: dict[str, list[Any]]) -> list[dict[str, Any]]:
 # ---- one point (runs in a worker process) -------------------------------------------------
 def point(path: str, fixed: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     """Simulate one grid point; a failure becomes the row's `error`."""
-    from halp.cli.run_cmd import execute, single_request_s, standalone_s
-    from halp.methods import prepare_reusing
-    from halp.serving import StaticPolicy, policy_for
-
     row: dict[str, Any] = {key: value for key, value in values.items()}
     try:
         scenario = load_scenario(path).with_values({**fixed, **values})
         prepared = prepare_reusing(scenario)
-        policy = (policy_for(scenario) if scenario.method.name in DYNAMIC
-                  else StaticPolicy(scenario, prepared))
+        policy = policy_for(scenario, prepared)
         report = execute(scenario, "sim", None, policy=policy,
                          standalone=standalone_s(scenario, prepared))
         lat = report["latency_s"]

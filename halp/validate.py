@@ -21,12 +21,15 @@ Requests that only one side finished (a run cut short) are counted, not compared
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from halp.cluster import Cluster
+from halp.latency.probe import slowdown_of
+from halp.scenario import Scenario
 from halp.trace import Trace
 
 KINDS = ("compute", "transfer", "gather")
@@ -245,3 +248,35 @@ def scatter(validation: Validation, path: Path, title: str = "") -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+# ---- calibration: the devices at the speed probed around a run --------------------------
+def calibrated_cluster(cluster: Cluster, before: dict[str, dict[str, Any]],
+                       after: dict[str, dict[str, Any]]) -> tuple[Cluster, dict[str, Any]]:
+    """`cluster` with each device slowed by its profile's slowdown over the run (the geometric
+    mean of the probes before and after it), and per profile what was used. A profile without
+    a probe to compare with keeps its speed, and says so."""
+    used: dict[str, Any] = {}
+    for name in before:
+        ends = [slowdown_of(before[name]), slowdown_of(after.get(name, {}))]
+        known = [x for x in ends if x is not None]
+        factor = math.prod(known) ** (1 / len(known)) if known else None
+        used[name] = {"slowdown_before": _round(ends[0]), "slowdown_after": _round(ends[1]),
+                      "factor": _round(factor)}
+    speeds = {d.name: d.speed / used[d.profile.name]["factor"] for d in cluster.devices
+              if used.get(d.profile.name, {}).get("factor")}
+    return cluster.with_speeds(speeds), used
+
+
+def calibrated(scenario: Scenario, before: dict[str, dict[str, Any]],
+               after: dict[str, dict[str, Any]]) -> tuple[Scenario, dict[str, Any]]:
+    """`scenario` with each device's `speed` calibrated as `calibrated_cluster` says: what the
+    simulator runs to predict for the machine as it was during the run. Plans are not made
+    from it (the policy's plans stay those of the scenario as written)."""
+    cluster, used = calibrated_cluster(scenario.cluster(), before, after)
+    speeds = {f"devices.{d.name}.speed": d.speed for d in cluster.devices}
+    return scenario.with_values(speeds), used
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)

@@ -43,11 +43,13 @@ from pathlib import Path
 from typing import Any
 
 from halp.errors import BackendError
+from halp.policy import Policy
 from halp.runtime.files import FILE_STORE, file_digest, model_files, stored_as
+from halp.runtime.lines import WORKER_READY
 from halp.scenario import Scenario
-from halp.serving import Policy
+from halp.serving import plans_json
 from halp.trace import OPS_FILE, REQUESTS_FILE, Trace, TraceWriter, read_trace_dir, replay_records
-from hw.inventory import READY, Inventory, Target, device_scenario, inventory
+from hw.inventory import Inventory, Target, device_scenario, inventory
 from hw.ssh import (
     CONNECT_TIMEOUT_S,
     GUARD,
@@ -182,9 +184,8 @@ class HardwareRun:
     async def _host_files(self, device: Device, folder: str) -> None:
         text, files = device_scenario(self.scenario)
         endpoints = {t.device: t.endpoint for t in self.inv.secondaries}
-        plans = [s.plan.to_dict() for s in self.policy.served()]
         local = {"scenario.yaml": text, "endpoints.json": json.dumps(endpoints, indent=2) + "\n",
-                 "plans.json": json.dumps(plans) + "\n"}
+                 "plans.json": plans_json(self.policy)}
         for name, content in local.items():
             (self.run_dir / name).write_text(content)
             await device.write(f"{folder}/{name}", content)
@@ -217,7 +218,7 @@ class HardwareRun:
 
         async def ready(worker: Remote) -> None:
             await worker.wait_for(
-                lambda: worker.said(READY) or worker.done, timeout,
+                lambda: worker.said(WORKER_READY) or worker.done, timeout,
                 lambda: f"worker on {worker.device.name} did not listen within {timeout:g} s "
                         f"(backends.hw.timeout): {worker.last_line() or 'no output'}")
             if worker.device.lost:
@@ -386,20 +387,28 @@ def _execute(scenario: Scenario, policy: Policy, writer: TraceWriter, run_dir: P
     return trace
 
 
-def run(scenario: Scenario, policy: Policy | None, writer: TraceWriter,
-        log: Callable[[str], None] | None = None) -> Trace:
-    """Serve the scenario's workload on the devices it names; see the module docstring.
+class HardwareBackend:
+    """The hardware backend (`halp.backends.Backend`): devices over SSH."""
 
-    `policy` is `halp.serving.policy_for(scenario)` (what `halp run` and `halp validate` pass;
-    None builds it): its plans are sent to the host, which serves them."""
-    require_asyncssh()
-    inventory(scenario)  # an incomplete scenario fails before anything starts
-    if policy is None:
-        from halp.serving import policy_for
+    name = NAME
 
-        policy = policy_for(scenario)
-    log = log or (lambda msg: print(f"hw: {msg}", file=sys.stderr, flush=True))
-    if writer.out_dir is not None:
-        return _execute(scenario, policy, writer, writer.out_dir / NAME, log)
-    with tempfile.TemporaryDirectory(prefix="halp-hw-run-") as tmp:
-        return _execute(scenario, policy, writer, Path(tmp), log)
+    def __init__(self, log: Callable[[str], None] | None = None):
+        self.log = log or (lambda msg: print(f"hw: {msg}", file=sys.stderr, flush=True))
+
+    def check(self, scenario: Scenario) -> None:
+        """Refuse, before anything is written, a scenario this controller cannot drive: no SSH
+        client library, or a device without an address."""
+        require_asyncssh()
+        inventory(scenario)
+
+    def run(self, scenario: Scenario, policy: Policy, writer: TraceWriter) -> Trace:
+        """Serve the scenario's workload on the devices it names, with the plans `policy`
+        serves (sent to the host, which serves exactly these); see the module docstring."""
+        self.check(scenario)
+        if writer.out_dir is not None:
+            return _execute(scenario, policy, writer, writer.out_dir / NAME, self.log)
+        with tempfile.TemporaryDirectory(prefix="halp-hw-run-") as tmp:
+            return _execute(scenario, policy, writer, Path(tmp), self.log)
+
+
+BACKEND = HardwareBackend()

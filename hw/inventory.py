@@ -23,7 +23,6 @@ from halp.runtime.files import FACTORY, WEIGHTS
 from halp.scenario import Scenario
 
 KNOWN_HOSTS_ENV = "HALP_HW_KNOWN_HOSTS"  # a known_hosts file other than ~/.ssh/known_hosts
-READY = "listening on"  # what `halp worker` prints once it listens
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The simulator as a backend: `run(scenario, policy, writer) -> Trace`.
+"""The simulator as a backend: `SIMULATOR.run(scenario, policy, writer) -> Trace`.
 
 Requests arrive as the scenario's workload says (arrival times drawn from its seed); before each
 one the policy chooses the plan; every op becomes an `OpRecord` and every request a
@@ -12,22 +12,22 @@ from collections.abc import Sequence
 from halp.cluster import Cluster
 from halp.model.graph import ModelGraph
 from halp.plan import Plan
+from halp.policy import Policy, Served
 from halp.scenario import Scenario
-from halp.serving import Policy, Served
 from halp.trace import OpRecord, RequestRecord, Trace, TraceWriter
 from halp.workload import arrival_times
 from sim.engine import Request, Simulator, simulate
 
-__all__ = ["run", "simulate", "simulate_trace", "simulator_for", "request_records"]
+__all__ = ["BACKEND", "SimulatorBackend", "simulate", "simulate_trace", "simulator_for",
+           "request_records"]
 
 NAME = "sim"
 
 
-def simulator_for(scenario: Scenario, cluster: Cluster | None = None, **options) -> Simulator:
-    """A simulator of the scenario's cluster (or of `cluster`, the same devices timed otherwise)
-    and network (its seed, its jitter)."""
-    return Simulator(cluster or scenario.cluster(), seed=scenario.seed,
-                     jitter_s=scenario.network.jitter, **options)
+def simulator_for(scenario: Scenario, **options) -> Simulator:
+    """A simulator of the scenario's cluster and network (its seed, its jitter)."""
+    return Simulator(scenario.cluster(), seed=scenario.seed, jitter_s=scenario.network.jitter,
+                     **options)
 
 
 def request_records(request: Request, deadline: float | None) -> tuple[list[OpRecord], RequestRecord]:
@@ -46,33 +46,42 @@ def request_records(request: Request, deadline: float | None) -> tuple[list[OpRe
     return ops, record
 
 
-def run(scenario: Scenario, policy: Policy, writer: TraceWriter,
-        cluster: Cluster | None = None) -> Trace:
-    """`cluster`: time the devices as this cluster says (`halp validate --calibrate` passes the
-    scenario's devices at the speed probed now); the policy, and so every plan, is unchanged."""
-    deadline = scenario.workload.deadline
+class SimulatorBackend:
+    """The simulator (`halp.backends.Backend`): SimPy virtual time, every op timed by the
+    latency model of the scenario's devices."""
 
-    def done(request: Request) -> None:
-        ops, record = request_records(request, deadline)
-        for op in ops:
-            writer.op(op)
-        writer.request(record)
+    name = NAME
 
-    sim = simulator_for(scenario, cluster, on_done=done)
-    sim.serve(policy, arrival_times(scenario.workload, scenario.seed))
-    sim.run()
-    trace = writer.trace
-    trace.meta.update({"scenario": scenario.name, "seed": scenario.seed,
-                       "network": scenario.network.kind, "events": sim.events,
-                       "virtual_s": sim.env.now})
-    notes = []
-    if scenario.network.loss:
-        notes.append("packet loss is not simulated")
-    if getattr(scenario, "dynamics", None) is not None:
-        notes.append("dynamics (device speed changes) are not simulated")
-    if notes:
-        trace.meta["notes"] = notes
-    return trace
+    def check(self, scenario: Scenario) -> None:
+        """Every valid scenario can be simulated."""
+
+    def run(self, scenario: Scenario, policy: Policy, writer: TraceWriter) -> Trace:
+        deadline = scenario.workload.deadline
+
+        def done(request: Request) -> None:
+            ops, record = request_records(request, deadline)
+            for op in ops:
+                writer.op(op)
+            writer.request(record)
+
+        sim = simulator_for(scenario, on_done=done)
+        sim.serve(policy, arrival_times(scenario.workload, scenario.seed))
+        sim.run()
+        trace = writer.trace
+        trace.meta.update({"scenario": scenario.name, "seed": scenario.seed,
+                           "network": scenario.network.kind, "events": sim.events,
+                           "virtual_s": sim.env.now})
+        notes = []
+        if scenario.network.loss:
+            notes.append("packet loss is not simulated")
+        if getattr(scenario, "dynamics", None) is not None:
+            notes.append("dynamics (device speed changes) are not simulated")
+        if notes:
+            trace.meta["notes"] = notes
+        return trace
+
+
+BACKEND = SimulatorBackend()
 
 
 def simulate_trace(cluster: Cluster, graph: ModelGraph, plans: Plan | Sequence[Plan],

@@ -32,7 +32,7 @@ from halp.errors import BackendError
 from halp.latency.model import LatencyModel
 from halp.model.graph import ModelGraph
 from halp.plan import Plan
-from halp.serving import Observation, Policy
+from halp.policy import Observation, Policy
 from sim.costs import INPUT, TRANSFER, Compiled, Links, compile_plan
 
 NOT_YET = -1.0  # the end time of an op that has not ended

@@ -17,7 +17,7 @@ import pytest
 from conftest import REPO, write_scenario
 
 import emu.network
-from emu.backend import EmulatedRun, run
+from emu.backend import EmulatedRun, EmulatorBackend
 from emu.network import EmulatedNetwork, netem_available
 from emu.topology import HTB_BURST_BYTES
 from halp.cli import main
@@ -69,7 +69,7 @@ def test_plans_compute_exact_outputs_over_the_emulated_network(tmp_path, devices
     s = scenario(tmp_path, devices, method)
 
     with TraceWriter(tmp_path / "out", "emu", method) as writer:
-        trace = run(s, None, writer, log=quiet)
+        trace = EmulatorBackend(log=quiet).run(s, policy_for(s), writer)
 
     assert len(trace.requests) == 2
     for record in trace.requests:
@@ -114,7 +114,7 @@ def test_a_users_own_model_beside_the_scenario_is_exact_over_the_network(tmp_pat
                  model="{name: custom, factory: 'usernet:build', input_shape: [3, 96, 96]}")
 
     with TraceWriter(tmp_path / "out", "emu", "halp") as writer:
-        trace = run(s, None, writer, log=quiet)
+        trace = EmulatorBackend(log=quiet).run(s, policy_for(s), writer)
 
     assert [r.request for r in trace.requests] == [0, 1]
     assert all(r.extra["relative_error"] <= TOLERANCE for r in trace.requests)
@@ -140,7 +140,8 @@ def test_only_compute_is_held_to_the_device_share(tmp_path, io_in_quota):
     emu_run = EmulatedRun(s, tmp_path / "run", quiet)
 
     with emu_run.serving() as net:
-        trace = emu_run.serve(net, s, "halp")  # the worker has sent blocks: all threads exist
+        # the worker has sent blocks: all threads exist
+        trace = emu_run.serve(net, s, policy_for(s), "halp")
         worker = emu_run.processes.workers()[0]
         threads = cpu_cgroups(worker.pid)
 
@@ -160,7 +161,7 @@ def test_a_bandwidth_trace_plays_during_the_run(tmp_path):
     s = scenario(tmp_path, devices=2, requests=4, interval="200ms").with_values(
         {"network.links": {"b": {"trace": "b.csv"}}})
 
-    trace = run(s, None, TraceWriter(None, "emu", "halp"), log=quiet)
+    trace = EmulatorBackend(log=quiet).run(s, policy_for(s), TraceWriter(None, "emu", "halp"))
 
     assert len(trace.requests) == 4
     assert [(c["link"], c["bps"]) for c in trace.meta["rate_changes"]] == [("b", 5e6)]
@@ -188,7 +189,7 @@ def test_selection_follows_a_bandwidth_drop_on_the_emulator(tmp_path):
     fast = {v.variant: v.predicted_s for v in policy.candidates({"b": 50e6})}
     assert fast["0.5_128"] <= 0.055 < slow["0.5_128"] and slow["0.25_128"] <= 0.055
 
-    trace = run(s, None, TraceWriter(None, "emu", "select"), log=quiet)
+    trace = EmulatorBackend(log=quiet).run(s, policy_for(s), TraceWriter(None, "emu", "select"))
 
     chosen = [r.extra["variant"] for r in trace.requests]
     assert chosen[0] == "0.5_128" and chosen[-1] == "0.25_128", chosen
@@ -217,7 +218,7 @@ def test_a_worker_killed_mid_run_ends_it_naming_the_device(tmp_path):
     killer.start()
     with TraceWriter(out, "emu", "halp") as writer:
         with pytest.raises(BackendError) as err:
-            emu_run.run(writer)
+            emu_run.run(policy_for(s), writer)
     ended = time.monotonic()
 
     message = str(err.value)
@@ -263,7 +264,7 @@ def test_a_worker_fed_garbage_keeps_serving(tmp_path):
         assert proc.returncode == 0, err
         attacks.append(out)
 
-    trace = emu_run.run(None, before_host=attack)
+    trace = emu_run.run(policy_for(s), None, before_host=attack)
 
     assert "sent garbage" in attacks[0]
     assert len(trace.requests) == 2
@@ -275,14 +276,15 @@ def test_a_worker_fed_garbage_keeps_serving(tmp_path):
 RUNNER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from emu.backend import run
+    from emu.backend import EmulatorBackend
     from halp.errors import HalpError
     from halp.scenario import load_scenario
+    from halp.serving import policy_for
     from halp.trace import TraceWriter
     s = load_scenario(sys.argv[1])
     try:
         with TraceWriter(Path(sys.argv[2]), "emu", s.method.name) as w:
-            run(s, None, w, log=lambda line: print(line, flush=True))
+            EmulatorBackend(log=lambda line: print(line, flush=True)).run(s, policy_for(s), w)
     except HalpError as exc:
         print("ERROR", exc, flush=True)
         sys.exit(2)

@@ -86,7 +86,7 @@ def test_without_root_the_emulator_says_so_in_one_line(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(BackendError) as err:
-        emu.backend.run(scenario(tmp_path), None, None)  # type: ignore[arg-type]
+        emu.backend.BACKEND.check(scenario(tmp_path))
     assert str(err.value).startswith(INSTALL_HINT) and "\n" not in str(err.value)
     assert INSTALL_HINT == "the emulator needs root and Mininet (apt-get install mininet cgroup-tools)"
 

@@ -25,8 +25,9 @@ from hw_support import (  # noqa: F401  (fixtures: hw_required, lab)
 
 from halp.errors import BackendError
 from halp.scenario import load_scenario
+from halp.serving import policy_for
 from halp.trace import TraceWriter, read_trace_dir
-from hw.backend import run
+from hw.backend import HardwareBackend
 
 pytestmark = [pytest.mark.hw, pytest.mark.usefixtures("hw_required")]
 
@@ -39,7 +40,8 @@ def quiet(_line: str) -> None:
 
 def run_lab(lab, text: str, out: Path) -> None:
     with TraceWriter(out, "hw", "halp") as writer:
-        run(load_scenario(lab.write_scenario(text)), None, writer, log=quiet)
+        scenario = load_scenario(lab.write_scenario(text))
+        HardwareBackend(log=quiet).run(scenario, policy_for(scenario), writer)
 
 
 def assert_clean(lab) -> None:

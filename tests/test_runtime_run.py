@@ -15,9 +15,10 @@ from runtime_support import check_trace, endpoints, scenario_text, workers
 from halp.methods import prepare
 from halp.methods.common import PlanBuilder
 from halp.plan import Plan, validate
+from halp.policy import Served
 from halp.runtime import load_token, run_host
 from halp.scenario import load_scenario
-from halp.serving import FixedPolicy, Served, policy_for
+from halp.serving import FixedPolicy, policy_for
 from halp.trace import TraceWriter, read_trace_dir
 
 EQUAL = "method: {name: equal, cuts: [0, 9, 27]}"
@@ -63,7 +64,7 @@ def scenario(tmp_path, name: str, text: str):
 
 
 def test_plans_run_exactly_on_workers_that_stay_up(tmp_path):
-    from sim.backend import run as simulate
+    from sim.backend import BACKEND as simulator
 
     equal = scenario(tmp_path, "equal", scenario_text(requests=3, extra=EQUAL)
                      .replace("method: {name: halp}\n", ""))
@@ -82,7 +83,7 @@ def test_plans_run_exactly_on_workers_that_stay_up(tmp_path):
         plan = policy.served()[0].plan
         check_trace(trace, plan, 3)
         assert {r.device for r in trace.ops} == {"h", "w1", "w2"}
-        simulated = simulate(equal, policy, TraceWriter(None, "sim", "equal")).by_key()
+        simulated = simulator.run(equal, policy, TraceWriter(None, "sim", "equal")).by_key()
         assert set(simulated) == set(trace.by_key())
         for key, record in trace.by_key().items():
             twin = simulated[key]
@@ -142,7 +143,7 @@ def test_plans_run_exactly_on_workers_that_stay_up(tmp_path):
 def test_requests_that_arrive_together_are_in_flight_together(tmp_path):
     """A burst: each request enters at its arrival, not when the one before has finished, and
     every device still serves its ops request after request, as the simulator does."""
-    from sim.backend import run as simulate
+    from sim.backend import BACKEND as simulator
 
     one_segment = "method: {name: equal, cuts: [0, 27]}"  # scatter, compute, gather
     burst = scenario(tmp_path, "burst", scenario_text(requests=4, interval="1ms",
@@ -156,7 +157,7 @@ def test_requests_that_arrive_together_are_in_flight_together(tmp_path):
                              30.0, warmup_requests=1)
     check_trace(trace, plan, 4)
     by_key = trace.by_key()
-    simulated = simulate(burst, policy, TraceWriter(None, "sim", "burst"))
+    simulated = simulator.run(burst, policy, TraceWriter(None, "sim", "burst"))
     # Request 1's blocks leave the host, and are computed, while request 0 is still served.
     for run in (trace, simulated):
         finish = {q.request: q.finish for q in run.requests}

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from halp.accuracy import known_variants, spec_of, top1
 from halp.channel import gauss_markov, gilbert_elliott
 from halp.methods.select import BandwidthEstimator, Candidate, SelectPolicy, choose
+from halp.policy import Observation
 from halp.scenario import load_scenario
-from halp.serving import Observation
 
 SCENARIO = """\
 name: sel

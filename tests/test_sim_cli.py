@@ -86,10 +86,10 @@ class FailingPolicy:
 
 def test_records_stay_on_disk_when_the_backend_fails(small, tmp_path, monkeypatch, capsys):
     # Prepare
-    from halp.cli import run_cmd
+    from halp import experiment
 
-    real = run_cmd.policy_for
-    monkeypatch.setattr(run_cmd, "policy_for", lambda s: FailingPolicy(real(s)))
+    real = experiment.policy_for
+    monkeypatch.setattr(experiment, "policy_for", lambda s: FailingPolicy(real(s)))
     out = tmp_path / "out"
     # Execute
     code = main(["run", str(small), "--out", str(out)])

@@ -11,7 +11,7 @@ from halp.report import summarise
 from halp.scenario import load_scenario
 from halp.serving import StaticPolicy, policy_for
 from halp.trace import TraceWriter, read_trace_dir
-from sim import backend
+from sim.backend import BACKEND as simulator
 
 SCENARIOS = sorted((REPO / "scenarios").glob("*.yaml"))
 _MODELS: dict = {}
@@ -37,7 +37,7 @@ def test_scenario_runs_on_the_simulator(path, tmp_path):
     chosen = policy(scenario)
     # Execute
     with TraceWriter(tmp_path, "sim", scenario.method.name) as writer:
-        trace = backend.run(scenario, chosen, writer)
+        trace = simulator.run(scenario, chosen, writer)
     # Assert: every request finished, every op recorded, the same on disk.
     assert len(trace.requests) == scenario.workload.requests
     plans = {s.plan.method for s in chosen.served()}
@@ -53,16 +53,16 @@ def test_there_are_scenarios():
     assert any(p.stem == "default" for p in SCENARIOS)
 
 
-def test_a_cluster_timed_otherwise_runs_the_same_plans_slower():
+def test_devices_timed_slower_run_the_same_plans_slower():
     # `halp validate --calibrate` simulates the devices at the speed probed now: the plans are
     # the policy's, only the compute takes longer; transfers are the links'.
     scenario = load_scenario(REPO / "scenarios" / "emu_vgg16_3dev.yaml")
     chosen = policy(scenario)
-    cluster = scenario.cluster()
-    slower = cluster.with_speeds({d.name: d.speed / 2 for d in cluster.devices})
+    slower = scenario.with_values({f"devices.{d.name}.speed": d.speed / 2
+                                   for d in scenario.devices})
 
-    as_profiled = backend.run(scenario, chosen, TraceWriter(None, "sim", "halp"))
-    halved = backend.run(scenario, chosen, TraceWriter(None, "sim", "halp"), slower)
+    as_profiled = simulator.run(scenario, chosen, TraceWriter(None, "sim", "halp"))
+    halved = simulator.run(slower, chosen, TraceWriter(None, "sim", "halp"))
 
     def durations(trace, kind):
         return {(o.request, o.op): o.end - o.start for o in trace.ops if o.kind == kind}

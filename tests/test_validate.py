@@ -173,7 +173,7 @@ def test_a_device_running_other_torch_threads_than_profiled_is_named():
 
 
 def test_calibration_slows_each_device_by_its_profiles_slowdown_over_the_run():
-    from halp.cli.validate_cmd import calibrated_cluster
+    from halp.validate import calibrated_cluster
 
     quarter, full = load_profile("emu-q"), load_profile("this-machine")
     cluster = Cluster((Device("a", quarter, cpu_share=0.25), Device("b", quarter, speed=2.0),

@@ -7,27 +7,13 @@ import json
 import sys
 from typing import Any
 
-import yaml
-
-from halp.errors import ScenarioError
-from halp.scenario import Scenario, load_scenario
+from halp.scenario import Scenario, load_scenario, parse_override
 
 
 def add_scenario(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scenario", help="scenario YAML file")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a field, e.g. network.bandwidth=10Mbps or method.name=modnn")
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise ScenarioError(f"--set {text!r}: write KEY=VALUE, like network.bandwidth=10Mbps")
-    key, _, value = text.partition("=")
-    try:
-        parsed = yaml.safe_load(value)
-    except yaml.YAMLError:
-        parsed = value
-    return key.strip(), parsed
 
 
 def scenario_from_args(args: argparse.Namespace) -> Scenario:

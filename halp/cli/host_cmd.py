@@ -4,7 +4,9 @@ Runs on the host device (inside its Mininet node for the emulator, on the host P
 hardware backend). The endpoints file maps each secondary to its worker:
 `{"pi1": "tcp://10.0.0.2:5555", "pi2": "10.0.0.3:5555"}`. Writes `ops.jsonl` and
 `requests.jsonl` into DIR as requests finish, and `runtime.json` (clock offsets, model digests,
-mismatches) at the end.
+mismatches) at the end. With `--plans` it serves exactly the plans in that file
+(`halp.serving.policy_from_plans`): the emulator and the hardware backend ship the plans their
+caller's policy serves. On stdout: `serving t0=...` when serving begins, and a line per request.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import sys
 from pathlib import Path
 
 from halp.cli.common import add_scenario, scenario_from_args
-from halp.errors import BackendError
+from halp.errors import BackendError, HalpError
+from halp.runtime.lines import HOST_SERVING
+from halp.trace import RequestRecord
 
 OPTIONS = ("--endpoints", "--token", "--out", "--plans", "--backend", "--timeout", "--warmup",
            "--dead-after")
@@ -32,8 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="folder for ops.jsonl and requests.jsonl")
     p.add_argument("--plans", metavar="FILE.json",
                    help="the plans to serve (a JSON list of plans, as the caller's policy answers "
-                        "them): one plan is served for every request; several must be the ones "
-                        "the scenario's own policy serves")
+                        "them): the scenario's own policy if it serves these plans, else the one "
+                        "plan given is served for every request")
     p.add_argument("--backend", choices=("emu", "hw"), default="emu",
                    help="whose timeout and warm-up settings to use, and the trace's backend name")
     p.add_argument("--timeout", type=float, metavar="S",
@@ -47,9 +51,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        return _serve(args)
+    except HalpError as exc:
+        text = str(exc)
+        if "\n" not in text:
+            raise
+        # Details first; the backend following this process reports its last line: the summary.
+        print(text, file=sys.stderr, flush=True)
+        raise type(exc)(text.splitlines()[0]) from None
+
+
+def _serve(args: argparse.Namespace) -> int:
     from halp.runtime.auth import load_token
     from halp.runtime.executor import load_endpoints, run_host
-    from halp.serving import policy_for
+    from halp.serving import policy_for, policy_from_plans, read_plans
     from halp.trace import TraceWriter
 
     scenario = scenario_from_args(args)
@@ -72,8 +88,18 @@ def run(args: argparse.Namespace) -> int:
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         log.propagate = False
-    print(f"host: planning {scenario.method.name} for {scenario.name}", flush=True)
-    policy = policy_for(scenario) if not args.plans else _policy_from_plans(scenario, Path(args.plans))
+    if args.plans:
+        plans_path = Path(args.plans)
+        try:
+            text = plans_path.read_text()
+        except OSError as exc:
+            raise BackendError(f"cannot read plans file {plans_path}: {exc.strerror}") from None
+        policy = policy_from_plans(scenario, read_plans(text, str(plans_path)), str(plans_path))
+        print(f"host: serving {len(policy.served())} plan(s) of {scenario.method.name} for "
+              f"{scenario.name}", flush=True)
+    else:
+        print(f"host: planning {scenario.method.name} for {scenario.name}", flush=True)
+        policy = policy_for(scenario)
     out = Path(args.out)
 
     def stop(*_: object) -> None:
@@ -85,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             trace = run_host(scenario, policy, writer, endpoints, token, timeout,
                              warmup_requests=warmup, dead_after_s=args.dead_after, log=log,
-                             on_request=_progress)
+                             on_request=_progress, on_start=_serving)
         finally:
             (out / "runtime.json").write_text(json.dumps(writer.trace.meta, indent=2, default=str))
     latencies = trace.latencies()
@@ -94,38 +120,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress(record) -> None:
-    """One line per finished request on stdout (the emulator relays them; silence means stuck)."""
+def _serving(t0: float) -> None:
+    """The run's time zero on CLOCK_MONOTONIC, which is one clock for the whole machine
+    (Mininet makes no time namespaces): the emulator plays bandwidth traces from it."""
+    print(f"{HOST_SERVING}{t0:.6f}", flush=True)
+
+
+def _progress(record: RequestRecord) -> None:
+    """One line per finished request on stdout (the backends relay them; silence means stuck)."""
     print(f"request {record.request} done in {record.latency * 1e3:.1f} ms ({record.model}, "
           f"max abs error {record.max_abs_error:.2g})", flush=True)
-
-
-def _policy_from_plans(scenario, path: Path):
-    from halp.methods import prepare
-    from halp.plan import Plan, validate
-    from halp.serving import FixedPolicy, Served, policy_for
-
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise BackendError(f"cannot read plans file {path}: {exc.strerror}") from None
-    except ValueError:
-        raise BackendError(f"plans file {path} is not JSON") from None
-    raw = data if isinstance(data, list) else [data]
-    try:
-        plans = [Plan.from_dict(p) for p in raw]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BackendError(f"plans file {path}: not a list of plans ({exc})") from None
-    if len(plans) == 1:
-        prepared = prepare(scenario)
-        plan = plans[0]
-        if plan.model != prepared.spec.variant:
-            raise BackendError(f"plans file {path}: the plan is for {plan.model}, the scenario's "
-                               f"model is {prepared.spec.variant}")
-        validate(plan, prepared.graph)
-        return FixedPolicy(Served(plan, prepared))
-    policy = policy_for(scenario)
-    if sorted(s.plan.to_json() for s in policy.served()) != sorted(p.to_json() for p in plans):
-        raise BackendError(f"plans file {path}: its {len(plans)} plans are not the ones the "
-                           "scenario's policy serves")
-    return policy

@@ -37,9 +37,9 @@ def run(args: argparse.Namespace) -> int:
     if share < 1 and args.threads != 1:
         raise HalpError("inside a CPU quota the probe times one thread's CPU: use --threads 1")
     if args.emu_cpu_share is not None and share < 1:
-        from halp.backends import load_backend
+        from halp.backends import quota_runner
 
-        seconds = load_backend("emu").probe_limited(share, args.threads)
+        seconds = quota_runner("emu").probe_limited(share, args.threads)
     else:
         seconds = probe_machine(threads=args.threads, cpu_share=share)
     if args.json:

@@ -154,7 +154,7 @@ def _derive(args: argparse.Namespace) -> int:
 
 def _in_emulator(args: argparse.Namespace) -> int:
     """Run this same command inside one Mininet host limited to `--emu-cpu-share` of a core."""
-    from halp.backends import load_backend
+    from halp.backends import quota_runner
     from halp.latency.probe import probe_machine
 
     inner = ["profile", "--model", args.model, "--out", str(Path(args.out).resolve()),
@@ -168,7 +168,7 @@ def _in_emulator(args: argparse.Namespace) -> int:
             inner += [flag, str(value)]
     if args.quick:
         inner.append("--quick")
-    return load_backend("emu").run_limited(inner, args.emu_cpu_share, threads=args.threads)
+    return quota_runner("emu").run_limited(inner, args.emu_cpu_share, threads=args.threads)
 
 
 def model_specs(names: str, widths, resolutions) -> list[ModelSpec]:

@@ -6,30 +6,24 @@ format: open it in https://ui.perfetto.dev). Speedup is against the stand-alone 
 same scenario, simulated in the same run (method standalone, one request); on a measured
 backend the line says so (`halp compare` with method standalone measures it instead).
 
-`execute` and `standalone_s` are what `halp compare` and `halp sweep` reuse.
+The run itself is `halp.experiment.execute`, which `halp compare` and `halp sweep` reuse.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
 
-from halp.backends import BACKENDS, load_backend, ready_backend
+from halp.backends import BACKENDS, ready_backend
 from halp.cli.common import (
     add_scenario,
     print_json,
     scenario_from_args,
     warn_if_emulated_differently,
 )
-from halp.errors import HalpError
-from halp.methods import Prepared, make_plan, prepare
-from halp.report import latency_stats, summarise, timeline_png
-from halp.scenario import Scenario
-from halp.serving import Policy, policy_for
-from halp.trace import CHROME_FILE, TraceWriter, chrome_trace
+from halp.experiment import execute
 
 SUMMARY_KEYS = ("method", "backend", "requests", "latency_s", "standalone_latency_s", "speedup",
                 "deadline_hit_rate", "mean_top1", "choices", "prediction_error_mean")
@@ -53,76 +47,6 @@ def default_out(name: str, backend: str, root: Path = Path("runs")) -> Path:
         out = root / f"{name}-{backend}-{stamp}-{n}"
         n += 1
     return out
-
-
-def alone(scenario: Scenario) -> Scenario:
-    """The same scenario with the stand-alone method and a single request."""
-    return scenario.with_values({"method.name": "standalone", "workload.requests": 1,
-                                 "workload.arrival": "single"})
-
-
-def standalone_s(scenario: Scenario, prepared: Prepared | None = None) -> float:
-    """The simulated latency of one request run entirely on the host."""
-    single = alone(scenario)
-    if prepared is None or prepared.spec != single.model_spec():
-        prepared = prepare(single)
-    return single_request_s(single, prepared)
-
-
-def single_request_s(scenario: Scenario, prepared: Prepared) -> float:
-    """The simulated latency of one request of the scenario's method on an idle cluster."""
-    simulate = load_backend("sim").simulate
-    plan = make_plan(scenario, prepared)
-    return simulate(scenario.cluster(), prepared.graph, plan, [0.0], seed=scenario.seed)[0]
-
-
-def _plans_json(policy: Policy) -> Any:
-    plans = [s.plan.to_dict() for s in policy.served()]
-    return plans[0] if len(plans) == 1 else plans
-
-
-def execute(scenario: Scenario, backend: str, out: Path | None, policy: Policy | None = None,
-            standalone: float | None = None, figures: bool = True,
-            standalone_source: str = "simulated") -> dict[str, Any]:
-    """Run `scenario` on `backend`, writing the output folder `out` (None: nothing on disk).
-    Returns the report. If the backend fails, the records written so far stay in `out`.
-    The speedup is against `standalone` (default: simulated here); `standalone_source` says
-    whether that was simulated or measured on the same backend, and goes into the report.
-    Measured with no `standalone` given: this run is the stand-alone reference itself."""
-    module = ready_backend(backend, scenario)
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "scenario.yaml").write_text(scenario.to_yaml())
-    policy = policy or policy_for(scenario)
-    if out is not None:
-        (out / "plan.json").write_text(json.dumps(_plans_json(policy)))
-    served = policy.served()
-    first = served[0]
-    method = scenario.method.name
-    with TraceWriter(out, backend, method) as writer:
-        try:
-            trace = module.run(scenario, policy, writer)
-        except HalpError as exc:
-            if out is None:
-                raise
-            raise HalpError(f"{exc} (the records so far are in {out})") from exc
-    if standalone is None and standalone_source == "measured":
-        standalone = latency_stats(trace.latencies())["mean"]
-    elif standalone is None:
-        standalone = standalone_s(scenario, first.prepared)
-    report = summarise(trace, standalone)
-    models = sorted({r.model for r in trace.requests}) or [first.plan.model]
-    report.update({"standalone_source": standalone_source,
-                   "method": method, "scenario": scenario.name, "model": ",".join(models),
-                   "out": str(out) if out is not None else None, "meta": trace.meta})
-    if out is not None:
-        (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
-        (out / CHROME_FILE).write_text(json.dumps(chrome_trace(trace)))
-        if figures:
-            timeline_png(trace, out / "timeline.png",
-                         plan=first.plan if len(served) == 1 else None,
-                         title=f"{scenario.name}: {method} on {backend}")
-    return report
 
 
 def ms(value: float | None) -> str:

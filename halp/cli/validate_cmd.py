@@ -23,24 +23,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
-from halp.backends import load_backend, ready_backend
+from halp.backends import load_backend, quota_runner, ready_backend
 from halp.cli.common import (
     add_scenario,
     print_json,
     scenario_from_args,
     warn_if_emulated_differently,
 )
-from halp.cluster import Cluster
 from halp.errors import HalpError
-from halp.latency.probe import check_profiles, slowdown_of
+from halp.latency.probe import check_profiles
 from halp.serving import policy_for
 from halp.trace import TraceWriter
-from halp.validate import ERROR_KEYS, compare, format_summary, scatter
+from halp.validate import ERROR_KEYS, calibrated, compare, format_summary, scatter
 
 TARGET = 0.10  # mean per-request latency error the simulator should stay within
 
@@ -71,8 +69,9 @@ def run(args: argparse.Namespace) -> int:
     profiles: dict[str, Any] = {}
     warnings: list[str] = []
     if args.against == "emu":  # the emulated devices are this machine: probed while idle
+        probe_in_quota = quota_runner(args.against).probe_limited
         profiles, lines = check_profiles((d.profile for d in cluster.devices),
-                                         probe_in_quota=measuring.probe_limited)
+                                         probe_in_quota=probe_in_quota)
         warnings = warn_if_emulated_differently(scenario, args.against) + lines
         for line in lines:
             print(line, file=sys.stderr)
@@ -84,16 +83,16 @@ def run(args: argparse.Namespace) -> int:
     with TraceWriter(out / args.against if out else None, args.against, method) as writer:
         measured = measuring.run(scenario, policy, writer)
     meta: dict[str, Any] = {}
-    timed = None  # the devices as the simulator times them: the scenario's, or calibrated
+    timed = scenario  # the devices as the simulator times them: the scenario's, or calibrated
     if args.calibrate:
         uncalibrated = compare(simulator.run(scenario, policy, TraceWriter(None, "sim", method)),
                                measured)
         after, _ = check_profiles((d.profile for d in cluster.devices),
-                                  probe_in_quota=measuring.probe_limited)
-        timed, meta["calibration"] = calibrated_cluster(cluster, profiles, after)
+                                  probe_in_quota=probe_in_quota)
+        timed, meta["calibration"] = calibrated(scenario, profiles, after)
         meta["uncalibrated"] = {k: v for k, v in uncalibrated.summary().items() if k in ERROR_KEYS}
     with TraceWriter(out / "sim" if out else None, "sim", method) as writer:
-        predicted = simulator.run(scenario, policy, writer, timed)
+        predicted = simulator.run(timed, policy, writer)
     validation = compare(predicted, measured)
     validation.meta.update({"scenario": scenario.name, "method": method,
                             "against": args.against, "target": TARGET,
@@ -111,24 +110,3 @@ def run(args: argparse.Namespace) -> int:
         if out is not None:
             print(f"wrote {out / 'validation.json'} and {out / 'validation.png'}")
     return 0
-
-
-def calibrated_cluster(cluster: Cluster, before: dict[str, dict[str, Any]],
-                       after: dict[str, dict[str, Any]]) -> tuple[Cluster, dict[str, Any]]:
-    """`cluster` with each device slowed by its profile's slowdown over the run (the geometric
-    mean of the probes before and after it), and per profile what was used. A profile without
-    a probe to compare with keeps its speed, and says so."""
-    used: dict[str, Any] = {}
-    for name in before:
-        ends = [slowdown_of(before[name]), slowdown_of(after.get(name, {}))]
-        known = [x for x in ends if x is not None]
-        factor = math.prod(known) ** (1 / len(known)) if known else None
-        used[name] = {"slowdown_before": _round(ends[0]), "slowdown_after": _round(ends[1]),
-                      "factor": _round(factor)}
-    speeds = {d.name: d.speed / used[d.profile.name]["factor"] for d in cluster.devices
-              if used.get(d.profile.name, {}).get("factor")}
-    return cluster.with_speeds(speeds), used
-
-
-def _round(x: float | None) -> float | None:
-    return None if x is None else round(x, 4)

@@ -15,6 +15,7 @@ import threading
 
 from halp.errors import HalpError
 from halp.runtime.files import FILE_STORE
+from halp.runtime.lines import WORKER_READY
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -60,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     def ready(address: str) -> None:
         import os
 
-        print(f"halp worker {args.name or '-'} listening on {address} (pid {os.getpid()})", flush=True)
+        print(f"halp worker {args.name or '-'} {WORKER_READY} {address} (pid {os.getpid()})",
+              flush=True)
 
     try:
         serve_forever(args.listen, token, args.name, args.threads, stop, ready, log, args.files)

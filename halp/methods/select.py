@@ -21,9 +21,9 @@ from halp.cluster import Cluster
 from halp.latency.model import LatencyModel
 from halp.methods import Prepared, plan_for, prepare
 from halp.plan import Plan
+from halp.policy import Observation, Served
 from halp.scenario import HalpMethod, Scenario, SelectMethod
 from halp.schedule import estimate
-from halp.serving import Observation, Served
 
 MOBILENET_VARIANTS = [v for v in known_variants() if v != "vgg16"]
 

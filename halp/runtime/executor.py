@@ -41,6 +41,7 @@ from halp.latency.profiler import steady_allocator
 from halp.model.graph import ModelGraph
 from halp.model.zoo import model_digest
 from halp.plan import Compute, Gather, Input, Plan, Transfer
+from halp.policy import Observation, Policy, Served
 from halp.runtime.device import (
     Aborted,
     Block,
@@ -56,7 +57,6 @@ from halp.runtime.device import (
 from halp.runtime.hub import Hub, Link, endpoint_address
 from halp.runtime.wire import Message, MsgType
 from halp.scenario import Scenario
-from halp.serving import Observation, Policy, Served
 from halp.trace import OpRecord, RequestRecord, Trace, TraceWriter, resource_of
 from halp.workload import arrival_times
 

@@ -1,0 +1,168 @@
+"""A scenario run on a backend, and several methods run side by side: what `halp run`,
+`halp compare` and `halp sweep` do, without the printing.
+
+A run writes one folder: the scenario as run (`scenario.yaml`), `plan.json`, the records as they
+happen (`ops.jsonl`, `requests.jsonl`), `report.json`, `timeline.png` and `trace.json` (Chrome
+trace format). Speedups are against the stand-alone latency of the same scenario, simulated
+here (method standalone, one request), unless the caller measured it on the same backend.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from halp.backends import load_backend, ready_backend
+from halp.errors import HalpError
+from halp.methods import Prepared, make_plan, prepare
+from halp.policy import Policy, Served
+from halp.report import bars_png, latency_stats, summarise, timeline_png
+from halp.scenario import Scenario
+from halp.serving import FixedPolicy, policy_for
+from halp.trace import CHROME_FILE, TraceWriter, chrome_trace
+
+STANDALONE = "standalone"
+
+
+def alone(scenario: Scenario) -> Scenario:
+    """The same scenario with the stand-alone method and a single request."""
+    return scenario.with_values({"method.name": STANDALONE, "workload.requests": 1,
+                                 "workload.arrival": "single"})
+
+
+def standalone_s(scenario: Scenario, prepared: Prepared | None = None) -> float:
+    """The simulated latency of one request run entirely on the host."""
+    single = alone(scenario)
+    if prepared is None or prepared.spec != single.model_spec():
+        prepared = prepare(single)
+    return single_request_s(single, prepared)
+
+
+def single_request_s(scenario: Scenario, prepared: Prepared) -> float:
+    """The simulated latency of one request of the scenario's method on an idle cluster (no
+    jitter: the plan's own latency)."""
+    single = scenario.with_values({"workload.requests": 1, "workload.arrival": "single",
+                                   "network.jitter": 0.0})
+    policy = FixedPolicy(Served(make_plan(single, prepared), prepared))
+    trace = load_backend("sim").run(single, policy, TraceWriter(None, "sim", single.method.name))
+    return trace.latencies()[0]
+
+
+def _plans_json(policy: Policy) -> Any:
+    plans = [s.plan.to_dict() for s in policy.served()]
+    return plans[0] if len(plans) == 1 else plans
+
+
+def execute(scenario: Scenario, backend: str, out: Path | None, policy: Policy | None = None,
+            standalone: float | None = None, figures: bool = True,
+            standalone_source: str = "simulated") -> dict[str, Any]:
+    """Run `scenario` on `backend`, writing the output folder `out` (None: nothing on disk).
+    Returns the report. If the backend fails, the records written so far stay in `out`.
+    The speedup is against `standalone` (default: simulated here); `standalone_source` says
+    whether that was simulated or measured on the same backend, and goes into the report.
+    Measured with no `standalone` given: this run is the stand-alone reference itself."""
+    runner = ready_backend(backend, scenario)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "scenario.yaml").write_text(scenario.to_yaml())
+    policy = policy or policy_for(scenario)
+    if out is not None:
+        (out / "plan.json").write_text(json.dumps(_plans_json(policy)))
+    served = policy.served()
+    first = served[0]
+    method = scenario.method.name
+    with TraceWriter(out, backend, method) as writer:
+        try:
+            trace = runner.run(scenario, policy, writer)
+        except HalpError as exc:
+            if out is None:
+                raise
+            raise HalpError(f"{exc} (the records so far are in {out})") from exc
+    if standalone is None and standalone_source == "measured":
+        standalone = latency_stats(trace.latencies())["mean"]
+    elif standalone is None:
+        standalone = standalone_s(scenario, first.prepared)
+    report = summarise(trace, standalone)
+    models = sorted({r.model for r in trace.requests}) or [first.plan.model]
+    report.update({"standalone_source": standalone_source,
+                   "method": method, "scenario": scenario.name, "model": ",".join(models),
+                   "out": str(out) if out is not None else None, "meta": trace.meta})
+    if out is not None:
+        (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+        (out / CHROME_FILE).write_text(json.dumps(chrome_trace(trace)))
+        if figures:
+            timeline_png(trace, out / "timeline.png",
+                         plan=first.plan if len(served) == 1 else None,
+                         title=f"{scenario.name}: {method} on {backend}")
+    return report
+
+
+def compare(scenario: Scenario, methods: list[str], backend: str, out: Path | None,
+            started: Callable[[str], None] | None = None,
+            failed: Callable[[str, HalpError], None] | None = None) -> dict[str, Any]:
+    """Every method of `methods` on the scenario's workload, each in its own folder under
+    `out`, with the model and cluster prepared once. A method that fails is a row with its
+    error; the others still run. On a measured backend with `standalone` among the methods,
+    that method runs first and its measured mean is every speedup's reference. `started` and
+    `failed` hear of each method as it starts and as it fails."""
+    prepared = prepare(scenario)
+    alone_s = simulated_alone_s = standalone_s(scenario, prepared)
+    source = "simulated"
+    rows: list[dict[str, Any]] = []
+    if backend != "sim" and STANDALONE in methods:  # measure the reference first, then use it
+        methods = [STANDALONE, *(m for m in methods if m != STANDALONE)]
+    for method in methods:
+        variant = scenario.with_values({"method.name": method})
+        if started is not None:
+            started(method)
+        try:
+            policy = policy_for(variant, prepared)
+            reference = method == STANDALONE and backend != "sim"  # measured: the reference
+            report = execute(variant, backend, out / method if out else None, policy=policy,
+                             standalone=None if reference else alone_s,
+                             standalone_source="measured" if reference else source)
+            report["single_request_s"] = single_request_s(variant, prepared)
+            if reference and report["standalone_latency_s"]:
+                alone_s, source = report["standalone_latency_s"], "measured"
+        except HalpError as exc:
+            if failed is not None:
+                failed(method, exc)
+            rows.append({"method": method, "error": str(exc)})
+            continue
+        rows.append(report)
+    result = {"scenario": scenario.name, "backend": backend, "standalone_latency_s": alone_s,
+              "standalone_source": source, "simulated_standalone_s": simulated_alone_s,
+              "requests": scenario.workload.requests, "methods": rows,
+              "out": str(out) if out else None}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "compare.json").write_text(json.dumps(result, indent=2, default=str))
+        write_compare_csv(rows, out / "compare.csv")
+        bars_png(rows, out / "compare.png",
+                 title=f"{scenario.name} on {backend}: {scenario.workload.requests} request(s)")
+    return result
+
+
+CSV_COLUMNS = ["method", "requests", "mean_s", "p50_s", "p95_s", "max_s", "single_request_s",
+               "standalone_latency_s", "speedup", "deadline_hit_rate", "error"]
+
+
+def row_of(report: dict[str, Any]) -> dict[str, Any]:
+    lat = report.get("latency_s") or {}
+    return {"method": report["method"], "requests": report.get("requests"),
+            "mean_s": lat.get("mean"), "p50_s": lat.get("p50"), "p95_s": lat.get("p95"),
+            "max_s": lat.get("max"), "single_request_s": report.get("single_request_s"),
+            "standalone_latency_s": report.get("standalone_latency_s"),
+            "speedup": report.get("speedup"), "deadline_hit_rate": report.get("deadline_hit_rate"),
+            "error": report.get("error", "")}
+
+
+def write_compare_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for report in rows:
+            writer.writerow(row_of(report))
