@@ -38,7 +38,7 @@ test: setup
 	$(PY) -m pytest
 
 lint: setup
-	$(VENV)/bin/ruff check halp sim emu hw tests bench figures
+	$(VENV)/bin/ruff check halp sim learning emu hw tests bench figures
 
 bench: setup
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -5,7 +5,7 @@ the segment cuts the ERL policy was trained for: HALP's at the nominal state), 1
 (speeds 0.25x to 2x, bandwidth 5 to 200 Mbps log-uniform) from a seed that training never uses.
 At each state every method's plan is simulated; the optimum searches a grid of shares 0.05 apart
 for each segment (231 points a segment, 231 simulator runs per segment and state; exact per
-segment, see sim/baselines.py).
+segment, see learning/baselines.py).
 The gap of a method is the mean over states of its latency over the optimum's, minus one.
 
 Methods: equal split (EE), shares proportional to speed, HALP's model-based optimiser (send
@@ -31,9 +31,9 @@ import numpy as np
 from halp.dynamics import State, random_state
 from halp.methods.erl import PolicyFile
 from halp.scenario import load_scenario
-from sim import baselines
+from learning import baselines
+from learning.train import stale
 from sim.env import Task
-from sim.erl import stale
 
 REPO = Path(__file__).resolve().parents[1]
 SCENARIO = REPO / "scenarios" / "erl-vgg16-3dev.yaml"

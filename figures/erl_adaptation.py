@@ -25,9 +25,9 @@ from _shared import COLOURS, OUT, REPO, SCENARIOS, save, write_table  # noqa: E4
 from halp.dynamics import Dynamics  # noqa: E402
 from halp.methods.erl import PolicyFile  # noqa: E402
 from halp.scenario import load_scenario  # noqa: E402
-from sim import baselines  # noqa: E402
+from learning import baselines  # noqa: E402
+from learning.train import stale  # noqa: E402
 from sim.env import Task  # noqa: E402
-from sim.erl import stale  # noqa: E402
 
 SCENARIO, POLICY, SECONDS = "erl-vgg16-3dev-adapt", "erl-vgg16-3dev.pt", 40
 STYLE = {"ERL (re-decides)": ("#ff7f0e", "-", 2.2), "HALP static (t = 0)": (COLOURS["halp"], "--", 1.4),

@@ -27,9 +27,9 @@ from _shared import COLOURS, OUT, REPO, SCENARIOS, save, write_table  # noqa: E4
 from halp.dynamics import random_state  # noqa: E402
 from halp.methods.erl import PolicyFile  # noqa: E402
 from halp.scenario import load_scenario  # noqa: E402
-from sim import baselines  # noqa: E402
+from learning import baselines  # noqa: E402
+from learning.train import stale  # noqa: E402
 from sim.env import Task  # noqa: E402
-from sim.erl import stale  # noqa: E402
 
 DEVICES = [2, 3, 4, 5]
 STATES, SEED, GRID_STEP, GRID_UP_TO = 30, 2025, 0.05, 3

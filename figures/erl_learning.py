@@ -23,9 +23,9 @@ from _shared import OUT, REPO, SCENARIOS, save, write_table  # noqa: E402
 
 from halp.methods.erl import PolicyFile  # noqa: E402
 from halp.scenario import load_scenario  # noqa: E402
-from sim import baselines  # noqa: E402
+from learning import baselines  # noqa: E402
+from learning.train import held_out, read_curve, train, write_curve  # noqa: E402
 from sim.env import Task  # noqa: E402
-from sim.erl import held_out, read_curve, train, write_curve  # noqa: E402
 
 SCENARIO = "erl-vgg16-3dev"
 RUNS = [("erl", "", "ERL", "#d62728"), ("learner", "-learner", "learner alone (TD3)", "#1f77b4"),

@@ -71,8 +71,8 @@ def test_a_policy_for_other_devices_is_refused(tmp_path):
 
 
 def test_a_policy_knows_when_a_profile_changed_under_it(tmp_path):
+    from learning.train import stale
     from sim.env import Task
-    from sim.erl import stale
 
     path = write_scenario(tmp_path, SCENARIO)
     out = tmp_path / "policies" / "tiny.pt"

@@ -11,7 +11,7 @@ from gymnasium.utils.env_checker import check_env
 from halp.dynamics import State
 from halp.methods.erl import plan_from_shares, project
 from halp.scenario import parse_scenario
-from sim import baselines
+from learning import baselines
 from sim.engine import simulate
 from sim.env import DEADLINE_WEIGHT, SplitEnv, Task
 

@@ -1,7 +1,7 @@
 """`halp train SCENARIO --out policies/NAME.pt [--generations N] [--mode erl] [--json]`.
 
 Trains a split policy by evolutionary reinforcement learning in the simulator's environment
-(`sim.env`, `sim.erl`), as the scenario's `learning` section says, and writes the policy file
+(`sim.env`, `learning.train`), as the scenario's `learning` section says, and writes the policy file
 (`halp.methods.erl.PolicyFile`) with its learning curve beside it: NAME.csv and NAME.png
 (latency on held-out states against simulator runs), and NAME.json (how it was trained, and the
 digests of the device profiles it holds for). Progress goes to stderr as plain text.
@@ -95,9 +95,9 @@ def curve_png(curve, path: Path, title: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sim.baselines import equal, latencies
+    from learning.baselines import equal, latencies
+    from learning.train import fingerprint, held_out, require_ray, train, write_curve
     from sim.env import Task
-    from sim.erl import fingerprint, held_out, require_ray, train, write_curve
 
     scenario = training_scenario(args)
     if args.generations is not None and args.generations < 1:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sim import ga
-from sim.td3 import seeded_actor
+from learning import ga
+from learning.td3 import seeded_actor
 
 
 def actors(n: int) -> list:

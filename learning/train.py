@@ -5,9 +5,9 @@ One generation:
 1. every actor of the population plays one episode of the environment (`sim.env`) without
    noise; all of them see the same states (one episode seed per generation), so their fitness,
    the mean reward, compares like with like. Their transitions go into the one replay buffer;
-2. the gradient learner (`sim.td3`, TD3 or DDPG) plays one episode with exploration noise into
+2. the gradient learner (`learning.td3`, TD3 or DDPG) plays one episode with exploration noise into
    the same buffer, then takes `learning.learner_steps` gradient steps on batches from it;
-3. the genetic algorithm (`sim.ga`) makes the next population: elites kept, children of
+3. the genetic algorithm (`learning.ga`) makes the next population: elites kept, children of
    tournament winners crossed over and mutated;
 4. every `learning.sync_every` generations the learner's actor joins the population, in the
    place of a child;
@@ -43,9 +43,9 @@ from halp.dynamics import Dynamics, State, random_state
 from halp.errors import HalpError
 from halp.methods.erl import Actor, PolicyFile, observation
 from halp.scenario import Scenario
-from sim import ga
+from learning import ga
+from learning.td3 import Learner, ReplayBuffer, seeded_actor
 from sim.env import RANDOM, SplitEnv, Task, states_of
-from sim.td3 import Learner, ReplayBuffer, seeded_actor
 
 MODES = ("erl", "learner", "ga")
 EXPLORATION = 0.1  # standard deviation of the learner's action noise (actions are in [0, 1])

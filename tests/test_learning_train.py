@@ -14,9 +14,9 @@ from test_sim_env import task
 
 from halp.errors import HalpError
 from halp.methods.erl import observation
-from sim import ga
-from sim.erl import Trainer, train
-from sim.td3 import Learner, ReplayBuffer
+from learning import ga
+from learning.td3 import Learner, ReplayBuffer
+from learning.train import Trainer, train
 
 TINY = {"learning.population": 4, "learning.elites": 1, "learning.episode_steps": 3,
         "learning.batch": 8, "learning.learner_steps": 10, "learning.sync_every": 2,
