@@ -7,36 +7,22 @@ import argparse
 import numpy as np
 import pytest
 import yaml
-from torch import nn
+from latency_support import tiny_graph, tiny_samples
 
 from halp.cli import profile_cmd
 from halp.errors import HalpError
+from halp.latency.ops import plan_ops
 from halp.latency.probe import LAYERS, probe_machine, slowdowns
 from halp.latency.profile import FEATURES, Profile, profile_from_dict
 from halp.latency.profiler import (
     derive_profile,
     fit_profile,
-    graph_of,
     measure_copy_s_per_byte,
-    measure_graphs,
     measure_message_overhead_s,
-    plan_ops,
     time_ops,
     write_profile,
 )
-from halp.model.graph import RESHAPE, ModelGraph
-from halp.model.zoo import ModelSpec
-
-
-def tiny_graph() -> ModelGraph:
-    module = nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(32, 32, 3, stride=2, padding=1, groups=32), nn.ReLU(),
-        nn.Conv2d(32, 64, 1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10),
-    ).eval()
-    return ModelGraph.from_module(module, (3, 64, 64), "tiny")
+from halp.model.graph import ModelGraph
 
 
 @pytest.fixture(scope="module")
@@ -46,22 +32,7 @@ def graph() -> ModelGraph:
 
 @pytest.fixture(scope="module")
 def samples(graph):
-    return measure_graphs([graph], heights=(1.0, 1 / 2, 1 / 4), repeats=3, max_run=2, seed=0)
-
-
-def test_plan_times_every_layer_and_fused_runs_on_row_slices(graph):
-    import random
-
-    ops = plan_ops(graph, (1.0, 1 / 2, 1 / 4), 2, random.Random(0))
-
-    singles = {op.start for op in ops if op.stop == op.start + 1}
-    assert singles == {layer.index for layer in graph.layers if layer.kind != RESHAPE}
-    fused = [op for op in ops if op.stop - op.start > 1]
-    assert any(op.stop <= graph.spatial_end for op in fused)
-    assert any(op.stop == len(graph) for op in fused)  # the classifier
-    for op in ops:
-        assert not op.out.empty
-        assert graph.full(op.stop).contains(op.out)
+    return tiny_samples(graph)
 
 
 def test_under_a_quota_an_op_is_timed_by_its_cpu_over_the_share(graph):
@@ -188,7 +159,3 @@ def test_derived_profile_scales_work_terms_and_fixed_costs_apart():
 def test_cli_derivation_needs_the_assumed_time(tmp_path):
     with pytest.raises(HalpError, match="--vgg16-s"):
         profile_cmd.run(parse("--derive-from", "this-machine", "--out", str(tmp_path / "d.yaml")))
-
-
-def test_graph_of_builds_zoo_models():
-    assert graph_of(ModelSpec("mobilenet_v1", 0.25, 128)).name == "0.25_128"

@@ -1,9 +1,6 @@
 """Measuring a device: time the ops planners ask for, fit a profile, write it to a file.
 
-What is timed is exactly what a device executes: `run_region` on a row slice, for single
-layers and for fused runs (a conv/dwconv/pool with the layers up to the next one, runs of 2..N
-of those, the whole spatial part, the classifier), at several slice heights and at random row
-positions (so slices with and without the map's border are both seen). Every op gets a warm-up
+Which ops are timed, and on which row slices, is `halp.latency.ops`. Every op gets a warm-up
 call, then timed calls (`time.perf_counter`) in shuffled round-robin passes over all ops of one
 model, so that a burst of load from another process spreads over many ops instead of ruining
 one, and so that an op's predecessor (what is in the caches) varies as it does in a real plan.
@@ -45,117 +42,20 @@ import torch
 import yaml
 
 from halp.errors import HalpError
-from halp.latency.fit import Fit, Observation, fit_observations, mape, nnls, predict
+from halp.latency.fit import Fit, fit_observations, mape, nnls, predict
+from halp.latency.ops import DEFAULT_HEIGHTS, OpSpec, Sample, graph_of, layer_terms, plan_ops
 from halp.latency.probe import probe_machine
-from halp.latency.profile import FEATURES, PROFILE_CFS_PERIOD_US, Profile, layer_features
-from halp.model.graph import CONV, DWCONV, POOL, RESHAPE, ModelGraph, Region
+from halp.latency.profile import FEATURES, PROFILE_CFS_PERIOD_US, Profile
+from halp.model.graph import CONV, DWCONV, POOL, RESHAPE, ModelGraph
 from halp.model.slicing import run_region
-from halp.model.zoo import ModelSpec, build_model
+from halp.model.zoo import ModelSpec
 
-DEFAULT_HEIGHTS = (1.0, 1 / 2, 1 / 4, 1 / 8)
 # "mean" counts every call, clean or not. Under a CPU quota (the emulator's CFS-limited hosts,
 # `halp profile --emu-cpu-share`) calls are timed by CPU time, and the mean is an op's expected
 # CPU (what a pause costs it depends on how many pauses fall in it).
 STATISTICS: dict[str, Callable[[Sequence[float]], float]] = {
     "min": min, "median": statistics.median, "mean": statistics.fmean}
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One measured op: layers [start, stop) of `model` producing rows `rows` at `stop`."""
-
-    model: str
-    start: int
-    stop: int
-    rows: tuple[int, int]
-    height: int  # of the map at boundary `stop`
-    kinds: tuple[str, ...]  # the kind of every layer that costs time
-    segments: int  # its conv, dwconv and pool layers: the length of a fused run
-    terms: tuple[tuple[str, tuple[float, ...]], ...]
-    seconds: float
-    calls: int = 0  # timed calls, clean or not
-    clean: int = 0  # calls during which this thread kept its core
-    clean_s: tuple[float, ...] = ()  # their times
-
-    @property
-    def fused(self) -> bool:
-        return len(self.terms) > 1
-
-    @property
-    def partial(self) -> bool:
-        return self.rows[1] - self.rows[0] < self.height
-
-    @property
-    def kind(self) -> str:
-        """The layer kind of a single-layer op; for a fused run its heaviest kind."""
-        for kind in ("conv", "dwconv", "linear", "pool", "elementwise"):
-            if kind in self.kinds:
-                return kind
-        return self.kinds[0] if self.kinds else RESHAPE
-
-    def observation(self) -> Observation:
-        return Observation(self.terms, self.seconds)
-
-
-@dataclass(frozen=True)
-class OpSpec:
-    graph: ModelGraph
-    start: int
-    stop: int
-    out: Region
-
-
-def layer_terms(graph: ModelGraph, start: int, stop: int, out: Region):
-    """(kind, features) of every layer of a fused run that costs time (reshapes are free)."""
-    return tuple(
-        (layer.kind, tuple(layer_features(layer, held, produced)))
-        for layer, held, produced in graph.layer_regions(start, stop, out)
-        if layer.kind != RESHAPE and not produced.empty
-    )
-
-
-def graph_of(spec: ModelSpec) -> ModelGraph:
-    return ModelGraph.from_module(build_model(spec), spec.shape, spec.variant)
-
-
-# ---- which ops ----------------------------------------------------------------------------
-def plan_ops(graph: ModelGraph, heights: Sequence[float], max_run: int, rng: random.Random,
-             singles: bool = True, runs: bool = True) -> list[OpSpec]:
-    """The ops to time on `graph`: single layers and fused runs, each on row slices."""
-    ops: list[OpSpec] = []
-
-    def sliced(start: int, stop: int) -> None:
-        full_h = graph.height(stop)
-        seen = set()
-        for fraction in heights:
-            size = max(1, min(full_h, round(full_h * fraction)))
-            first = rng.randint(0, full_h - size)
-            if (first, size) in seen:
-                continue
-            seen.add((first, size))
-            ops.append(OpSpec(graph, start, stop, graph.rows(stop, first, first + size)))
-
-    end = graph.spatial_end
-    if singles:
-        for layer in graph.layers:
-            if layer.kind == RESHAPE:
-                continue
-            if layer.index < end:
-                sliced(layer.index, layer.index + 1)
-            else:
-                ops.append(OpSpec(graph, layer.index, layer.index + 1, graph.full(layer.index + 1)))
-    if runs:
-        cuts = graph.cut_points()
-        lengths = sorted({*range(1, max_run + 1), 2 * max_run, len(cuts) - 1})
-        for length in lengths:
-            for a in range(len(cuts) - length):
-                start, stop = cuts[a], cuts[a + length]
-                if stop - start > 1:
-                    sliced(start, stop)
-        if end < len(graph.layers):
-            ops.append(OpSpec(graph, end, len(graph.layers), graph.full(len(graph.layers))))
-    return ops
 
 
 # ---- timing -------------------------------------------------------------------------------
