@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from halp.latency.ops import Sample
-from halp.latency.profiler import measure_graphs
+from halp.latency.timing import measure_graphs
 from halp.model.graph import ModelGraph
 
 
