@@ -2,8 +2,7 @@
 
 Which ops are timed is `halp.latency.ops`, and how they are timed `halp.latency.timing`.
 
-The fit (`halp.latency.fit`) holds out a random share of the fused runs (by seed) and reports
-the MAPE of their prediction as `held_out_mape`.
+The fit, checked on held-out fused runs, is `halp.latency.profile_fit`.
 """
 
 from __future__ import annotations
@@ -11,11 +10,9 @@ from __future__ import annotations
 import datetime
 import math
 import platform
-import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +21,10 @@ import torch
 import yaml
 
 from halp.errors import HalpError
-from halp.latency.fit import Fit, fit_observations, mape, predict
-from halp.latency.ops import DEFAULT_HEIGHTS, Sample
+from halp.latency.ops import DEFAULT_HEIGHTS
 from halp.latency.probe import probe_machine
-from halp.latency.profile import FEATURES, PROFILE_CFS_PERIOD_US, Profile
+from halp.latency.profile import PROFILE_CFS_PERIOD_US, Profile, round_significant
+from halp.latency.profile_fit import fit_profile
 from halp.latency.timing import (
     BackgroundLoad,
     cpu_model,
@@ -37,73 +34,6 @@ from halp.latency.timing import (
     steady_allocator,
 )
 from halp.model.zoo import ModelSpec
-
-
-# ---- fitting ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class FitReport:
-    fit: Fit
-    train: list[Sample]
-    held_out: list[Sample]
-
-    def errors(self, samples: Sequence[Sample]) -> list[float]:
-        return [abs(predict(self.fit, s.terms, FEATURES) - s.seconds) / s.seconds * 100.0
-                for s in samples]
-
-    @property
-    def held_out_mape(self) -> float | None:
-        if not self.held_out:
-            return None
-        return mape([predict(self.fit, s.terms, FEATURES) for s in self.held_out],
-                    [s.seconds for s in self.held_out])
-
-
-def split(samples: Sequence[Sample], holdout: float, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """Hold out a random share `holdout` of the fused runs (by seed); singles always train."""
-    fused = [i for i, s in enumerate(samples) if s.fused]
-    rng = random.Random(seed)
-    held = set(rng.sample(fused, int(round(holdout * len(fused))))) if fused else set()
-    return ([s for i, s in enumerate(samples) if i not in held],
-            [s for i, s in enumerate(samples) if i in held])
-
-
-def fit_samples(samples: Sequence[Sample], holdout: float = 0.25, seed: int = 0) -> FitReport:
-    train, held_out = split(samples, holdout, seed)
-    fit = fit_observations([s.observation() for s in train], FEATURES, overhead=True)
-    return FitReport(fit, train, held_out)
-
-
-def fit_profile(samples: Sequence[Sample], name: str, *, holdout: float = 0.25, seed: int = 0,
-                copy_s_per_byte: float = 0.0, message_overhead_s: float = 0.0,
-                provenance: dict[str, Any] | None = None) -> Profile:
-    """A profile fitted on `samples`, with the MAPE of the held-out fused runs."""
-    report = fit_samples(samples, holdout, seed)
-    held = report.held_out_mape
-    coefficients = {kind: {k: _sig(v) for k, v in coef.items() if v > 0}
-                    for kind, coef in sorted(report.fit.coefficients.items())}
-    prov = dict(provenance or {})
-    prov.setdefault("samples", len(report.train) + len(report.held_out))
-    prov["held_out"] = {
-        "ops": len(report.held_out), "share_of_fused_runs": holdout, "seed": seed,
-        "mape_by_kind": _mape_by(report, lambda s: s.kind),
-        "mape_by_run_length": _mape_by(report, lambda s: s.segments),
-    }
-    return Profile(
-        name=name, coefficients=coefficients, op_overhead_s=_sig(report.fit.op_overhead_s),
-        message_overhead_s=_sig(message_overhead_s), copy_s_per_byte=_sig(copy_s_per_byte),
-        provenance=prov, held_out_mape=None if held is None else round(held, 2),
-    )
-
-
-def _mape_by(report: FitReport, key: Callable[[Sample], Any]) -> dict[Any, float]:
-    groups: dict[Any, list[float]] = {}
-    for s, err in zip(report.held_out, report.errors(report.held_out), strict=True):
-        groups.setdefault(key(s), []).append(err)
-    return {k: round(statistics.fmean(v), 2) for k, v in sorted(groups.items())}
-
-
-def _sig(value: float, digits: int = 4) -> float:
-    return float(f"{value:.{digits}g}") if value else 0.0
 
 
 def measure_profile(models: Sequence[ModelSpec], name: str, *, heights: Sequence[float] = DEFAULT_HEIGHTS,
@@ -242,17 +172,17 @@ def derive_profile(base: Profile, name: str, *, compute_scale: float, overhead_s
     if min(compute_scale, overhead_scale, copy_scale) <= 0:
         raise HalpError("scale factors of a derived profile must be positive")
     coefficients = {
-        kind: {term: _sig(value * (overhead_scale if term == "intercept_s" else compute_scale))
+        kind: {term: round_significant(value * (overhead_scale if term == "intercept_s" else compute_scale))
                for term, value in coef.items()}
         for kind, coef in base.coefficients.items()
     }
     return Profile(
         name=name, coefficients=coefficients,
-        op_overhead_s=_sig(base.op_overhead_s * overhead_scale),
-        message_overhead_s=_sig(base.message_overhead_s * overhead_scale),
-        copy_s_per_byte=_sig(base.copy_s_per_byte * copy_scale),
+        op_overhead_s=round_significant(base.op_overhead_s * overhead_scale),
+        message_overhead_s=round_significant(base.message_overhead_s * overhead_scale),
+        copy_s_per_byte=round_significant(base.copy_s_per_byte * copy_scale),
         provenance={"kind": "derived", "from": base.name, **provenance,
-                    "compute_scale": _sig(compute_scale), "overhead_scale": overhead_scale,
+                    "compute_scale": round_significant(compute_scale), "overhead_scale": overhead_scale,
                     "copy_scale": copy_scale},
         held_out_mape=None,
     )
