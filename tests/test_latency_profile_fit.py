@@ -9,7 +9,7 @@ from latency_support import tiny_graph, tiny_samples
 
 from halp.latency.profile import FEATURES, profile_from_dict
 from halp.latency.profile_fit import fit_profile
-from halp.latency.profiler import write_profile
+from halp.latency.profile_io import write_profile
 from halp.model.graph import ModelGraph
 
 

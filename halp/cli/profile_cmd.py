@@ -20,7 +20,8 @@ from typing import Any
 
 from halp.errors import HalpError
 from halp.latency.ops import DEFAULT_HEIGHTS
-from halp.latency.profiler import measure_profile, write_profile
+from halp.latency.profile_io import write_profile
+from halp.latency.profiler import measure_profile
 from halp.model.zoo import MOBILENET_RESOLUTIONS, MOBILENET_WIDTHS, ModelSpec
 
 DEFAULT_WIDTHS = (1.0, 0.5, 0.25)
