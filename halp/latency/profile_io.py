@@ -2,7 +2,7 @@
 
 A profile file is read by people as much as by `halp.latency.profile.load_profile`: the header
 says how its numbers were measured (or, for a derived profile, under which assumption they were
-scaled), and the YAML keeps a layer kind's coefficients on one line.
+scaled: `halp.latency.derive`), and the YAML keeps a layer kind's coefficients on one line.
 """
 
 from __future__ import annotations
