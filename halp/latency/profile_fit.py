@@ -40,7 +40,8 @@ class FitReport:
                     [s.seconds for s in self.held_out])
 
 
-def split(samples: Sequence[Sample], holdout: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+def split(samples: Sequence[Sample], holdout: float,
+          seed: int) -> tuple[list[Sample], list[Sample]]:
     """Hold out a random share `holdout` of the fused runs (by seed); singles always train."""
     fused = [i for i, s in enumerate(samples) if s.fused]
     rng = random.Random(seed)
@@ -71,8 +72,10 @@ def fit_profile(samples: Sequence[Sample], name: str, *, holdout: float = 0.25, 
         "mape_by_run_length": _mape_by(report, lambda s: s.segments),
     }
     return Profile(
-        name=name, coefficients=coefficients, op_overhead_s=round_significant(report.fit.op_overhead_s),
-        message_overhead_s=round_significant(message_overhead_s), copy_s_per_byte=round_significant(copy_s_per_byte),
+        name=name, coefficients=coefficients,
+        op_overhead_s=round_significant(report.fit.op_overhead_s),
+        message_overhead_s=round_significant(message_overhead_s),
+        copy_s_per_byte=round_significant(copy_s_per_byte),
         provenance=prov, held_out_mape=None if held is None else round(held, 2),
     )
 

@@ -62,7 +62,8 @@ def steady_allocator() -> bool:
     execute matches what was profiled. Returns False where it does not apply (not glibc)."""
     try:
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)) and bool(libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20))
+        return (bool(libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+                and bool(libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)))
     except (OSError, AttributeError):
         return False
 
@@ -96,8 +97,8 @@ def time_ops(ops: Sequence[OpSpec], repeats: int, threads: int = 1, statistic: s
     summarise = STATISTICS[statistic]
     by_cpu = cpu_share < 1.0
     if by_cpu and threads != 1:
-        raise HalpError(f"under a CPU quota ops are timed by one thread's CPU time: use --threads 1, "
-                        f"not {threads}")
+        raise HalpError(f"under a CPU quota ops are timed by one thread's CPU time: "
+                        f"use --threads 1, not {threads}")
     steady_allocator()
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -161,7 +162,8 @@ def time_ops(ops: Sequence[OpSpec], repeats: int, threads: int = 1, statistic: s
 def measure_graphs(graphs: Sequence[ModelGraph], heights: Sequence[float] = DEFAULT_HEIGHTS,
                    repeats: int = 5, threads: int = 1, max_run: int = 4, seed: int = 0,
                    singles: bool = True, runs: bool = True, statistic: str = "min",
-                   progress: Callable[[str], None] | None = None, cpu_share: float = 1.0) -> list[Sample]:
+                   progress: Callable[[str], None] | None = None,
+                   cpu_share: float = 1.0) -> list[Sample]:
     """Time the ops of `plan_ops` on each graph in turn (see `time_ops`)."""
     rng = random.Random(seed)
     samples: list[Sample] = []
