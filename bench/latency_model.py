@@ -21,8 +21,9 @@ from collections import defaultdict
 
 from halp.cluster import Cluster, Device
 from halp.latency.model import LatencyModel
+from halp.latency.ops import graph_of
 from halp.latency.profile import load_profile
-from halp.latency.profiler import BackgroundLoad, graph_of, measure_graphs
+from halp.latency.timing import BackgroundLoad, measure_graphs
 from halp.model.zoo import ModelSpec
 
 MODELS = [ModelSpec("vgg16"), ModelSpec("mobilenet_v1", 1.0, 224), ModelSpec("mobilenet_v1", 0.75, 192),

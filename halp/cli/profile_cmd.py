@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from halp.errors import HalpError
-from halp.latency.profiler import DEFAULT_HEIGHTS, measure_profile, write_profile
+from halp.latency.ops import DEFAULT_HEIGHTS
+from halp.latency.profile_io import write_profile
+from halp.latency.profiler import measure_profile
 from halp.model.zoo import MOBILENET_RESOLUTIONS, MOBILENET_WIDTHS, ModelSpec
 
 DEFAULT_WIDTHS = (1.0, 0.5, 0.25)
@@ -113,9 +115,10 @@ def run(args: argparse.Namespace) -> int:
 def _derive(args: argparse.Namespace) -> int:
     """Write a profile scaled from a measured one (see `halp.latency.profiler.derive_profile`)."""
     from halp.cluster import Cluster, Device
+    from halp.latency.derive import DERIVED_HEADER, derive_profile
     from halp.latency.model import LatencyModel
+    from halp.latency.ops import graph_of
     from halp.latency.profile import load_profile
-    from halp.latency.profiler import DERIVED_HEADER, derive_profile, graph_of
 
     if args.vgg16_s is None or args.vgg16_s <= 0:
         raise HalpError("--derive-from needs --vgg16-s SECONDS: the target's assumed VGG-16 time")

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from halp.latency.profile import Profile
+from halp.latency.timing import call_seconds, steady_allocator
 
 # name -> (layer, input shape): each takes 0.2 to 5 ms on one core of a current server CPU.
 LAYERS: dict[str, Callable[[], tuple[nn.Module, tuple[int, ...]]]] = {
@@ -59,8 +60,6 @@ def probe_machine(repeats: int = 30, threads: int = 1, cpu_share: float = 1.0) -
     """Seconds per call of each probe layer on this machine now: the minimum of `repeats` at
     full speed; inside a CPU quota (`cpu_share` < 1, one thread), the mean of every call's CPU
     time over the share, as `halp profile` times ops there (what throttling costs included)."""
-    from halp.latency.profiler import call_seconds, steady_allocator  # (it imports this module)
-
     steady_allocator()  # as profiled and run: without it, every call here faults fresh pages
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -86,6 +86,11 @@ class Profile:
         }
 
 
+def round_significant(value: float, digits: int = 4) -> float:
+    """`value` to `digits` significant digits, as a profile keeps its numbers (0 stays 0)."""
+    return float(f"{value:.{digits}g}") if value else 0.0
+
+
 def layer_features(layer: LayerSpec, held: Region, out: Region) -> list[float]:
     """The regression inputs of `layer` reading `held` to produce `out`, in FEATURES order."""
     in_bytes = _region_bytes(layer.in_shape, held)

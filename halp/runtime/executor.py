@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from halp.errors import BackendError
-from halp.latency.profiler import steady_allocator
+from halp.latency.timing import steady_allocator
 from halp.model.graph import ModelGraph
 from halp.model.zoo import model_digest
 from halp.plan import Compute, Gather, Input, Plan, Transfer

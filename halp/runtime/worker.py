@@ -38,7 +38,7 @@ import zmq
 
 from halp import __version__
 from halp.errors import HalpError, PlanError
-from halp.latency.profiler import steady_allocator
+from halp.latency.timing import steady_allocator
 from halp.model.graph import ModelGraph
 from halp.model.zoo import ModelSpec, build_model, model_digest
 from halp.plan import Plan, Transfer, validate
