@@ -1,15 +1,15 @@
-"""The emulator as a backend: `EMULATOR.run(scenario, policy, writer) -> Trace`.
+"""The emulator as a backend: `BACKEND.run(scenario, policy, writer) -> Trace`.
 
 One run:
 
 1. describe the topology (`emu.topology`) and build it (`emu.network.EmulatedNetwork`);
-2. write the run directory: the scenario as run, the plans the policy serves (`plans.json`),
-   the endpoints, the topology, the workers' and the host's logs; the shared token goes to a
-   private temporary directory, removed at the end;
+2. write the run directory: the scenario as run, the plans the policy serves
+   (`host.plans.json`), the endpoints, the topology, the workers' and the host's logs; the
+   shared token goes to a private temporary directory, removed at the end;
 3. start `halp worker` in every secondary's host, with this interpreter, and wait until each
    listens (its TCP socket is in LISTEN state in its namespace): a worker imports PyTorch once,
    in its quarter of a core, and stays up, so the import never lands in a request's latency;
-4. run `halp host --plans plans.json` in the host device's node: it serves exactly the plans it
+4. run `halp host --plans host.plans.json` in the host device's node: it serves exactly the plans it
    was given, as the hardware backend's host does. Relay its lines, and play bandwidth traces
    from the moment it says serving began (`halp.runtime.lines.HOST_SERVING`);
 5. read back the records the host wrote (`halp.trace.read_trace_dir`), copy them into `writer`

@@ -1,4 +1,4 @@
-"""The hardware backend: `run(scenario, policy, writer) -> Trace` on real devices over SSH.
+"""The hardware backend: `BACKEND.run(scenario, policy, writer) -> Trace` on devices over SSH.
 
 This machine is the controller: it starts, watches and collects, and computes nothing of a
 request. One run:

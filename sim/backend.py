@@ -1,4 +1,4 @@
-"""The simulator as a backend: `SIMULATOR.run(scenario, policy, writer) -> Trace`.
+"""The simulator as a backend: `BACKEND.run(scenario, policy, writer) -> Trace`.
 
 Requests arrive as the scenario's workload says (arrival times drawn from its seed); before each
 one the policy chooses the plan; every op becomes an `OpRecord` and every request a
