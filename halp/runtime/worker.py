@@ -63,13 +63,12 @@ from halp.runtime.device import (
 )
 from halp.runtime.files import localise
 from halp.runtime.wire import (
-    MAX_HEADER_BYTES,
-    MAX_PAYLOAD_BYTES,
     AuthError,
     KeyKind,
     Message,
     MsgType,
     WireError,
+    configure,
     decode,
     encode,
 )
@@ -86,13 +85,6 @@ def listen_address(text: str) -> str:
     if text.startswith("tcp://") and text.endswith(":0"):
         text = text[:-2] + ":*"
     return text
-
-
-def configure(sock: zmq.Socket) -> None:
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.SNDHWM, 0)
-    sock.setsockopt(zmq.RCVHWM, 0)
-    sock.setsockopt(zmq.MAXMSGSIZE, max(MAX_PAYLOAD_BYTES, MAX_HEADER_BYTES) + 4096)
 
 
 @dataclass
