@@ -37,11 +37,9 @@ import torch
 import zmq
 
 from halp import __version__
-from halp.errors import HalpError, PlanError
+from halp.errors import HalpError
 from halp.latency.profiler import steady_allocator
-from halp.model.graph import ModelGraph
-from halp.model.zoo import ModelSpec, build_model, model_digest
-from halp.plan import Plan, Transfer, validate
+from halp.plan import Plan, Transfer
 from halp.runtime import auth
 from halp.runtime.clock import clock_identity
 from halp.runtime.device import (
@@ -61,7 +59,7 @@ from halp.runtime.device import (
     sends_of,
     spec_from_dict,
 )
-from halp.runtime.files import localise
+from halp.runtime.installed import Installed, ModelCache, install
 from halp.runtime.wire import (
     AuthError,
     KeyKind,
@@ -74,7 +72,6 @@ from halp.runtime.wire import (
 )
 
 MAX_PENDING_NONCES = 64
-MAX_MODELS = 16
 POLL_MS = 100
 
 
@@ -106,12 +103,6 @@ class Session:
         for identity in (self.identity, self.control):
             self.guards[identity] = auth.ReplayGuard()
             self.seqs[identity] = 0
-
-
-@dataclass
-class Installed:
-    plan: Plan
-    graph: ModelGraph
 
 
 @dataclass
@@ -160,7 +151,7 @@ class Worker:
         steady_allocator()  # run ops with the memory behaviour they were profiled with
         self.mailbox = Mailbox()
         self.store = BlockStore()
-        self.models: OrderedDict[ModelSpec, tuple[torch.nn.Module, ModelGraph, str]] = OrderedDict()
+        self.models = ModelCache(self.files)
         self.plans: dict[int, Installed] = {}
         self.session: Session | None = None
         self.pending: OrderedDict[bytes, str] = OrderedDict()
@@ -517,37 +508,22 @@ class Worker:
         self.store.mark_sent(request, op.id)
 
     # ---- compute and sender threads -------------------------------------------------------
-    def _model(self, spec: ModelSpec) -> tuple[torch.nn.Module, ModelGraph, str]:
-        if spec in self.models:
-            self.models.move_to_end(spec)
-            return self.models[spec]
-        model = build_model(localise(spec, self.files))
-        graph = ModelGraph.from_module(model, spec.shape, spec.variant)
-        entry = (model, graph, model_digest(model))
-        self.models[spec] = entry
-        while len(self.models) > MAX_MODELS:
-            self.models.popitem(last=False)
-        return entry
-
     def _compute_loop(self) -> None:
         name_os_thread()
         while (job := self._compute_q.get()) is not None:
             kind, generation = job[0], job[1]
             if kind == "welcome":
                 try:
-                    digest, error = self._model(job[2])[2], None
+                    digest, error = self.models.get(job[2]).digest, None
                 except Exception as exc:  # reported to the host; the worker keeps serving
                     digest, error = None, f"{type(exc).__name__}: {exc}"
                 self.mailbox.put(("welcome", generation, digest, error))
             elif kind == "install":
                 _, _, spec, plan_id, plan = job
                 try:
-                    _, graph, digest = self._model(spec)
-                    if plan.model != spec.variant:
-                        raise PlanError(f"plan is for {plan.model}, the spec builds {spec.variant}")
-                    validate(plan, graph)
+                    installed, digest = install(self.models, spec, plan)
                     if generation == self.store.generation:
-                        self.plans[plan_id] = Installed(plan, graph)
+                        self.plans[plan_id] = installed
                     self.mailbox.put(("installed", generation, plan_id, digest, None))
                 except Exception as exc:  # reported to the host; the worker keeps serving
                     self.mailbox.put(("installed", generation, plan_id, None,
