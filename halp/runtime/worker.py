@@ -49,17 +49,16 @@ from halp.runtime.device import (
     Mailbox,
     SendQueues,
     check_block,
-    compute_ops,
     destinations,
     io_priority,
     name_os_thread,
-    receives_of,
     run_compute_ops,
     send_ops,
     sends_of,
     spec_from_dict,
 )
 from halp.runtime.installed import Installed, ModelCache, install
+from halp.runtime.request_state import RequestState, RequestTable
 from halp.runtime.wire import (
     AuthError,
     KeyKind,
@@ -112,21 +111,6 @@ class PeerOut:
     seq: int = 0
 
 
-@dataclass
-class RequestState:
-    plan_id: int
-    expect: set[str]  # transfers to this device not yet arrived
-    compute_left: bool
-    sends_left: int  # peers whose sends are not done
-    records: list[tuple[str, float, float]] = field(default_factory=list)
-    arrived: dict[str, float] = field(default_factory=dict)
-    sent: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def done(self) -> bool:
-        return not (self.expect or self.compute_left or self.sends_left)
-
-
 class Worker:
     """A device's worker. `serve()` runs until `stop` is set; `close()` frees everything."""
 
@@ -157,8 +141,7 @@ class Worker:
         self.pending: OrderedDict[bytes, str] = OrderedDict()
         self.peers_out: dict[str, PeerOut] = {}
         self.peer_guards: dict[str, auth.ReplayGuard] = {}
-        self.requests: dict[int, RequestState] = {}
-        self.finished: set[int] = set()  # requests of this run already reported
+        self.requests = RequestTable()
         self.rejected = 0
         self.clock = clock_identity()
         self._compute_q: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
@@ -344,7 +327,6 @@ class Worker:
     def _end_run(self) -> None:
         self.store.reset()
         self.requests.clear()
-        self.finished.clear()
         self.plans.clear()
         self._close_peers()
         self.peer_guards.clear()
@@ -353,7 +335,6 @@ class Worker:
     def _reset(self) -> None:
         self.store.reset()
         self.requests.clear()
-        self.finished.clear()
 
     def _close_peers(self) -> None:
         for peer in self.peers_out.values():
@@ -403,20 +384,17 @@ class Worker:
         self._compute_q.put(("install", self.store.generation, spec, plan_id, plan))
 
     def _request(self, request: int, plan_id: int) -> RequestState:
+        """The state of `request`; on its first message, a new one whose work is queued."""
         state = self.requests.get(request)
         if state is not None:
             return state
-        if request in self.finished:
-            raise WireError(f"request {request} is already done here")
-        session = self.session
-        installed = self.plans.get(plan_id)
+        self.requests.check_new(request)
+        session, installed = self.session, self.plans.get(plan_id)
         if session is None or installed is None:
             raise WireError(f"request {request} names plan {plan_id}, which is not installed")
-        me = session.device
-        peers = destinations(installed.plan, me)
-        state = RequestState(plan_id, {op.id for op in receives_of(installed.plan, me)},
-                             bool(compute_ops(installed.plan, me)), len(peers))
-        self.requests[request] = state
+        state = self.requests.add(request, RequestState.of(plan_id, installed.plan,
+                                                           session.device))
+        peers = destinations(installed.plan, session.device)
         job = ("run", self.store.generation, request, plan_id)
         if state.compute_left:
             self._compute_q.put(job)
@@ -436,23 +414,15 @@ class Worker:
             raise WireError(f"{msg.sender} sent block {op.id}, which comes from {op.src}")
         state = self._request(request, plan_id)
         assert msg.tensor is not None
-        at = self.store.put(request, op.id, (op.region, msg.tensor))
-        state.arrived[op.id] = at
-        state.expect.discard(op.id)
+        state.received(op.id, self.store.put(request, op.id, (op.region, msg.tensor)))
         self._maybe_report(request)
 
     def _maybe_report(self, request: int) -> None:
-        state = self.requests.get(request)
-        if state is None or not state.done:
+        state = self.requests.take_done(request)
+        if state is None:
             return
-        del self.requests[request]
         self.store.drop(request)
-        if len(self.finished) > 100_000:
-            self.finished.clear()
-        self.finished.add(request)
-        self._to_host(Message(MsgType.REPORT, request=request, body={
-            "plan_id": state.plan_id, "ops": [list(r) for r in state.records],
-            "sent": state.sent, "arrived": state.arrived}))
+        self._to_host(Message(MsgType.REPORT, request=request, body=state.report()))
 
     # ---- what the other threads hand over -------------------------------------------------
     def _on_item(self, item: tuple[Any, ...]) -> None:
@@ -476,17 +446,15 @@ class Worker:
             if state is None:
                 return
             if kind == "computed":
-                state.records = item[3]
-                state.compute_left = False
+                state.computed(item[3])
             else:
-                state.sends_left -= 1
+                state.peer_done()
             self._maybe_report(request)
         elif kind == "failed":
             _, _, request, error = item
             self.log.warning("%s: request %s failed: %s", self.label, request, error)
-            self.requests.pop(request, None)
+            self.requests.fail(request)
             self.store.drop(request)
-            self.finished.add(request)
             self._to_host(Message(MsgType.FAIL, request=request, body={"error": error}))
 
     def _send_block(self, request: int, plan_id: int, op: Transfer, block: Block) -> None:
