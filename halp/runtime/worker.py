@@ -29,7 +29,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,7 @@ from halp.runtime.device import (
 )
 from halp.runtime.installed import Installed, ModelCache, install
 from halp.runtime.request_state import RequestState, RequestTable
+from halp.runtime.session import Session, read_hello
 from halp.runtime.wire import (
     AuthError,
     KeyKind,
@@ -81,27 +82,6 @@ def listen_address(text: str) -> str:
     if text.startswith("tcp://") and text.endswith(":0"):
         text = text[:-2] + ":*"
     return text
-
-
-@dataclass
-class Session:
-    """The host this worker serves now, over two connections: `identity` (handshake, plans,
-    blocks) and `control` (pings only, so they never queue behind a block)."""
-
-    identity: bytes
-    control: bytes
-    key: bytes
-    run: str  # the run nonce
-    device: str  # the name this worker plays in the scenario
-    host: str
-    peers: dict[str, str]
-    guards: dict[bytes, auth.ReplayGuard] = field(default_factory=dict)
-    seqs: dict[bytes, int] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for identity in (self.identity, self.control):
-            self.guards[identity] = auth.ReplayGuard()
-            self.seqs[identity] = 0
 
 
 @dataclass
@@ -140,7 +120,6 @@ class Worker:
         self.session: Session | None = None
         self.pending: OrderedDict[bytes, str] = OrderedDict()
         self.peers_out: dict[str, PeerOut] = {}
-        self.peer_guards: dict[str, auth.ReplayGuard] = {}
         self.requests = RequestTable()
         self.rejected = 0
         self.clock = clock_identity()
@@ -239,7 +218,8 @@ class Worker:
                 assert session is not None
                 session.guards[identity].check(msg.seq)
             elif msg.kind == KeyKind.PEER:
-                self.peer_guards.setdefault(msg.sender, auth.ReplayGuard()).check(msg.seq)
+                assert self.session is not None  # only a session knows peer keys
+                self.session.peer_guards.setdefault(msg.sender, auth.ReplayGuard()).check(msg.seq)
         except WireError as exc:
             self._reject(identity, f"{msg.type.name}: {exc}")
             return
@@ -289,47 +269,22 @@ class Worker:
 
     # ---- handshake and run state ----------------------------------------------------------
     def _hello(self, identity: bytes, msg: Message) -> None:
-        body = msg.body
-        expected = self.pending.pop(identity, None)
-        nonce = auth.check_nonce(body.get("nonce"))
-        if expected is None or nonce != expected:
-            raise WireError("stale or unknown nonce (a replayed hello?)")
-        run = auth.check_nonce(body.get("run"))
-        device, host = body.get("device"), body.get("host")
-        peers = body.get("peers", {})
-        threads = body.get("threads", 1)
-        control = body.get("control")
-        if not (isinstance(device, str) and isinstance(control, str) and len(control) <= 510 and isinstance(host, str) and isinstance(peers, dict)
-                and all(isinstance(k, str) and isinstance(v, str) for k, v in peers.items())
-                and isinstance(threads, int) and 1 <= threads <= 64):
-            raise WireError("hello lacks device, host, peers or threads")
-        if self.name and device != self.name:
-            raise WireError(f"this worker was started as {self.name!r}, but the host calls it "
-                            f"{device!r}; check the endpoints file")
-        spec = spec_from_dict(body.get("spec"))
+        hello = read_hello(msg.body, self.pending.pop(identity, None), self.name)
         if self.session is not None:
             self.log.info("%s: a new host session replaces the run from %s", self.label,
                           self.session.host)
             self._end_run()
-        try:
-            control_id = bytes.fromhex(control)
-        except ValueError:
-            raise WireError("hello names a malformed control connection") from None
-        if not control_id or control_id == identity:
-            raise WireError("hello names no control connection, or its own")
-        self.session = Session(identity, control_id, auth.session_key(self.token, nonce, run),
-                               run, device, host, dict(peers))
-        torch.set_num_threads(threads)
+        self.session = hello.session(identity, self.token)
+        torch.set_num_threads(hello.threads)
         self.log.info("%s: host %s connected (run %s, %d thread(s)); building %s", self.label,
-                      host, run[:8], threads, spec.variant)
-        self._compute_q.put(("welcome", self.store.generation, spec))
+                      hello.host, hello.run[:8], hello.threads, hello.spec.variant)
+        self._compute_q.put(("welcome", self.store.generation, hello.spec))
 
     def _end_run(self) -> None:
         self.store.reset()
         self.requests.clear()
         self.plans.clear()
         self._close_peers()
-        self.peer_guards.clear()
         self.session = None
 
     def _reset(self) -> None:
@@ -345,10 +300,7 @@ class Worker:
         session = self.session
         if session is None:
             return False
-        identity = via or session.identity
-        msg.sender, msg.kind, msg.seq = session.device, KeyKind.SESSION, session.seqs[identity]
-        session.seqs[identity] += 1
-        if not self._route(identity, encode(msg, session.key)):
+        if not self._route(*session.seal(msg, via)):
             self.log.warning("%s: host %s is gone; dropping its run", self.label, session.host)
             self._end_run()
             return False
