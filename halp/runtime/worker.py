@@ -29,7 +29,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +53,10 @@ from halp.runtime.device import (
     name_os_thread,
     run_compute_ops,
     send_ops,
-    sends_of,
     spec_from_dict,
 )
 from halp.runtime.installed import Installed, ModelCache, install
+from halp.runtime.peers import PeerLinks
 from halp.runtime.request_state import RequestState, RequestTable
 from halp.runtime.session import Session, read_hello
 from halp.runtime.wire import (
@@ -82,13 +81,6 @@ def listen_address(text: str) -> str:
     if text.startswith("tcp://") and text.endswith(":0"):
         text = text[:-2] + ":*"
     return text
-
-
-@dataclass
-class PeerOut:
-    socket: zmq.Socket
-    key: bytes
-    seq: int = 0
 
 
 class Worker:
@@ -119,7 +111,7 @@ class Worker:
         self.plans: dict[int, Installed] = {}
         self.session: Session | None = None
         self.pending: OrderedDict[bytes, str] = OrderedDict()
-        self.peers_out: dict[str, PeerOut] = {}
+        self.peer_links = PeerLinks(self.ctx)
         self.requests = RequestTable()
         self.rejected = 0
         self.clock = clock_identity()
@@ -168,7 +160,7 @@ class Worker:
         self._senders.stop()
         for thread in self._threads:
             thread.join()
-        self._close_peers()
+        self.peer_links.close()
         self.router.close(0)
         self.ctx.term()
         self.mailbox.close()
@@ -284,17 +276,12 @@ class Worker:
         self.store.reset()
         self.requests.clear()
         self.plans.clear()
-        self._close_peers()
+        self.peer_links.close()
         self.session = None
 
     def _reset(self) -> None:
         self.store.reset()
         self.requests.clear()
-
-    def _close_peers(self) -> None:
-        for peer in self.peers_out.values():
-            peer.socket.close(0)
-        self.peers_out.clear()
 
     def _to_host(self, msg: Message, via: bytes | None = None) -> bool:
         session = self.session
@@ -313,21 +300,7 @@ class Worker:
         try:
             plan = Plan.from_dict(msg.body["plan"])
             spec = spec_from_dict(msg.body.get("spec"))
-            for op in sends_of(plan, session.device):
-                if op.dst == session.host or op.dst in self.peers_out:
-                    continue
-                address = session.peers.get(op.dst)
-                if address is None:
-                    raise WireError(f"plan sends to {op.dst}, whose address the host did not give")
-                sock = self.ctx.socket(zmq.DEALER)
-                configure(sock)
-                try:
-                    sock.connect(address)
-                except zmq.ZMQError as exc:
-                    sock.close(0)
-                    raise WireError(f"cannot connect to {op.dst} at {address}: {exc}") from None
-                self.peers_out[op.dst] = PeerOut(
-                    sock, auth.peer_key(self.token, session.run, session.device, op.dst))
+            self.peer_links.connect_for(plan, session, self.token)
         except (KeyError, TypeError, ValueError, HalpError) as exc:
             self.log.warning("%s: cannot install plan %s: %s", self.label, plan_id, exc)
             self._to_host(Message(MsgType.PLAN_OK, body={"plan_id": plan_id, "digest": None,
@@ -419,10 +392,7 @@ class Worker:
         if op.dst == session.host:
             self._to_host(msg)
         else:
-            peer = self.peers_out[op.dst]
-            msg.kind, msg.seq = KeyKind.PEER, peer.seq
-            peer.seq += 1
-            peer.socket.send_multipart(encode(msg, peer.key), copy=False)
+            self.peer_links.send(op.dst, msg)
         if state is not None:
             state.sent[op.id] = at
         self.store.mark_sent(request, op.id)
