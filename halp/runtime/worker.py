@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,24 +36,31 @@ import zmq
 from halp import __version__
 from halp.errors import HalpError
 from halp.latency.profiler import steady_allocator
-from halp.plan import Plan, Transfer
+from halp.plan import Plan
 from halp.runtime import auth
 from halp.runtime.clock import clock_identity
+from halp.runtime.compute import (
+    BlockReady,
+    BuildModel,
+    Computed,
+    ComputeThreads,
+    Failed,
+    InstallPlan,
+    ModelBuilt,
+    Outcome,
+    PeerDone,
+    PlanChecked,
+    RunRequest,
+)
 from halp.runtime.device import (
-    Aborted,
-    Block,
     BlockStore,
     Mailbox,
-    SendQueues,
     check_block,
     destinations,
     io_priority,
-    name_os_thread,
-    run_compute_ops,
-    send_ops,
     spec_from_dict,
 )
-from halp.runtime.installed import Installed, ModelCache, install
+from halp.runtime.installed import Installed, ModelCache
 from halp.runtime.peers import PeerLinks
 from halp.runtime.request_state import RequestState, RequestTable
 from halp.runtime.session import Session, read_hello
@@ -107,7 +112,6 @@ class Worker:
         steady_allocator()  # run ops with the memory behaviour they were profiled with
         self.mailbox = Mailbox()
         self.store = BlockStore()
-        self.models = ModelCache(self.files)
         self.plans: dict[int, Installed] = {}
         self.session: Session | None = None
         self.pending: OrderedDict[bytes, str] = OrderedDict()
@@ -115,11 +119,8 @@ class Worker:
         self.requests = RequestTable()
         self.rejected = 0
         self.clock = clock_identity()
-        self._compute_q: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
-        self._senders = SendQueues("halp-send", self._send_job)
-        self._threads = [threading.Thread(target=self._compute_loop, name="halp-compute")]
-        for thread in self._threads:
-            thread.start()
+        self.compute = ComputeThreads(self.store, self.mailbox, self.plans,
+                                      ModelCache(self.files))
         self._closed = False
 
     @property
@@ -145,21 +146,19 @@ class Worker:
                         break
                     self._on_frames(frames, time.perf_counter())
             if self.mailbox.fileno() in events:
-                for item in self.mailbox.drain():
+                for outcome in self.mailbox.drain():
                     try:
-                        self._on_item(item)
+                        self._on_outcome(outcome)
                     except Exception:  # a bug must not stop the worker
-                        self.log.exception("%s: internal error handling %s", self.label, item[0])
+                        self.log.exception("%s: internal error handling %s", self.label,
+                                           type(outcome).__name__)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         self.store.fail("the worker is stopping")
-        self._compute_q.put(None)
-        self._senders.stop()
-        for thread in self._threads:
-            thread.join()
+        self.compute.stop()
         self.peer_links.close()
         self.router.close(0)
         self.ctx.term()
@@ -270,7 +269,7 @@ class Worker:
         torch.set_num_threads(hello.threads)
         self.log.info("%s: host %s connected (run %s, %d thread(s)); building %s", self.label,
                       hello.host, hello.run[:8], hello.threads, hello.spec.variant)
-        self._compute_q.put(("welcome", self.store.generation, hello.spec))
+        self.compute.put(BuildModel(self.store.generation, hello.spec))
 
     def _end_run(self) -> None:
         self.store.reset()
@@ -306,7 +305,7 @@ class Worker:
             self._to_host(Message(MsgType.PLAN_OK, body={"plan_id": plan_id, "digest": None,
                                                          "error": f"bad plan: {exc}"}))
             return
-        self._compute_q.put(("install", self.store.generation, spec, plan_id, plan))
+        self.compute.put(InstallPlan(self.store.generation, spec, plan_id, plan))
 
     def _request(self, request: int, plan_id: int) -> RequestState:
         """The state of `request`; on its first message, a new one whose work is queued."""
@@ -319,11 +318,8 @@ class Worker:
             raise WireError(f"request {request} names plan {plan_id}, which is not installed")
         state = self.requests.add(request, RequestState.of(plan_id, installed.plan,
                                                            session.device))
-        peers = destinations(installed.plan, session.device)
-        job = ("run", self.store.generation, request, plan_id)
-        if state.compute_left:
-            self._compute_q.put(job)
-        self._senders.put(peers, job)
+        self.compute.run(RunRequest(self.store.generation, request, plan_id, session.device),
+                         state.compute_left, destinations(installed.plan, session.device))
         return state
 
     def _data(self, msg: Message) -> None:
@@ -350,44 +346,40 @@ class Worker:
         self._to_host(Message(MsgType.REPORT, request=request, body=state.report()))
 
     # ---- what the other threads hand over -------------------------------------------------
-    def _on_item(self, item: tuple[Any, ...]) -> None:
-        kind, generation = item[0], item[1]
-        if generation != self.store.generation or self.session is None:
+    def _on_outcome(self, outcome: Outcome) -> None:
+        if outcome.generation != self.store.generation or self.session is None:
             return  # from a run that is over
-        if kind == "welcome":
-            _, _, digest, error = item
-            self._to_host(Message(MsgType.WELCOME, body={
-                "digest": digest, "error": error, "name": self.name, "pid": os.getpid(),
-                "version": __version__, "clock": self.clock}))
-        elif kind == "installed":
-            _, _, plan_id, digest, error = item
-            self._to_host(Message(MsgType.PLAN_OK, body={"plan_id": plan_id, "digest": digest,
-                                                         "error": error}))
-        elif kind == "data":
-            self._send_block(*item[2:])
-        elif kind in ("computed", "sent_all"):
-            request = item[2]
-            state = self.requests.get(request)
-            if state is None:
-                return
-            if kind == "computed":
-                state.computed(item[3])
-            else:
-                state.peer_done()
-            self._maybe_report(request)
-        elif kind == "failed":
-            _, _, request, error = item
-            self.log.warning("%s: request %s failed: %s", self.label, request, error)
-            self.requests.fail(request)
-            self.store.drop(request)
-            self._to_host(Message(MsgType.FAIL, request=request, body={"error": error}))
+        match outcome:
+            case ModelBuilt(digest=digest, error=error):
+                self._to_host(Message(MsgType.WELCOME, body={
+                    "digest": digest, "error": error, "name": self.name, "pid": os.getpid(),
+                    "version": __version__, "clock": self.clock}))
+            case PlanChecked(plan_id=plan_id, digest=digest, error=error):
+                self._to_host(Message(MsgType.PLAN_OK, body={"plan_id": plan_id,
+                                                             "digest": digest, "error": error}))
+            case BlockReady():
+                self._send_block(outcome)
+            case Computed(request=request, records=records):
+                if (state := self.requests.get(request)) is not None:
+                    state.computed(records)
+                    self._maybe_report(request)
+            case PeerDone(request=request):
+                if (state := self.requests.get(request)) is not None:
+                    state.peer_done()
+                    self._maybe_report(request)
+            case Failed(request=request, error=error):
+                self.log.warning("%s: request %s failed: %s", self.label, request, error)
+                self.requests.fail(request)
+                self.store.drop(request)
+                self._to_host(Message(MsgType.FAIL, request=request, body={"error": error}))
 
-    def _send_block(self, request: int, plan_id: int, op: Transfer, block: Block) -> None:
+    def _send_block(self, ready: BlockReady) -> None:
         session = self.session
         assert session is not None
+        request, op, (region, tensor) = ready.request, ready.op, ready.block
         state = self.requests.get(request)
-        msg = Message(MsgType.DATA, request=request, op=op.id, region=block[0], tensor=block[1],
-                      body={"plan_id": plan_id}, sender=session.device)
+        msg = Message(MsgType.DATA, request=request, op=op.id, region=region, tensor=tensor,
+                      body={"plan_id": ready.plan_id}, sender=session.device)
         at = time.perf_counter()
         if op.dst == session.host:
             self._to_host(msg)
@@ -396,67 +388,6 @@ class Worker:
         if state is not None:
             state.sent[op.id] = at
         self.store.mark_sent(request, op.id)
-
-    # ---- compute and sender threads -------------------------------------------------------
-    def _compute_loop(self) -> None:
-        name_os_thread()
-        while (job := self._compute_q.get()) is not None:
-            kind, generation = job[0], job[1]
-            if kind == "welcome":
-                try:
-                    digest, error = self.models.get(job[2]).digest, None
-                except Exception as exc:  # reported to the host; the worker keeps serving
-                    digest, error = None, f"{type(exc).__name__}: {exc}"
-                self.mailbox.put(("welcome", generation, digest, error))
-            elif kind == "install":
-                _, _, spec, plan_id, plan = job
-                try:
-                    installed, digest = install(self.models, spec, plan)
-                    if generation == self.store.generation:
-                        self.plans[plan_id] = installed
-                    self.mailbox.put(("installed", generation, plan_id, digest, None))
-                except Exception as exc:  # reported to the host; the worker keeps serving
-                    self.mailbox.put(("installed", generation, plan_id, None,
-                                      f"{type(exc).__name__}: {exc}"))
-            else:
-                self._run_job(job)
-
-    def _run_job(self, job: tuple[Any, ...]) -> None:
-        """A request's Compute and Gather ops here (the compute thread)."""
-        def compute(me: str, installed: Installed, request: int, generation: int) -> None:
-            records = run_compute_ops(installed.plan, installed.graph, me, request, self.store,
-                                      generation)
-            self.mailbox.put(("computed", generation, request, records))
-
-        self._job(job, compute)
-
-    def _send_job(self, peer: str, job: tuple[Any, ...]) -> None:
-        """A request's sends to `peer` (its `SendQueues` thread)."""
-        plan_id = job[3]
-
-        def send_all(me: str, installed: Installed, request: int, generation: int) -> None:
-            def send(op: Transfer, block: Block) -> None:
-                self.mailbox.put(("data", generation, request, plan_id, op, block))
-
-            send_ops(installed.plan, installed.graph, me, request, self.store, send, generation,
-                     to=peer)
-            self.mailbox.put(("sent_all", generation, request))
-
-        self._job(job, send_all)
-
-    def _job(self, job: tuple[Any, ...], work: Callable[[str, Installed, int, int], None]) -> None:
-        """Run `work` for a request of the current run; a failure is reported to the host."""
-        _, generation, request, plan_id = job
-        session = self.session
-        installed = self.plans.get(plan_id)
-        if session is None or installed is None or generation != self.store.generation:
-            return
-        try:
-            work(session.device, installed, request, generation)
-        except Aborted:
-            return
-        except Exception as exc:  # reported to the host, not fatal here
-            self.mailbox.put(("failed", generation, request, f"{type(exc).__name__}: {exc}"))
 
 
 def _looks_like_handshake(head: Any) -> bool:
