@@ -36,7 +36,7 @@ from halp.runtime.device import (
 from halp.runtime.installed import Installed, ModelCache, install
 
 
-# ---- jobs, from the I/O thread ----------------------------------------------------------------
+# ---- jobs, from the I/O thread --------------------------------------------------------------
 @dataclass(frozen=True)
 class BuildModel:
     """Build the model a new host session asks for (its digest goes in the WELCOME)."""
@@ -64,7 +64,7 @@ class RunRequest:
     device: str
 
 
-# ---- outcomes, to the I/O thread --------------------------------------------------------------
+# ---- outcomes, to the I/O thread ------------------------------------------------------------
 @dataclass(frozen=True)
 class ModelBuilt:
     generation: int
@@ -144,7 +144,7 @@ class ComputeThreads:
         self._senders.stop()
         self._thread.join()
 
-    # ---- the compute thread -----------------------------------------------------------------
+    # ---- the compute thread ---------------------------------------------------------------
     def _loop(self) -> None:
         name_os_thread()
         while (job := self._jobs.get()) is not None:
@@ -177,7 +177,7 @@ class ComputeThreads:
                                   self.store, job.generation)
         self.mailbox.put(Computed(job.generation, job.request, records))
 
-    # ---- a sender thread --------------------------------------------------------------------
+    # ---- a sender thread ------------------------------------------------------------------
     def _send_to(self, peer: str, job: RunRequest) -> None:
         """A request's sends to `peer`, in plan order (its `SendQueues` thread)."""
         def send(op: Transfer, block: Block) -> None:
@@ -190,7 +190,7 @@ class ComputeThreads:
 
         self._guarded(job, send_all)
 
-    # ---- either ------------------------------------------------------------------------------
+    # ---- either ---------------------------------------------------------------------------
     def _guarded(self, job: RunRequest, work: Callable[[Installed], None]) -> None:
         """Run `work` for a request of the current run; a failure is reported to the host."""
         installed = self.plans.get(job.plan_id)

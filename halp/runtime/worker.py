@@ -1,19 +1,29 @@
 """The worker: one long-lived process per secondary device, serving run after run.
 
-It listens on a ROUTER socket. A host proves the shared token in a nonce handshake (see
-`halp.runtime.auth`), names the device this worker plays, and sends the model spec; the worker
-builds the model (the same seed gives the same weights) and answers with `model_digest`, so the
-host can check that both hold identical numbers. The host then installs plans (PLAN) and, per
-request, says which plan runs (START) and sends blocks (DATA).
+It listens on a ROUTER socket. A host proves the shared token in a nonce handshake and sends a
+HELLO naming the device this worker plays and the model spec (`halp.runtime.session`); the
+worker builds the model (the same seed gives the same weights) and answers with
+`model_digest`, so the host can check that both hold identical numbers. The host then installs
+plans (PLAN, `halp.runtime.installed`) and, per request, says which plan runs (START) and sends
+blocks (DATA). When a request is done here (ops computed, blocks sent, every block for it
+received: `halp.runtime.request_state`) the worker sends a REPORT with the times on its own
+`perf_counter` clock. Requests may overlap: a START or block of the next request queues its
+work behind the current one's.
 
-Threads, as on the host: the I/O thread (the caller of `serve`) owns every socket, answers
-pings at once, stamps arrivals and sends; the compute thread runs this device's Compute and
-Gather ops in plan order, request after request (`halp.runtime.device.run_compute_ops`, whose
-step is `run_region`); a sender thread per peer prepares this device's Transfers to it in plan
-order as soon as their inputs exist (`SendQueues`). Requests may overlap: a START or block of
-the next request queues its work behind the current one's. When a request is done here (ops
-computed, blocks sent, every block for it received) the worker sends a REPORT with the times
-on its own `perf_counter` clock.
+`Worker` owns the sockets and dispatches each message. Threads, as on the host, and what each
+may touch:
+
+- the I/O thread (the caller of `serve`): every socket (the ROUTER, the links to peers in
+  `halp.runtime.peers`), the session, the pending nonces and the request table. It answers
+  pings at once, stamps arrivals, and sends what the other threads hand it (the mailbox);
+- the compute thread (`halp.runtime.compute`): builds models (the model cache is its alone)
+  and runs this device's Compute and Gather ops in plan order, request after request. It
+  writes the plan table, which the I/O thread reads and clears when a run ends;
+- a sender thread per peer (`halp.runtime.compute` too): prepares this device's Transfers to
+  it in plan order as soon as their inputs exist, reading the plan table.
+
+All of them share the `BlockStore` (it has its own lock); its generation, bumped whenever a run
+ends or is reset, marks the jobs and outcomes of a run that is over.
 
 Anything that fails to decode, to verify or to fit the plan is logged and dropped; the worker
 keeps serving. A new host HELLO, RESET or BYE drops the requests in flight; the models stay
@@ -89,7 +99,8 @@ def listen_address(text: str) -> str:
 
 
 class Worker:
-    """A device's worker. `serve()` runs until `stop` is set; `close()` frees everything."""
+    """A device's worker. `serve()` runs until `stop` is set; `close()` frees everything.
+    Everything here but `compute` and the shared `store` and `plans` is the I/O thread's."""
 
     def __init__(self, listen: str, token: bytes, name: str | None = None, threads: int = 1,
                  log: logging.Logger | None = None, files: str | Path | None = None):
@@ -164,6 +175,7 @@ class Worker:
         self.ctx.term()
         self.mailbox.close()
 
+    # ---- messages in and out --------------------------------------------------------------
     def _reject(self, identity: bytes, why: str, reply: bool = False) -> None:
         self.rejected += 1
         self.log.warning("%s: rejected a message from connection %s: %s", self.label,
@@ -178,10 +190,12 @@ class Worker:
             self.router.send_multipart([identity, *frames], copy=False)
             return True
         except zmq.ZMQError as exc:
-            self.log.warning("%s: cannot send to connection %s (%s)", self.label, identity.hex(), exc)
+            self.log.warning("%s: cannot send to connection %s (%s)", self.label, identity.hex(),
+                             exc)
             return False
 
     def _on_frames(self, frames: list[Any], now: float) -> None:
+        """Decode, authenticate and replay-check one message, then act on it."""
         if len(frames) < 2:
             return
         identity = frames[0].bytes
@@ -253,12 +267,13 @@ class Worker:
             self._reset()
         elif t == MsgType.BYE:
             self._to_host(Message(MsgType.BYE_OK))
-            self.log.info("%s: run over (bye from %s)", self.label, self.session and self.session.host)
+            self.log.info("%s: run over (bye from %s)", self.label,
+                          self.session and self.session.host)
             self._end_run()
         else:
             raise WireError(f"a worker does not take {t.name}")
 
-    # ---- handshake and run state ----------------------------------------------------------
+    # ---- the session with the host --------------------------------------------------------
     def _hello(self, identity: bytes, msg: Message) -> None:
         hello = read_hello(msg.body, self.pending.pop(identity, None), self.name)
         if self.session is not None:
@@ -292,6 +307,7 @@ class Worker:
             return False
         return True
 
+    # ---- plans and requests ---------------------------------------------------------------
     def _plan(self, msg: Message) -> None:
         session = self.session
         assert session is not None
