@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from halp.methods.common import PlanBuilder
+from halp.model.graph import ModelGraph
 from halp.plan import Compute, Gather, Input, Plan, Transfer
 from halp.runtime.auth import write_token
 from halp.trace import Trace
@@ -18,6 +20,15 @@ from halp.trace import Trace
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "this-machine.yaml"
 START_TIMEOUT_S = 60.0
+
+
+def whole_model_on(graph: ModelGraph, model: str, device: str, host: str = "h") -> Plan:
+    """The host sends its input to `device`, which runs every layer and sends the output back."""
+    b = PlanBuilder(graph, "test", model, host, [host, device])
+    stop = len(graph)
+    sent = b.transfer(host, device, 0, graph.full(0), [b.input()])
+    out = b.compute(device, 0, stop, graph.full(stop), [sent])
+    return b.build(b.transfer(device, host, stop, graph.full(stop), [out]))
 
 
 def scenario_text(method: str = "halp", requests: int = 3, interval: str = "50ms",

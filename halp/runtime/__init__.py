@@ -45,9 +45,12 @@ Host (on the host device; for the emulator, inside the host's Mininet node)::
 Token: `load_token(path) -> bytes` reads a token file (>= 16 bytes, whitespace stripped);
 `write_token(path)` makes one. Host and workers must hold the same token.
 
-Modules: `wire` (message framing, `WireError`), `auth` (token, handshake keys, replay guard),
-`clock` (ping/pong offsets), `device` (what a device does with its ops: shared by both sides),
-`worker`, `hub` (the host's I/O thread), `executor` (`run_host`).
+Modules: `wire` (message framing, socket options, `WireError`), `auth` (token, handshake keys,
+replay guard), `clock` (ping/pong offsets), `device` (what a device does with its ops: shared
+by both sides), `worker` (the worker's sockets and message dispatch) and its parts: `session`
+(the HELLO and the host's keys), `installed` (models and plans), `request_state` (when a
+request is done), `peers` (links to other workers), `compute` (compute and sender threads);
+`hub` (the host's I/O thread), `executor` (`run_host`).
 """
 
 from halp.runtime.auth import load_token, write_token

@@ -30,8 +30,7 @@ from halp.plan import Plan
 from halp.runtime import auth
 from halp.runtime.clock import ClockSync, clock_identity, same_clock
 from halp.runtime.device import Block, BlockStore, Mailbox, check_block, io_priority
-from halp.runtime.wire import KeyKind, Message, MsgType, WireError, decode, encode
-from halp.runtime.worker import configure
+from halp.runtime.wire import KeyKind, Message, MsgType, WireError, configure, decode, encode
 
 
 def endpoint_address(text: str) -> str:

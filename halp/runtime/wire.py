@@ -16,7 +16,8 @@ session key of a host and a worker (`SESSION`), the key of a pair of workers (`P
 `decode` checks the frame count, every length, the MAC (before it parses any JSON), the
 header's types, the dtype against `DTYPES`, and that the payload is exactly shape x dtype
 bytes; anything else raises `WireError` with one line saying what was wrong (`AuthError`, a
-subclass, when the message is well formed but no key here signed it).
+subclass, when the message is well formed but no key here signed it). `configure` sizes a
+socket for these messages.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import zmq
 
 from halp.errors import HalpError
 from halp.model.graph import Range, Region
@@ -267,3 +269,12 @@ def _tensor(header: dict[str, Any], payload: bytes | memoryview) -> torch.Tensor
     if not array.flags.aligned or not array.flags.writeable:
         array = array.copy()
     return torch.from_numpy(array).reshape(shape)
+
+
+def configure(sock: zmq.Socket) -> None:
+    """The options of every runtime socket, host's and workers': close at once, never drop or
+    hold back a message for a full queue, and refuse one larger than the wire allows."""
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, max(MAX_PAYLOAD_BYTES, MAX_HEADER_BYTES) + 4096)

@@ -1,19 +1,29 @@
 """The worker: one long-lived process per secondary device, serving run after run.
 
-It listens on a ROUTER socket. A host proves the shared token in a nonce handshake (see
-`halp.runtime.auth`), names the device this worker plays, and sends the model spec; the worker
-builds the model (the same seed gives the same weights) and answers with `model_digest`, so the
-host can check that both hold identical numbers. The host then installs plans (PLAN) and, per
-request, says which plan runs (START) and sends blocks (DATA).
+It listens on a ROUTER socket. A host proves the shared token in a nonce handshake and sends a
+HELLO naming the device this worker plays and the model spec (`halp.runtime.session`); the
+worker builds the model (the same seed gives the same weights) and answers with
+`model_digest`, so the host can check that both hold identical numbers. The host then installs
+plans (PLAN, `halp.runtime.installed`) and, per request, says which plan runs (START) and sends
+blocks (DATA). When a request is done here (ops computed, blocks sent, every block for it
+received: `halp.runtime.request_state`) the worker sends a REPORT with the times on its own
+`perf_counter` clock. Requests may overlap: a START or block of the next request queues its
+work behind the current one's.
 
-Threads, as on the host: the I/O thread (the caller of `serve`) owns every socket, answers
-pings at once, stamps arrivals and sends; the compute thread runs this device's Compute and
-Gather ops in plan order, request after request (`halp.runtime.device.run_compute_ops`, whose
-step is `run_region`); a sender thread per peer prepares this device's Transfers to it in plan
-order as soon as their inputs exist (`SendQueues`). Requests may overlap: a START or block of
-the next request queues its work behind the current one's. When a request is done here (ops
-computed, blocks sent, every block for it received) the worker sends a REPORT with the times
-on its own `perf_counter` clock.
+`Worker` owns the sockets and dispatches each message. Threads, as on the host, and what each
+may touch:
+
+- the I/O thread (the caller of `serve`): every socket (the ROUTER, the links to peers in
+  `halp.runtime.peers`), the session, the pending nonces and the request table. It answers
+  pings at once, stamps arrivals, and sends what the other threads hand it (the mailbox);
+- the compute thread (`halp.runtime.compute`): builds models (the model cache is its alone)
+  and runs this device's Compute and Gather ops in plan order, request after request. It
+  writes the plan table, which the I/O thread reads and clears when a run ends;
+- a sender thread per peer (`halp.runtime.compute` too): prepares this device's Transfers to
+  it in plan order as soon as their inputs exist, reading the plan table.
+
+All of them share the `BlockStore` (it has its own lock); its generation, bumped whenever a run
+ends or is reset, marks the jobs and outcomes of a run that is over.
 
 Anything that fails to decode, to verify or to fit the plan is logged and dropped; the worker
 keeps serving. A new host HELLO, RESET or BYE drops the requests in flight; the models stay
@@ -24,12 +34,9 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,45 +44,48 @@ import torch
 import zmq
 
 from halp import __version__
-from halp.errors import HalpError, PlanError
+from halp.errors import HalpError
 from halp.latency.timing import steady_allocator
-from halp.model.graph import ModelGraph
-from halp.model.zoo import ModelSpec, build_model, model_digest
-from halp.plan import Plan, Transfer, validate
+from halp.plan import Plan
 from halp.runtime import auth
 from halp.runtime.clock import clock_identity
+from halp.runtime.compute import (
+    BlockReady,
+    BuildModel,
+    Computed,
+    ComputeThreads,
+    Failed,
+    InstallPlan,
+    ModelBuilt,
+    Outcome,
+    PeerDone,
+    PlanChecked,
+    RunRequest,
+)
 from halp.runtime.device import (
-    Aborted,
-    Block,
     BlockStore,
     Mailbox,
-    SendQueues,
     check_block,
-    compute_ops,
     destinations,
     io_priority,
-    name_os_thread,
-    receives_of,
-    run_compute_ops,
-    send_ops,
-    sends_of,
     spec_from_dict,
 )
-from halp.runtime.files import localise
+from halp.runtime.installed import Installed, ModelCache
+from halp.runtime.peers import PeerLinks
+from halp.runtime.request_state import RequestState, RequestTable
+from halp.runtime.session import Session, read_hello
 from halp.runtime.wire import (
-    MAX_HEADER_BYTES,
-    MAX_PAYLOAD_BYTES,
     AuthError,
     KeyKind,
     Message,
     MsgType,
     WireError,
+    configure,
     decode,
     encode,
 )
 
 MAX_PENDING_NONCES = 64
-MAX_MODELS = 16
 POLL_MS = 100
 
 
@@ -88,64 +98,9 @@ def listen_address(text: str) -> str:
     return text
 
 
-def configure(sock: zmq.Socket) -> None:
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.SNDHWM, 0)
-    sock.setsockopt(zmq.RCVHWM, 0)
-    sock.setsockopt(zmq.MAXMSGSIZE, max(MAX_PAYLOAD_BYTES, MAX_HEADER_BYTES) + 4096)
-
-
-@dataclass
-class Session:
-    """The host this worker serves now, over two connections: `identity` (handshake, plans,
-    blocks) and `control` (pings only, so they never queue behind a block)."""
-
-    identity: bytes
-    control: bytes
-    key: bytes
-    run: str  # the run nonce
-    device: str  # the name this worker plays in the scenario
-    host: str
-    peers: dict[str, str]
-    guards: dict[bytes, auth.ReplayGuard] = field(default_factory=dict)
-    seqs: dict[bytes, int] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for identity in (self.identity, self.control):
-            self.guards[identity] = auth.ReplayGuard()
-            self.seqs[identity] = 0
-
-
-@dataclass
-class Installed:
-    plan: Plan
-    graph: ModelGraph
-
-
-@dataclass
-class PeerOut:
-    socket: zmq.Socket
-    key: bytes
-    seq: int = 0
-
-
-@dataclass
-class RequestState:
-    plan_id: int
-    expect: set[str]  # transfers to this device not yet arrived
-    compute_left: bool
-    sends_left: int  # peers whose sends are not done
-    records: list[tuple[str, float, float]] = field(default_factory=list)
-    arrived: dict[str, float] = field(default_factory=dict)
-    sent: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def done(self) -> bool:
-        return not (self.expect or self.compute_left or self.sends_left)
-
-
 class Worker:
-    """A device's worker. `serve()` runs until `stop` is set; `close()` frees everything."""
+    """A device's worker. `serve()` runs until `stop` is set; `close()` frees everything.
+    Everything here but `compute` and the shared `store` and `plans` is the I/O thread's."""
 
     def __init__(self, listen: str, token: bytes, name: str | None = None, threads: int = 1,
                  log: logging.Logger | None = None, files: str | Path | None = None):
@@ -168,21 +123,15 @@ class Worker:
         steady_allocator()  # run ops with the memory behaviour they were profiled with
         self.mailbox = Mailbox()
         self.store = BlockStore()
-        self.models: OrderedDict[ModelSpec, tuple[torch.nn.Module, ModelGraph, str]] = OrderedDict()
         self.plans: dict[int, Installed] = {}
         self.session: Session | None = None
         self.pending: OrderedDict[bytes, str] = OrderedDict()
-        self.peers_out: dict[str, PeerOut] = {}
-        self.peer_guards: dict[str, auth.ReplayGuard] = {}
-        self.requests: dict[int, RequestState] = {}
-        self.finished: set[int] = set()  # requests of this run already reported
+        self.peer_links = PeerLinks(self.ctx)
+        self.requests = RequestTable()
         self.rejected = 0
         self.clock = clock_identity()
-        self._compute_q: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
-        self._senders = SendQueues("halp-send", self._send_job)
-        self._threads = [threading.Thread(target=self._compute_loop, name="halp-compute")]
-        for thread in self._threads:
-            thread.start()
+        self.compute = ComputeThreads(self.store, self.mailbox, self.plans,
+                                      ModelCache(self.files))
         self._closed = False
 
     @property
@@ -208,26 +157,25 @@ class Worker:
                         break
                     self._on_frames(frames, time.perf_counter())
             if self.mailbox.fileno() in events:
-                for item in self.mailbox.drain():
+                for outcome in self.mailbox.drain():
                     try:
-                        self._on_item(item)
+                        self._on_outcome(outcome)
                     except Exception:  # a bug must not stop the worker
-                        self.log.exception("%s: internal error handling %s", self.label, item[0])
+                        self.log.exception("%s: internal error handling %s", self.label,
+                                           type(outcome).__name__)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         self.store.fail("the worker is stopping")
-        self._compute_q.put(None)
-        self._senders.stop()
-        for thread in self._threads:
-            thread.join()
-        self._close_peers()
+        self.compute.stop()
+        self.peer_links.close()
         self.router.close(0)
         self.ctx.term()
         self.mailbox.close()
 
+    # ---- messages in and out --------------------------------------------------------------
     def _reject(self, identity: bytes, why: str, reply: bool = False) -> None:
         self.rejected += 1
         self.log.warning("%s: rejected a message from connection %s: %s", self.label,
@@ -242,10 +190,12 @@ class Worker:
             self.router.send_multipart([identity, *frames], copy=False)
             return True
         except zmq.ZMQError as exc:
-            self.log.warning("%s: cannot send to connection %s (%s)", self.label, identity.hex(), exc)
+            self.log.warning("%s: cannot send to connection %s (%s)", self.label, identity.hex(),
+                             exc)
             return False
 
     def _on_frames(self, frames: list[Any], now: float) -> None:
+        """Decode, authenticate and replay-check one message, then act on it."""
         if len(frames) < 2:
             return
         identity = frames[0].bytes
@@ -273,7 +223,8 @@ class Worker:
                 assert session is not None
                 session.guards[identity].check(msg.seq)
             elif msg.kind == KeyKind.PEER:
-                self.peer_guards.setdefault(msg.sender, auth.ReplayGuard()).check(msg.seq)
+                assert self.session is not None  # only a session knows peer keys
+                self.session.peer_guards.setdefault(msg.sender, auth.ReplayGuard()).check(msg.seq)
         except WireError as exc:
             self._reject(identity, f"{msg.type.name}: {exc}")
             return
@@ -316,80 +267,47 @@ class Worker:
             self._reset()
         elif t == MsgType.BYE:
             self._to_host(Message(MsgType.BYE_OK))
-            self.log.info("%s: run over (bye from %s)", self.label, self.session and self.session.host)
+            self.log.info("%s: run over (bye from %s)", self.label,
+                          self.session and self.session.host)
             self._end_run()
         else:
             raise WireError(f"a worker does not take {t.name}")
 
-    # ---- handshake and run state ----------------------------------------------------------
+    # ---- the session with the host --------------------------------------------------------
     def _hello(self, identity: bytes, msg: Message) -> None:
-        body = msg.body
-        expected = self.pending.pop(identity, None)
-        nonce = auth.check_nonce(body.get("nonce"))
-        if expected is None or nonce != expected:
-            raise WireError("stale or unknown nonce (a replayed hello?)")
-        run = auth.check_nonce(body.get("run"))
-        device, host = body.get("device"), body.get("host")
-        peers = body.get("peers", {})
-        threads = body.get("threads", 1)
-        control = body.get("control")
-        if not (isinstance(device, str) and isinstance(control, str) and len(control) <= 510 and isinstance(host, str) and isinstance(peers, dict)
-                and all(isinstance(k, str) and isinstance(v, str) for k, v in peers.items())
-                and isinstance(threads, int) and 1 <= threads <= 64):
-            raise WireError("hello lacks device, host, peers or threads")
-        if self.name and device != self.name:
-            raise WireError(f"this worker was started as {self.name!r}, but the host calls it "
-                            f"{device!r}; check the endpoints file")
-        spec = spec_from_dict(body.get("spec"))
+        hello = read_hello(msg.body, self.pending.pop(identity, None), self.name)
         if self.session is not None:
             self.log.info("%s: a new host session replaces the run from %s", self.label,
                           self.session.host)
             self._end_run()
-        try:
-            control_id = bytes.fromhex(control)
-        except ValueError:
-            raise WireError("hello names a malformed control connection") from None
-        if not control_id or control_id == identity:
-            raise WireError("hello names no control connection, or its own")
-        self.session = Session(identity, control_id, auth.session_key(self.token, nonce, run),
-                               run, device, host, dict(peers))
-        torch.set_num_threads(threads)
+        self.session = hello.session(identity, self.token)
+        torch.set_num_threads(hello.threads)
         self.log.info("%s: host %s connected (run %s, %d thread(s)); building %s", self.label,
-                      host, run[:8], threads, spec.variant)
-        self._compute_q.put(("welcome", self.store.generation, spec))
+                      hello.host, hello.run[:8], hello.threads, hello.spec.variant)
+        self.compute.put(BuildModel(self.store.generation, hello.spec))
 
     def _end_run(self) -> None:
         self.store.reset()
         self.requests.clear()
-        self.finished.clear()
         self.plans.clear()
-        self._close_peers()
-        self.peer_guards.clear()
+        self.peer_links.close()
         self.session = None
 
     def _reset(self) -> None:
         self.store.reset()
         self.requests.clear()
-        self.finished.clear()
-
-    def _close_peers(self) -> None:
-        for peer in self.peers_out.values():
-            peer.socket.close(0)
-        self.peers_out.clear()
 
     def _to_host(self, msg: Message, via: bytes | None = None) -> bool:
         session = self.session
         if session is None:
             return False
-        identity = via or session.identity
-        msg.sender, msg.kind, msg.seq = session.device, KeyKind.SESSION, session.seqs[identity]
-        session.seqs[identity] += 1
-        if not self._route(identity, encode(msg, session.key)):
+        if not self._route(*session.seal(msg, via)):
             self.log.warning("%s: host %s is gone; dropping its run", self.label, session.host)
             self._end_run()
             return False
         return True
 
+    # ---- plans and requests ---------------------------------------------------------------
     def _plan(self, msg: Message) -> None:
         session = self.session
         assert session is not None
@@ -397,47 +315,27 @@ class Worker:
         try:
             plan = Plan.from_dict(msg.body["plan"])
             spec = spec_from_dict(msg.body.get("spec"))
-            for op in sends_of(plan, session.device):
-                if op.dst == session.host or op.dst in self.peers_out:
-                    continue
-                address = session.peers.get(op.dst)
-                if address is None:
-                    raise WireError(f"plan sends to {op.dst}, whose address the host did not give")
-                sock = self.ctx.socket(zmq.DEALER)
-                configure(sock)
-                try:
-                    sock.connect(address)
-                except zmq.ZMQError as exc:
-                    sock.close(0)
-                    raise WireError(f"cannot connect to {op.dst} at {address}: {exc}") from None
-                self.peers_out[op.dst] = PeerOut(
-                    sock, auth.peer_key(self.token, session.run, session.device, op.dst))
+            self.peer_links.connect_for(plan, session, self.token)
         except (KeyError, TypeError, ValueError, HalpError) as exc:
             self.log.warning("%s: cannot install plan %s: %s", self.label, plan_id, exc)
             self._to_host(Message(MsgType.PLAN_OK, body={"plan_id": plan_id, "digest": None,
                                                          "error": f"bad plan: {exc}"}))
             return
-        self._compute_q.put(("install", self.store.generation, spec, plan_id, plan))
+        self.compute.put(InstallPlan(self.store.generation, spec, plan_id, plan))
 
     def _request(self, request: int, plan_id: int) -> RequestState:
+        """The state of `request`; on its first message, a new one whose work is queued."""
         state = self.requests.get(request)
         if state is not None:
             return state
-        if request in self.finished:
-            raise WireError(f"request {request} is already done here")
-        session = self.session
-        installed = self.plans.get(plan_id)
+        self.requests.check_new(request)
+        session, installed = self.session, self.plans.get(plan_id)
         if session is None or installed is None:
             raise WireError(f"request {request} names plan {plan_id}, which is not installed")
-        me = session.device
-        peers = destinations(installed.plan, me)
-        state = RequestState(plan_id, {op.id for op in receives_of(installed.plan, me)},
-                             bool(compute_ops(installed.plan, me)), len(peers))
-        self.requests[request] = state
-        job = ("run", self.store.generation, request, plan_id)
-        if state.compute_left:
-            self._compute_q.put(job)
-        self._senders.put(peers, job)
+        state = self.requests.add(request, RequestState.of(plan_id, installed.plan,
+                                                           session.device))
+        self.compute.run(RunRequest(self.store.generation, request, plan_id, session.device),
+                         state.compute_left, destinations(installed.plan, session.device))
         return state
 
     def _data(self, msg: Message) -> None:
@@ -453,152 +351,59 @@ class Worker:
             raise WireError(f"{msg.sender} sent block {op.id}, which comes from {op.src}")
         state = self._request(request, plan_id)
         assert msg.tensor is not None
-        at = self.store.put(request, op.id, (op.region, msg.tensor))
-        state.arrived[op.id] = at
-        state.expect.discard(op.id)
+        state.received(op.id, self.store.put(request, op.id, (op.region, msg.tensor)))
         self._maybe_report(request)
 
     def _maybe_report(self, request: int) -> None:
-        state = self.requests.get(request)
-        if state is None or not state.done:
+        state = self.requests.take_done(request)
+        if state is None:
             return
-        del self.requests[request]
         self.store.drop(request)
-        if len(self.finished) > 100_000:
-            self.finished.clear()
-        self.finished.add(request)
-        self._to_host(Message(MsgType.REPORT, request=request, body={
-            "plan_id": state.plan_id, "ops": [list(r) for r in state.records],
-            "sent": state.sent, "arrived": state.arrived}))
+        self._to_host(Message(MsgType.REPORT, request=request, body=state.report()))
 
     # ---- what the other threads hand over -------------------------------------------------
-    def _on_item(self, item: tuple[Any, ...]) -> None:
-        kind, generation = item[0], item[1]
-        if generation != self.store.generation or self.session is None:
+    def _on_outcome(self, outcome: Outcome) -> None:
+        if outcome.generation != self.store.generation or self.session is None:
             return  # from a run that is over
-        if kind == "welcome":
-            _, _, digest, error = item
-            self._to_host(Message(MsgType.WELCOME, body={
-                "digest": digest, "error": error, "name": self.name, "pid": os.getpid(),
-                "version": __version__, "clock": self.clock}))
-        elif kind == "installed":
-            _, _, plan_id, digest, error = item
-            self._to_host(Message(MsgType.PLAN_OK, body={"plan_id": plan_id, "digest": digest,
-                                                         "error": error}))
-        elif kind == "data":
-            self._send_block(*item[2:])
-        elif kind in ("computed", "sent_all"):
-            request = item[2]
-            state = self.requests.get(request)
-            if state is None:
-                return
-            if kind == "computed":
-                state.records = item[3]
-                state.compute_left = False
-            else:
-                state.sends_left -= 1
-            self._maybe_report(request)
-        elif kind == "failed":
-            _, _, request, error = item
-            self.log.warning("%s: request %s failed: %s", self.label, request, error)
-            self.requests.pop(request, None)
-            self.store.drop(request)
-            self.finished.add(request)
-            self._to_host(Message(MsgType.FAIL, request=request, body={"error": error}))
+        match outcome:
+            case ModelBuilt(digest=digest, error=error):
+                self._to_host(Message(MsgType.WELCOME, body={
+                    "digest": digest, "error": error, "name": self.name, "pid": os.getpid(),
+                    "version": __version__, "clock": self.clock}))
+            case PlanChecked(plan_id=plan_id, digest=digest, error=error):
+                self._to_host(Message(MsgType.PLAN_OK, body={"plan_id": plan_id,
+                                                             "digest": digest, "error": error}))
+            case BlockReady():
+                self._send_block(outcome)
+            case Computed(request=request, records=records):
+                if (state := self.requests.get(request)) is not None:
+                    state.computed(records)
+                    self._maybe_report(request)
+            case PeerDone(request=request):
+                if (state := self.requests.get(request)) is not None:
+                    state.peer_done()
+                    self._maybe_report(request)
+            case Failed(request=request, error=error):
+                self.log.warning("%s: request %s failed: %s", self.label, request, error)
+                self.requests.fail(request)
+                self.store.drop(request)
+                self._to_host(Message(MsgType.FAIL, request=request, body={"error": error}))
 
-    def _send_block(self, request: int, plan_id: int, op: Transfer, block: Block) -> None:
+    def _send_block(self, ready: BlockReady) -> None:
         session = self.session
         assert session is not None
+        request, op, (region, tensor) = ready.request, ready.op, ready.block
         state = self.requests.get(request)
-        msg = Message(MsgType.DATA, request=request, op=op.id, region=block[0], tensor=block[1],
-                      body={"plan_id": plan_id}, sender=session.device)
+        msg = Message(MsgType.DATA, request=request, op=op.id, region=region, tensor=tensor,
+                      body={"plan_id": ready.plan_id}, sender=session.device)
         at = time.perf_counter()
         if op.dst == session.host:
             self._to_host(msg)
         else:
-            peer = self.peers_out[op.dst]
-            msg.kind, msg.seq = KeyKind.PEER, peer.seq
-            peer.seq += 1
-            peer.socket.send_multipart(encode(msg, peer.key), copy=False)
+            self.peer_links.send(op.dst, msg)
         if state is not None:
             state.sent[op.id] = at
         self.store.mark_sent(request, op.id)
-
-    # ---- compute and sender threads -------------------------------------------------------
-    def _model(self, spec: ModelSpec) -> tuple[torch.nn.Module, ModelGraph, str]:
-        if spec in self.models:
-            self.models.move_to_end(spec)
-            return self.models[spec]
-        model = build_model(localise(spec, self.files))
-        graph = ModelGraph.from_module(model, spec.shape, spec.variant)
-        entry = (model, graph, model_digest(model))
-        self.models[spec] = entry
-        while len(self.models) > MAX_MODELS:
-            self.models.popitem(last=False)
-        return entry
-
-    def _compute_loop(self) -> None:
-        name_os_thread()
-        while (job := self._compute_q.get()) is not None:
-            kind, generation = job[0], job[1]
-            if kind == "welcome":
-                try:
-                    digest, error = self._model(job[2])[2], None
-                except Exception as exc:  # reported to the host; the worker keeps serving
-                    digest, error = None, f"{type(exc).__name__}: {exc}"
-                self.mailbox.put(("welcome", generation, digest, error))
-            elif kind == "install":
-                _, _, spec, plan_id, plan = job
-                try:
-                    _, graph, digest = self._model(spec)
-                    if plan.model != spec.variant:
-                        raise PlanError(f"plan is for {plan.model}, the spec builds {spec.variant}")
-                    validate(plan, graph)
-                    if generation == self.store.generation:
-                        self.plans[plan_id] = Installed(plan, graph)
-                    self.mailbox.put(("installed", generation, plan_id, digest, None))
-                except Exception as exc:  # reported to the host; the worker keeps serving
-                    self.mailbox.put(("installed", generation, plan_id, None,
-                                      f"{type(exc).__name__}: {exc}"))
-            else:
-                self._run_job(job)
-
-    def _run_job(self, job: tuple[Any, ...]) -> None:
-        """A request's Compute and Gather ops here (the compute thread)."""
-        def compute(me: str, installed: Installed, request: int, generation: int) -> None:
-            records = run_compute_ops(installed.plan, installed.graph, me, request, self.store,
-                                      generation)
-            self.mailbox.put(("computed", generation, request, records))
-
-        self._job(job, compute)
-
-    def _send_job(self, peer: str, job: tuple[Any, ...]) -> None:
-        """A request's sends to `peer` (its `SendQueues` thread)."""
-        plan_id = job[3]
-
-        def send_all(me: str, installed: Installed, request: int, generation: int) -> None:
-            def send(op: Transfer, block: Block) -> None:
-                self.mailbox.put(("data", generation, request, plan_id, op, block))
-
-            send_ops(installed.plan, installed.graph, me, request, self.store, send, generation,
-                     to=peer)
-            self.mailbox.put(("sent_all", generation, request))
-
-        self._job(job, send_all)
-
-    def _job(self, job: tuple[Any, ...], work: Callable[[str, Installed, int, int], None]) -> None:
-        """Run `work` for a request of the current run; a failure is reported to the host."""
-        _, generation, request, plan_id = job
-        session = self.session
-        installed = self.plans.get(plan_id)
-        if session is None or installed is None or generation != self.store.generation:
-            return
-        try:
-            work(session.device, installed, request, generation)
-        except Aborted:
-            return
-        except Exception as exc:  # reported to the host, not fatal here
-            self.mailbox.put(("failed", generation, request, f"{type(exc).__name__}: {exc}"))
 
 
 def _looks_like_handshake(head: Any) -> bool:
