@@ -15,9 +15,14 @@ def test_duration_units(text, value):
     assert duration_s(text) == pytest.approx(value)
 
 
-@pytest.mark.parametrize("bad", ["100", 100, "-5Mbps", "0Mbps", "fast", "100 furlongs", True, None])
-def test_bad_bandwidth_is_refused(bad):
-    with pytest.raises(HalpError):
+@pytest.mark.parametrize("bad, reason", [
+    ("100", "cannot read '100'"), (100, "needs a unit"), ("-5Mbps", "must be positive"),
+    ("0Mbps", "must be positive"), ("fast", "cannot read 'fast'"),
+    ("100 furlongs", "unknown bandwidth unit 'furlongs'"), (True, "expected a bandwidth"),
+    (None, "expected a bandwidth"),
+])
+def test_bad_bandwidth_is_refused(bad, reason):
+    with pytest.raises(HalpError, match=reason):
         bandwidth_bps(bad)
 
 
