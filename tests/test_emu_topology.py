@@ -73,7 +73,7 @@ def test_what_cannot_be_emulated_is_refused_in_one_line(tmp_path, change, words)
     assert "\n" not in str(err.value)
 
 
-def test_tags_must_keep_names_short():
+def test_a_tag_too_long_for_interface_names_is_refused():
     with pytest.raises(BackendError, match="tag"):
         describe(None, "toolong", cores=2)  # type: ignore[arg-type]
 

@@ -42,7 +42,7 @@ def test_population_and_learner_fill_one_buffer():
         assert len(buffer) == 2 * (4 + 1) * 3
 
 
-def test_learner_only_and_ga_only():
+def test_learner_mode_has_no_population_and_ga_mode_no_learner():
     t = task(**TINY)
     with Trainer(t.scenario, mode="learner", task=t) as learner:
         learner.generation()

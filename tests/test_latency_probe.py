@@ -56,7 +56,7 @@ def test_a_profile_from_a_faster_machine_is_told_apart(now):
     assert describes_this_machine(same, now) == (True, dict.fromkeys(now, 1.0))
 
 
-def test_one_drifted_kind_is_enough(now):
+def test_one_drifted_layer_kind_is_enough_to_tell_a_profile_apart(now):
     drifted = dict(now, linear=now["linear"] * 0.7)  # the classifier ran faster there
 
     fits, ratios = describes_this_machine({"kind": "measured", "probe": drifted}, now)

@@ -82,7 +82,7 @@ def test_under_a_quota_an_op_is_timed_by_its_cpu_over_the_share(graph):
         time_ops(ops, repeats=1, threads=2, cpu_share=0.5)
 
 
-def test_samples_are_positive_and_mostly_clean(samples):
+def test_samples_are_positive_and_cover_single_layers_and_fused_runs(samples):
     assert all(s.seconds > 0 for s in samples)
     assert all(0 <= s.clean <= s.calls for s in samples)
     assert any(s.fused for s in samples) and any(not s.fused for s in samples)
@@ -145,7 +145,7 @@ def parse(*argv: str) -> argparse.Namespace:
     (("--model", "mobilenet_v1", "--width", "0.3"), "MobileNet-V1 widths"),
     (("--model", "mobilenet_v1", "--resolution", "abc"), "comma-separated numbers"),
 ])
-def test_cli_explains_bad_arguments(tmp_path, argv, message):
+def test_halp_profile_refuses_bad_arguments_saying_what_is_allowed(tmp_path, argv, message):
     with pytest.raises(HalpError, match=message):
         profile_cmd.run(parse(*argv, "--out", str(tmp_path / "p.yaml")))
 
@@ -190,5 +190,5 @@ def test_cli_derivation_needs_the_assumed_time(tmp_path):
         profile_cmd.run(parse("--derive-from", "this-machine", "--out", str(tmp_path / "d.yaml")))
 
 
-def test_graph_of_builds_zoo_models():
+def test_graph_of_a_zoo_spec_is_named_by_its_variant():
     assert graph_of(ModelSpec("mobilenet_v1", 0.25, 128)).name == "0.25_128"

@@ -72,7 +72,7 @@ def test_any_row_slice_equals_the_whole(layers, size, data):
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(layer_strategy, min_size=1, max_size=5), st.integers(12, 40), st.data())
-def test_computable_rows_need_only_the_block(layers, size, data):
+def test_computable_rows_need_only_the_block_and_are_maximal(layers, size, data):
     _, graph = sliceable_model(layers, size)
     end = len(graph)
     x0 = data.draw(st.integers(0, size - 1))
@@ -93,7 +93,7 @@ def test_computable_rows_need_only_the_block(layers, size, data):
         assert not held.contains(graph.rows_needed(0, end, wider))
 
 
-def test_two_dimensional_tiles_stitch():
+def test_a_two_dimensional_tile_equals_that_tile_of_the_whole_output():
     model, graph = random_model([("conv", 3, 1, 1, 4), ("max", 2, 2, 0, 0), ("conv", 3, 2, 1, 5)], 24)
     x = torch.randn(1, 3, 24, 24)
     whole = model(x).detach()
@@ -105,7 +105,7 @@ def test_two_dimensional_tiles_stitch():
     torch.testing.assert_close(got, whole[:, :, 1:3, 2:6])
 
 
-def test_vgg_halo_grows_with_depth():
+def test_vgg_row_after_two_convolutions_needs_five_input_rows():
     from halp.model.zoo import ModelSpec, build_model
     graph = ModelGraph.from_module(build_model(ModelSpec("vgg16")), (3, 224, 224))
     one_row = graph.rows(4, 50, 51)

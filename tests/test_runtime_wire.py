@@ -150,7 +150,7 @@ def test_keys_differ_per_run_and_replays_are_refused():
             guard.check(seq)
 
 
-def test_token_files(tmp_path):
+def test_a_token_file_is_private_and_a_short_or_missing_one_is_refused(tmp_path):
     path = tmp_path / "token"
     token = auth.write_token(path)
     assert auth.load_token(path) == token and (path.stat().st_mode & 0o077) == 0

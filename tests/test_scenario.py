@@ -65,7 +65,7 @@ def load_text(tmp_path: Path, text: str):
     return load_scenario(path)
 
 
-def test_good_scenario_loads(tmp_path):
+def test_a_good_scenario_loads_its_host_links_speeds_and_interval(tmp_path):
     s = load_text(tmp_path, GOOD)
     assert s.host == "a"
     cluster = s.cluster()
@@ -86,17 +86,17 @@ def test_bad_scenario_names_file_field_and_reason(tmp_path, old, new, field, rea
     assert reason.lower() in message.lower()
 
 
-def test_not_a_mapping(tmp_path):
+def test_a_scenario_that_is_not_a_mapping_is_refused(tmp_path):
     with pytest.raises(ScenarioError, match="mapping"):
         load_text(tmp_path, "- just\n- a list\n")
 
 
-def test_missing_file(tmp_path):
+def test_a_missing_scenario_file_is_refused(tmp_path):
     with pytest.raises(ScenarioError, match="no such"):
         load_scenario(tmp_path / "absent.yaml")
 
 
-def test_cli_prints_one_line_without_traceback(tmp_path):
+def test_halp_plan_on_a_bad_scenario_exits_2_with_one_line_naming_the_field(tmp_path):
     path = tmp_path / "scenario.yaml"
     path.write_text(GOOD.replace("bandwidth: 100Mbps", "bandwidth: -1Mbps"))
     result = subprocess.run([sys.executable, "-m", "halp.cli", "plan", str(path)],
@@ -160,7 +160,7 @@ def test_overrides_are_revalidated(tmp_path):
         s.with_values({"network.nothing.here": 1})
 
 
-def test_bandwidth_trace_link(tmp_path):
+def test_a_link_given_a_trace_file_follows_the_trace(tmp_path):
     (tmp_path / "bw.csv").write_text("time_s,bandwidth_bps\n0,50e6\n1.5,10e6\n")
     s = load_text(tmp_path, GOOD.replace("links: {c: 40Mbps}", "links: {c: {trace: bw.csv}}"))
     cluster = s.cluster()

@@ -83,7 +83,7 @@ def one_at_a_time(records, what: str) -> None:
 
 @given(case=cases())
 @SETTINGS
-def test_invariants_hold_on_random_runs(case, folder):
+def test_causality_exclusivity_order_and_bytes_hold_on_random_runs(case, folder):
     # Prepare
     c, plan = build(case, folder)
     graph = GRAPHS[case["height"]]
