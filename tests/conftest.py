@@ -17,11 +17,6 @@ def write_scenario(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
     return path
 
 
-@pytest.fixture
-def repo() -> Path:
-    return REPO
-
-
 @pytest.fixture(scope="session")
 def ray_required() -> None:
     """For tests that need Ray: skipped without it, failed under HALP_REQUIRE_EMU=1. Session

@@ -160,7 +160,7 @@ def test_guard_passes_sigterm_on(tmp_path):
     assert guard.returncode == 128 + signal.SIGTERM
 
 
-def test_probe_measures_a_loopback_link(tmp_path):
+def test_probe_measures_a_loopback_link():
     server = subprocess.Popen([sys.executable, str(PROBE), "serve", "--bind", "127.0.0.1",
                                "--max-s", "20"], stdout=subprocess.PIPE, text=True)
     try:

@@ -134,8 +134,7 @@ def test_sweep_on_ray_rejects_an_unreachable_address(tmp_path, capsys):
 
 @pytest.mark.usefixtures("ray_required")
 @pytest.mark.slow
-def test_sweep_on_a_local_ray_instance_keeps_errors_as_rows_and_stops_it(tmp_path, monkeypatch,
-                                                                         capsys):
+def test_sweep_on_a_local_ray_instance_keeps_errors_as_rows_and_stops_it(tmp_path, monkeypatch):
     """`--ray local` starts a Ray instance for this sweep alone, and stops it afterwards."""
     temp = tempfile.mkdtemp(prefix="halp-ray-", dir="/tmp")
     monkeypatch.setenv("RAY_AUTH_MODE", NO_AUTH["RAY_AUTH_MODE"])
