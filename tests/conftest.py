@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from support import require_ray
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -15,6 +17,8 @@ def write_scenario(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
     return path
 
 
-@pytest.fixture
-def repo() -> Path:
-    return REPO
+@pytest.fixture(scope="session")
+def ray_required() -> None:
+    """For tests that need Ray: skipped without it, failed under HALP_REQUIRE_EMU=1. Session
+    scoped, so that a module's Ray instance (a module-scoped fixture) can ask for it first."""
+    require_ray()

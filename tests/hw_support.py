@@ -34,7 +34,6 @@ import pytest
 
 from support import skip_or_fail
 
-REPO = Path(__file__).resolve().parents[1]
 SSHD = Path("/usr/sbin/sshd")
 SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
 
@@ -193,26 +192,24 @@ class Lab:
         sshd.start()
 
     def device_line(self, index: int, *, key: Path | None = None, port: int | None = None,
-                    address: str | None = None, python: str | None = None) -> str:
+                    python: str | None = None) -> str:
         role = "role: host, " if index == 0 else ""
         extra = f", python: {python}" if python else ""
         return (f"  - {{name: d{index}, {role}profile: {PROFILE}, address: "
-                f"{address or self.addresses[index]}, port: {17300 + index}, ssh_user: root, "
+                f"{self.addresses[index]}, port: {17300 + index}, ssh_user: root, "
                 f"ssh_key: {key or self.key}, ssh_port: {port or self.port}{extra}}}")
 
-    def scenario_text(self, method: str = "halp", requests: int = 3, interval: str = "50ms",
-                      devices: int | None = None, start_workers: bool = True,
-                      timeout: str = "30s", lines: list[str] | None = None,
-                      remote_dir: Path | None = None) -> str:
-        n = devices or len(self.addresses)
+    def scenario_text(self, requests: int = 3, interval: str = "50ms",
+                      start_workers: bool = True, timeout: str = "30s",
+                      lines: list[str] | None = None, remote_dir: Path | None = None) -> str:
         arrival = ("workload: {requests: 1, arrival: single}" if requests == 1 else
                    f"workload: {{requests: {requests}, arrival: periodic, interval: {interval}}}")
         return "\n".join([
             "name: hw-lab", "seed: 3",
             "model: {name: mobilenet_v1, width: 0.25, resolution: 128}",
-            "devices:", *(lines or [self.device_line(i) for i in range(n)]),
+            "devices:", *(lines or [self.device_line(i) for i in range(len(self.addresses))]),
             "network: {kind: star, bandwidth: 1Gbps}",
-            f"method: {{name: {method}}}",
+            "method: {name: halp}",
             arrival,
             f"backends: {{hw: {{remote_dir: {remote_dir or self.remote_dir}, timeout: {timeout}, "
             f"start_workers: {str(start_workers).lower()}}}}}",
@@ -231,9 +228,6 @@ class Lab:
             if not left or time.monotonic() > deadline:
                 return left
             time.sleep(0.2)
-
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "HALP_HW_KNOWN_HOSTS": str(self.known_hosts)}
 
 
 def descendants(pid: int) -> list[int]:

@@ -95,16 +95,15 @@ def start_worker(tmp: Path, name: str, token_file: Path, *extra: str) -> WorkerP
 
 
 @contextlib.contextmanager
-def workers(tmp: Path, names: list[str], named: bool = True) -> Iterator[tuple[list[WorkerProcess], Path]]:
-    """Start one worker per name (with --name unless `named` is False); stop each by pid."""
+def workers(tmp: Path, names: list[str]) -> Iterator[tuple[list[WorkerProcess], Path]]:
+    """Start one worker per name (with --name); stop each by pid."""
     token_file = tmp / "token"
     if not token_file.exists():
         write_token(token_file)
     started: list[WorkerProcess] = []
     try:
         for name in names:
-            started.append(start_worker(tmp, name, token_file,
-                                        *(["--name", name] if named else [])))
+            started.append(start_worker(tmp, name, token_file, "--name", name))
         yield started, token_file
     finally:
         for w in started:
@@ -115,7 +114,7 @@ def endpoints(started: list[WorkerProcess]) -> dict[str, str]:
     return {w.name: w.address for w in started}
 
 
-def check_trace(trace: Trace, plan: Plan, requests: int, slack_s: float = 0.0) -> None:
+def check_trace(trace: Trace, plan: Plan, requests: int) -> None:
     """Every op of every request is recorded once, with causal times and the plan's bytes."""
     assert len(trace.requests) == requests
     by_key = trace.by_key()
@@ -127,7 +126,7 @@ def check_trace(trace: Trace, plan: Plan, requests: int, slack_s: float = 0.0) -
             assert r.kind == op.kind
             assert r.end >= r.start
             for i in op.inputs:
-                assert r.start >= ends[i] - slack_s - r.uncertainty_s, (q.request, op.id, i)
+                assert r.start >= ends[i] - r.uncertainty_s, (q.request, op.id, i)
             ends[op.id] = r.end
             if isinstance(op, Transfer):
                 assert r.bytes == op.bytes and r.device == op.src
@@ -135,5 +134,5 @@ def check_trace(trace: Trace, plan: Plan, requests: int, slack_s: float = 0.0) -
             elif isinstance(op, Compute | Gather | Input):
                 assert r.device == op.device == r.resource
         assert q.finish >= q.arrival
-        assert abs(q.finish - ends[plan.output]) < 1e-9 + slack_s
+        assert abs(q.finish - ends[plan.output]) < 1e-9
         assert q.max_abs_error is not None and q.extra["relative_error"] <= 1e-4

@@ -15,7 +15,7 @@ from halp.latency.profile import load_profile
 from halp.model.zoo import ModelSpec, build_model
 from halp.network import BandwidthTrace
 
-REQUIRE_ENV = "HALP_REQUIRE_EMU"  # set by .ci/run: a skipped emulator or SSH test is a failure
+REQUIRE_ENV = "HALP_REQUIRE_EMU"  # set by .ci/run: a skipped emulator, SSH or Ray test is a failure
 
 
 def skip_or_fail(reason: str | None) -> None:
@@ -25,6 +25,21 @@ def skip_or_fail(reason: str | None) -> None:
     if os.environ.get(REQUIRE_ENV) == "1":
         pytest.fail(f"{REQUIRE_ENV}=1 but {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def ray_missing() -> str | None:
+    """Why the Ray tests cannot run here, or None. Ray is the project's `ray` extra, which
+    `make setup` (and so CI) installs."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return "Ray tests need ray: pip install -e '.[ray]'"
+    return None
+
+
+def require_ray() -> None:
+    """Skip the test when Ray is not installed, or fail it under HALP_REQUIRE_EMU=1."""
+    skip_or_fail(ray_missing())
 
 
 def cluster(speeds: list[float], bandwidth_bps: float | list[float] = 100e6, network: str = "star",

@@ -217,7 +217,7 @@ def test_a_worker_killed_mid_run_ends_it_naming_the_device(tmp_path):
     killer = threading.Thread(target=kill_after_two_requests, daemon=True)
     killer.start()
     with TraceWriter(out, "emu", "halp") as writer:
-        with pytest.raises(BackendError) as err:
+        with pytest.raises(BackendError, match="worker on c") as err:
             emu_run.run(policy_for(s), writer)
     ended = time.monotonic()
 

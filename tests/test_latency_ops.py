@@ -30,5 +30,5 @@ def test_plan_times_every_layer_and_fused_runs_on_row_slices(graph):
         assert graph.full(op.stop).contains(op.out)
 
 
-def test_graph_of_builds_zoo_models():
+def test_graph_of_a_zoo_spec_is_named_by_its_variant():
     assert graph_of(ModelSpec("mobilenet_v1", 0.25, 128)).name == "0.25_128"

@@ -56,7 +56,7 @@ def test_a_profile_from_a_faster_machine_is_told_apart(now):
     assert describes_this_machine(same, now) == (True, dict.fromkeys(now, 1.0))
 
 
-def test_one_drifted_kind_is_enough(now):
+def test_one_drifted_layer_kind_is_enough_to_tell_a_profile_apart(now):
     drifted = dict(now, linear=now["linear"] * 0.7)  # the classifier ran faster there
 
     fits, ratios = describes_this_machine({"kind": "measured", "probe": drifted}, now)
@@ -181,12 +181,15 @@ def test_without_a_way_to_probe_inside_a_quota_only_full_speed_is_checked(tmp_pa
     assert "slowdown_in_quota" not in checks["quota"]
 
 
-@pytest.mark.parametrize("argv", [["--threads", "0"], ["--emu-cpu-share", "1.5"],
-                                  ["--emu-cpu-share", "0.25", "--threads", "2"]])
-def test_halp_probe_refuses_what_it_cannot_measure(argv, capsys):
-    assert main(["probe", *argv]) != 0
+@pytest.mark.parametrize("argv, reason", [
+    (["--threads", "0"], "--threads must be at least 1"),
+    (["--emu-cpu-share", "1.5"], "--emu-cpu-share 1.5: give a share of one core"),
+    (["--emu-cpu-share", "0.25", "--threads", "2"], "use --threads 1"),
+])
+def test_halp_probe_refuses_what_it_cannot_measure(argv, reason, capsys):
+    assert main(["probe", *argv]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and ("--threads" in err or "--emu-cpu-share" in err)
+    assert len(err.splitlines()) == 1 and reason in err
 
 
 def test_a_derived_profile_is_named_as_describing_no_machine_here():

@@ -24,7 +24,7 @@ def parse(*argv: str) -> argparse.Namespace:
     (("--model", "mobilenet_v1", "--width", "0.3"), "MobileNet-V1 widths"),
     (("--model", "mobilenet_v1", "--resolution", "abc"), "comma-separated numbers"),
 ])
-def test_cli_explains_bad_arguments(tmp_path, argv, message):
+def test_halp_profile_refuses_bad_arguments_saying_what_is_allowed(tmp_path, argv, message):
     with pytest.raises(HalpError, match=message):
         profile_cmd.run(parse(*argv, "--out", str(tmp_path / "p.yaml")))
 

@@ -57,7 +57,7 @@ def test_crossover_takes_each_neuron_from_one_parent():
     assert not same(child, a) and not same(child, b)
 
 
-def test_flat_round_trips():
+def test_flat_weights_loaded_into_another_actor_make_it_identical():
     a, b = actors(2)
     ga.load_flat(b, ga.flat(a))
     assert same(a, b)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import sys
 import tempfile
@@ -43,7 +42,7 @@ def test_population_and_learner_fill_one_buffer():
         assert len(buffer) == 2 * (4 + 1) * 3
 
 
-def test_learner_only_and_ga_only():
+def test_learner_mode_has_no_population_and_ga_mode_no_learner():
     t = task(**TINY)
     with Trainer(t.scenario, mode="learner", task=t) as learner:
         learner.generation()
@@ -80,7 +79,7 @@ def test_ray_without_ray_says_how_to_install_it(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is optional: pip install ray")
+@pytest.mark.usefixtures("ray_required")
 def test_a_local_ray_instance_gives_the_same_policy(monkeypatch):
     temp = tempfile.mkdtemp(prefix="halp-ray-", dir="/tmp")  # short: Ray's socket paths
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")

@@ -33,12 +33,12 @@ def test_mobilenet_counts_match_the_paper(width, resolution):
     assert graph.params / 1e6 == pytest.approx(params, abs=0.06)
 
 
-def test_mobilenet_1_224_parameters_exact():
+def test_mobilenet_1_224_has_the_reference_parameter_count():
     # Conv and FC weights plus batch-norm scale and shift: the reference implementation's count.
     assert graph_of(ModelSpec("mobilenet_v1")).params == 4_231_976
 
 
-def test_vgg16_counts():
+def test_vgg16_counts_match_the_published_parameters_and_macs():
     graph = graph_of(ModelSpec("vgg16"))
     assert graph.params == 138_357_544
     assert graph.macs / 1e9 == pytest.approx(15.47, abs=0.01)
@@ -46,7 +46,7 @@ def test_vgg16_counts():
 
 @pytest.mark.parametrize("width", [1.0, 0.75, 0.5, 0.25])
 @pytest.mark.parametrize("resolution", [224, 192, 160, 128])
-def test_all_sixteen_variants_run(width, resolution):
+def test_all_sixteen_variants_output_1000_classes_and_scale_with_resolution(width, resolution):
     spec = ModelSpec("mobilenet_v1", width, resolution)
     model = build_model(spec)
     out = model(torch.randn(1, *spec.shape))
@@ -63,7 +63,7 @@ def test_same_seed_same_weights_other_seed_other_weights():
     assert a == b != c
 
 
-def test_state_dict_is_loaded(tmp_path):
+def test_a_weights_file_overrides_the_seeds_weights(tmp_path):
     spec = ModelSpec("mobilenet_v1", 0.25, 128, seed=5)
     torch.save(build_model(spec).state_dict(), tmp_path / "w.pt")
     loaded = build_model(ModelSpec("mobilenet_v1", 0.25, 128, seed=9, weights=str(tmp_path / "w.pt")))
@@ -82,7 +82,7 @@ def test_bad_weights_file_is_a_clear_error(tmp_path):
     (ModelSpec("mobilenet_v1", 1.0, 100), "resolution"),
     (ModelSpec("vgg16", resolution=160), "224"),
 ])
-def test_bad_specs(spec, match):
+def test_a_bad_spec_is_refused_naming_what_is_wrong(spec, match):
     with pytest.raises(ModelError, match=match):
         build_model(spec)
 
@@ -140,12 +140,12 @@ def test_a_bad_custom_model_is_one_clear_error(tmp_path, monkeypatch, factory, m
     assert "\n" not in str(err.value)
 
 
-def test_unsupported_layer_named():
+def test_an_unsupported_layer_is_refused_naming_its_index_and_type():
     with pytest.raises(ModelError, match="layer 1 .*LSTM"):
         ModelGraph.from_module(nn.Sequential(nn.Conv2d(3, 4, 3), nn.LSTM(4, 4)), (3, 8, 8))
 
 
-def test_cli_model_json():
+def test_halp_model_json_reports_the_graphs_macs_params_and_layers():
     result = subprocess.run([sys.executable, "-m", "halp.cli", "model", "mobilenet_v1", "--width", "0.5",
                              "--resolution", "160", "--json"], capture_output=True, text=True, check=True)
     data = json.loads(result.stdout)

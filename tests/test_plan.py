@@ -24,7 +24,7 @@ def graph():
 
 @pytest.mark.parametrize("method", [HalpMethod(name="halp"), ModnnMethod(name="modnn"),
                                     DeepthingsMethod(name="deepthings")], ids=lambda m: m.name)
-def test_json_round_trip(graph, method):
+def test_plan_round_trips_through_json_unchanged(graph, method):
     c, latency = cluster([1.0, 1.5, 0.7])
     plan = plan_for(method, graph, c, latency, graph.name)
     again = Plan.from_json(plan.to_json())
@@ -55,7 +55,7 @@ def test_missing_rows_are_caught_and_marked(graph):
     assert "do not cover" in str(info.value)
 
 
-def test_wrong_device_is_caught(graph):
+def test_a_compute_moved_off_its_inputs_device_is_caught(graph):
     c, latency = cluster([1.0, 1.0], 1e9, profile="rpi4")
     plan = plan_for(HalpMethod(name="halp"), graph, c, latency, graph.name)
     i, op = next((i, op) for i, op in enumerate(plan.ops) if isinstance(op, Compute) and op.device == "d1")

@@ -33,7 +33,7 @@ def hand_trace() -> Trace:
     return Trace("sim", "m", ops, requests)
 
 
-def test_latency_statistics():
+def test_latency_statistics_are_mean_median_p95_and_max():
     stats = latency_stats([1.0, 2.0, 3.0, 4.0])
     assert stats == {"mean": 2.5, "p50": 2.5, "p95": pytest.approx(3.85), "max": 4.0}
     assert latency_stats([])["mean"] is None
@@ -58,7 +58,7 @@ def test_no_deadline_no_hit_rate_and_no_standalone_no_speedup():
     assert report["deadline_hit_rate"] is None and report["speedup"] is None
 
 
-def test_utilisation_of_an_empty_trace():
+def test_an_empty_trace_has_no_utilisation():
     assert utilisation(Trace("sim", "m")) == {}
 
 
@@ -74,13 +74,13 @@ def segmented_plan():
     return b.build(b.compute("h", 4, 7, graph.full(7), [c2]))
 
 
-def test_segments_of_a_plan():
+def test_segment_of_maps_segment_ops_and_leaves_out_the_tail():
     plan = segmented_plan()
     # t3 returns segment 0's output; the tail (c5) lies in no segment
     assert segment_of(plan) == {"t1": 0, "c2": 0, "t3": 0, "c4": 1}
 
 
-def test_pictures_are_written(tmp_path):
+def test_timeline_and_bars_are_written_as_png(tmp_path):
     trace = hand_trace()
     assert timeline_png(trace, tmp_path / "t.png").read_bytes()[:4] == PNG
     rows = [summarise(trace, 4.0) | {"method": "halp", "single_request_s": 1.0},
@@ -88,7 +88,7 @@ def test_pictures_are_written(tmp_path):
     assert bars_png(rows, tmp_path / "b.png", "title").read_bytes()[:4] == PNG
 
 
-def test_timeline_marks_segments_of_a_simulated_request(tmp_path):
+def test_timeline_of_a_simulated_request_with_its_plan_is_written_as_png(tmp_path):
     from sim_cases import cluster
 
     from sim.backend import simulate_trace

@@ -11,7 +11,7 @@ import torch
 
 from halp.model.graph import region
 from halp.plan import Transfer
-from halp.runtime.device import IO_CGROUP_FD_ENV, IO_NICE, BlockStore, io_priority
+from halp.runtime.device import IO_CGROUP_FD_ENV, IO_NICE, Aborted, BlockStore, io_priority
 
 BLOCK = (region((0, 1), (0, 1)), torch.zeros(1, 1, 1, 1))
 
@@ -47,7 +47,7 @@ def test_a_failure_wakes_an_op_waiting_for_a_send():
     store = BlockStore()
     store.put(0, "c1", BLOCK)
     threading.Timer(0.1, store.fail, args=("worker w died",)).start()
-    with pytest.raises(Exception, match="worker w died"):
+    with pytest.raises(Aborted, match="worker w died"):
         store.wait_sent(0, [transfer("t1", "c1")], deadline=time.perf_counter() + 5)
 
 

@@ -75,5 +75,5 @@ def test_digests_travel_with_the_spec_and_bad_ones_are_refused(host):
     assert set(sent["digests"]) == {"weights", "factory"}
     assert dict(spec_from_dict(sent).digests) == digests_of(spec)
     for bad in ({"weights": "abc"}, {"weights": 3}, {"code": "0" * 64}, ["0" * 64]):
-        with pytest.raises(BackendError, match="bad model spec"):
+        with pytest.raises(BackendError, match="bad model spec: digests"):
             spec_from_dict({**sent, "digests": bad})

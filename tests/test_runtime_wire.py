@@ -15,6 +15,7 @@ from halp.runtime.clock import ClockSync, clock_identity, same_clock
 from halp.runtime.wire import (
     MAC_BYTES,
     PREFIX,
+    AuthError,
     KeyKind,
     Message,
     MsgType,
@@ -48,6 +49,13 @@ def raw_head(header: dict, mtype: MsgType = MsgType.DATA, kind: KeyKind = KeyKin
     return PREFIX.pack(b"HALP", 1, int(mtype), int(kind), len(sender), len(text), seq) + sender + text
 
 
+def assert_refused_as_malformed(frames: list[bytes], reason: str) -> None:
+    """`decode` refuses the frames for `reason`, and does not blame a key for it."""
+    with pytest.raises(WireError, match=reason) as err:
+        decode(frames, keys())
+    assert not isinstance(err.value, AuthError), err.value
+
+
 def test_data_round_trip_keeps_every_field_and_the_exact_bytes():
     msg = data_message()
 
@@ -66,27 +74,28 @@ def test_messages_without_tensor_and_unsigned_reject_round_trip():
     assert decode(encode(reject, None), keys(b"")).body["reason"] == "bad token"
 
 
-@pytest.mark.parametrize("frames", [
-    [],
-    [b"garbage"],
-    [b"\x00" * 64, b"", b"\x00" * 32],
-    [b"HALP\x01", b"", b"x" * 32],
-    [b"NOPE" + b"\x00" * 60, b"", b"\x00" * 32],
-    [struct.pack("!4sBBBBIQ", b"HALP", 9, 11, 2, 0, 0, 0), b"", b"\x00" * 32],
+@pytest.mark.parametrize("frames, reason", [
+    ([], "expected 3 frames"),
+    ([b"garbage"], "expected 3 frames"),
+    ([b"\x00" * 64, b"", b"\x00" * 32], "bad magic"),
+    ([b"HALP\x01", b"", b"x" * 32], "truncated prefix"),
+    ([b"NOPE" + b"\x00" * 60, b"", b"\x00" * 32], "bad magic"),
+    ([struct.pack("!4sBBBBIQ", b"HALP", 9, 11, 2, 0, 0, 0), b"", b"\x00" * 32], "wire version 9"),
 ])
-def test_garbage_is_refused(frames):
-    with pytest.raises(WireError):
-        decode(frames, keys())
+def test_garbage_is_refused(frames, reason):
+    assert_refused_as_malformed(frames, reason)
 
 
 def test_truncated_header_payload_and_mac_are_refused():
     head, payload, signature = encode(data_message(), KEY)
     payload = bytes(payload)
 
-    for frames in ([head[:-3], payload, signature], [head, payload[:-4], signature],
-                   [head, payload, signature[:-1]], [head, payload]):
-        with pytest.raises(WireError):
-            decode(frames, keys())
+    assert_refused_as_malformed([head[:-3], payload, signature], "truncated header")
+    assert_refused_as_malformed([head, payload, signature[:-1]], "MAC has 31 bytes")
+    assert_refused_as_malformed([head, payload], "expected 3 frames")
+    # A shorter payload is not parsed at all: the MAC over it no longer matches.
+    with pytest.raises(AuthError, match="bad MAC"):
+        decode([head, payload[:-4], signature], keys())
 
 
 def test_wrong_key_and_tampering_fail_the_mac():
@@ -94,41 +103,38 @@ def test_wrong_key_and_tampering_fail_the_mac():
     tampered = bytearray(bytes(payload))
     tampered[0] ^= 1
 
-    with pytest.raises(WireError, match="bad MAC"):
+    with pytest.raises(AuthError, match="bad MAC"):
         decode([head, payload, signature], keys(b"w" * 32))
-    with pytest.raises(WireError, match="bad MAC"):
+    with pytest.raises(AuthError, match="bad MAC"):
         decode([head, bytes(tampered), signature], keys())
-    with pytest.raises(WireError, match="no session key"):
+    with pytest.raises(AuthError, match="no session key"):
         decode([head, payload, signature], lambda kind, sender: None)
 
 
 def test_signed_but_malformed_headers_are_refused():
     four_floats = torch.zeros(4).numpy().tobytes()
     cases = [
-        ({"dtype": "int64", "shape": [2]}, four_floats),  # dtype not allowed
-        ({"dtype": "float32", "shape": [5]}, four_floats),  # shape x dtype != payload
-        ({"dtype": "float32", "shape": [-4]}, four_floats),
-        ({"dtype": "float32", "shape": [1] * 9}, four_floats),
-        ({}, four_floats),  # payload without dtype
-        ({"region": [[5, 2], [0, 1]]}, b""),
-        ({"request": "three"}, b""),
-        ({"surprise": 1}, b""),
+        ({"dtype": "int64", "shape": [2]}, four_floats, "'int64' is not allowed"),
+        ({"dtype": "float32", "shape": [5]}, four_floats, "needs 20"),  # shape x dtype != payload
+        ({"dtype": "float32", "shape": [-4]}, four_floats, "bad shape"),
+        ({"dtype": "float32", "shape": [1] * 9}, four_floats, "bad shape"),
+        ({}, four_floats, "no dtype and shape"),
+        ({"region": [[5, 2], [0, 1]]}, b"", "bad region"),
+        ({"request": "three"}, b"", "request id"),
+        ({"surprise": 1}, b"", "known keys"),
     ]
-    for header, payload in cases:
-        with pytest.raises(WireError):
-            decode(signed(raw_head(header), payload), keys())
+    for header, payload, reason in cases:
+        assert_refused_as_malformed(signed(raw_head(header), payload), reason)
     not_json = PREFIX.pack(b"HALP", 1, int(MsgType.PING), 2, 0, 3, 0) + b"{{{"
-    with pytest.raises(WireError, match="JSON"):
-        decode(signed(not_json, b""), keys())
+    assert_refused_as_malformed(signed(not_json, b""), "not JSON")
 
 
 def test_a_message_type_only_takes_its_own_key_kind():
     head = raw_head({}, MsgType.PLAN, KeyKind.TOKEN)
-    with pytest.raises(WireError, match="may not be signed"):
-        decode(signed(head, b""), keys())
+    assert_refused_as_malformed(signed(head, b""), "PLAN may not be signed with a TOKEN key")
     unsigned_data = raw_head({}, MsgType.DATA, KeyKind.NONE)
-    with pytest.raises(WireError):
-        decode([unsigned_data, b"", bytes(MAC_BYTES)], keys())
+    assert_refused_as_malformed([unsigned_data, b"", bytes(MAC_BYTES)],
+                                "DATA may not be signed with a NONE key")
 
 
 def test_keys_differ_per_run_and_replays_are_refused():
@@ -144,7 +150,7 @@ def test_keys_differ_per_run_and_replays_are_refused():
             guard.check(seq)
 
 
-def test_token_files(tmp_path):
+def test_a_token_file_is_private_and_a_short_or_missing_one_is_refused(tmp_path):
     path = tmp_path / "token"
     token = auth.write_token(path)
     assert auth.load_token(path) == token and (path.stat().st_mode & 0o077) == 0

@@ -32,11 +32,11 @@ BAD = [
     ("bandwidth: 100Mbps", "bandwidth: -100Mbps", "network.bandwidth", "positive"),
     ("bandwidth: 100Mbps", "bandwidth: 100", "network.bandwidth", "unit"),
     ("bandwidth: 100Mbps", "bandwidth: 100 parsecs", "network.bandwidth", "unit"),
-    ("{name: b, profile: this-machine, speed: 2.0}", "{name: b, role: host, profile: this-machine}", "", "host"),
-    ("{name: a, role: host, profile: this-machine}", "{name: a, profile: this-machine}", "", "host"),
-    ("profile: this-machine, speed: 2.0", "profile: no-such-device", "", "unknown profile"),
+    ("{name: b, profile: this-machine, speed: 2.0}", "{name: b, role: host, profile: this-machine}", "devices", "one device must have role: host"),
+    ("{name: a, role: host, profile: this-machine}", "{name: a, profile: this-machine}", "devices", "one device must have role: host"),
+    ("profile: this-machine, speed: 2.0", "profile: no-such-device", "devices.1.profile", "unknown profile"),
     ("method: {name: halp}", "method: {name: magic}", "method", "unknown method"),
-    ("method: {name: halp}", "method: {nmae: halp}", "method", ""),
+    ("method: {name: halp}", "method: {nmae: halp}", "method", "needs name"),
     ("seed: 3", "sede: 3", "sede", "unknown key"),
     ("speed: 2.0", "speed: -1", "devices.1.speed", "greater than 0"),
     ("cpu_share: 0.5", "cpu_share: 0", "devices.2.cpu_share", "greater than 0"),
@@ -44,18 +44,18 @@ BAD = [
     ("arrival: periodic, interval: 500ms,", "arrival: periodic,", "workload", "interval"),
     ("arrival: periodic", "arrival: bursty", "workload.arrival", "periodic"),
     ("requests: 5", "requests: 0", "workload.requests", "greater than or equal to 1"),
-    ("links: {c: 40Mbps}", "links: {z: 40Mbps}", "network", "unknown device"),
+    ("links: {c: 40Mbps}", "links: {z: 40Mbps}", "network.links", "unknown device"),
     ("links: {c: 40Mbps}", "links: {a: 40Mbps}", "network.links", "host"),
-    ("links: {c: 40Mbps}", "links: {c: {trace: missing.csv}}", "", "does not exist"),
+    ("links: {c: 40Mbps}", "links: {c: {trace: missing.csv}}", "network.links.c.trace", "does not exist"),
     ("kind: star", "kind: mesh", "network.kind", "star"),
-    ("{name: c, profile: this-machine, cpu_share: 0.5}", "{name: b, profile: this-machine}", "", "unique"),
+    ("{name: c, profile: this-machine, cpu_share: 0.5}", "{name: b, profile: this-machine}", "devices", "unique"),
     ("method: {name: halp}", "method: {name: deepthings, grid: [0, 3]}", "method", "grid"),
-    ("method: {name: halp}", "method: {name: offload, device: a}", "", "not a secondary"),
+    ("method: {name: halp}", "method: {name: offload, device: a}", "method.device", "not a secondary"),
     ("deadline: 1s", "deadline: soon", "workload.deadline", "duration"),
     ("model: {name: mobilenet_v1, width: 0.5, resolution: 160}", "model: {name: vgg16, width: 0.5}", "model", "width"),
-    ("devices:", "devices: []\nunused:", "devices", ""),
-    ("name: t", "name: [t", "", "YAML"),
-    ("model: {name: mobilenet_v1, width: 0.5, resolution: 160}", "model: {name: mobilenet_v1, weights: nope.pt}", "weights", "does not exist"),
+    ("devices:", "devices: []\nunused:", "devices", "at least 1"),
+    ("name: t", "name: [t", "line 2", "not valid YAML"),
+    ("model: {name: mobilenet_v1, width: 0.5, resolution: 160}", "model: {name: mobilenet_v1, weights: nope.pt}", "model.weights", "does not exist"),
 ]
 
 
@@ -65,7 +65,7 @@ def load_text(tmp_path: Path, text: str):
     return load_scenario(path)
 
 
-def test_good_scenario_loads(tmp_path):
+def test_a_good_scenario_loads_its_host_links_speeds_and_interval(tmp_path):
     s = load_text(tmp_path, GOOD)
     assert s.host == "a"
     cluster = s.cluster()
@@ -86,17 +86,17 @@ def test_bad_scenario_names_file_field_and_reason(tmp_path, old, new, field, rea
     assert reason.lower() in message.lower()
 
 
-def test_not_a_mapping(tmp_path):
+def test_a_scenario_that_is_not_a_mapping_is_refused(tmp_path):
     with pytest.raises(ScenarioError, match="mapping"):
         load_text(tmp_path, "- just\n- a list\n")
 
 
-def test_missing_file(tmp_path):
+def test_a_missing_scenario_file_is_refused(tmp_path):
     with pytest.raises(ScenarioError, match="no such"):
         load_scenario(tmp_path / "absent.yaml")
 
 
-def test_cli_prints_one_line_without_traceback(tmp_path):
+def test_halp_plan_on_a_bad_scenario_exits_2_with_one_line_naming_the_field(tmp_path):
     path = tmp_path / "scenario.yaml"
     path.write_text(GOOD.replace("bandwidth: 100Mbps", "bandwidth: -1Mbps"))
     result = subprocess.run([sys.executable, "-m", "halp.cli", "plan", str(path)],
@@ -160,7 +160,7 @@ def test_overrides_are_revalidated(tmp_path):
         s.with_values({"network.nothing.here": 1})
 
 
-def test_bandwidth_trace_link(tmp_path):
+def test_a_link_given_a_trace_file_follows_the_trace(tmp_path):
     (tmp_path / "bw.csv").write_text("time_s,bandwidth_bps\n0,50e6\n1.5,10e6\n")
     s = load_text(tmp_path, GOOD.replace("links: {c: 40Mbps}", "links: {c: {trace: bw.csv}}"))
     cluster = s.cluster()

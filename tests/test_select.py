@@ -62,7 +62,7 @@ def test_zero_deadline_picks_the_fastest(tmp_path):
     assert served.extra["variant"] == fastest.variant == "0.25_128"
 
 
-def test_selection_follows_a_bandwidth_drop(tmp_path):
+def test_standalone_selection_ignores_a_bandwidth_drop(tmp_path):
     p = policy(tmp_path, base="standalone", deadline=", deadline: 10s")
     assert p.serve(0, 0.0, []).extra["variant"] == "1.0_224"
     # Stand-alone never uses the network, so the choice cannot depend on it.
@@ -111,7 +111,7 @@ def test_generators_are_reproducible_and_seed_dependent():
     assert sum(g.values) / len(g.values) == pytest.approx(40e6, rel=0.25)
 
 
-def test_variant_names_round_trip():
+def test_every_known_variant_name_round_trips_through_its_spec():
     for v in known_variants():
         assert spec_of(v).variant == v
 

@@ -180,6 +180,6 @@ def test_figures_rejects_an_unknown_name(capsys):
     assert "latency_vs_bandwidth" in capsys.readouterr().err
 
 
-def test_timeline_figure_is_drawn(tmp_path, capsys):
+def test_timeline_figure_is_drawn(tmp_path):
     assert main(["figures", "timeline_halp_modnn", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "timeline_halp_modnn.png").read_bytes()[:4] == b"\x89PNG"

@@ -37,7 +37,7 @@ def task(**changes) -> Task:
     return Task(scenario, t.graph, scenario.cluster(), t.latency, t.cuts)
 
 
-def test_check_env_passes():
+def test_split_env_passes_gymnasiums_env_checker():
     env = SplitEnv(task())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "no render modes" and the like

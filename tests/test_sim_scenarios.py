@@ -31,7 +31,7 @@ def policy(scenario):
 
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
-def test_scenario_runs_on_the_simulator(path, tmp_path):
+def test_every_scenario_runs_on_the_simulator_and_records_every_request(path, tmp_path):
     # Prepare
     scenario = load_scenario(path)
     chosen = policy(scenario)
@@ -49,7 +49,7 @@ def test_scenario_runs_on_the_simulator(path, tmp_path):
     assert report["latency_s"]["mean"] > 0
 
 
-def test_there_are_scenarios():
+def test_the_default_scenario_is_among_those_run():
     assert any(p.stem == "default" for p in SCENARIOS)
 
 

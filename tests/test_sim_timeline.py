@@ -44,7 +44,7 @@ def assert_times(got: dict[str, tuple[float, float]], want: dict[str, tuple[floa
         assert got[op][1] == pytest.approx(end, abs=EXACT), f"{op} end"
 
 
-def test_one_request_on_two_devices(tmp_path):
+def test_one_request_on_two_devices_runs_at_the_hand_computed_times(tmp_path):
     # Prepare: 1 Mbps star, 2 ms delay; s is twice as fast as h.
     graph = tiny_graph()
     plan = split_plan(graph)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import os
 import shutil
 import signal
@@ -17,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from halp.cli import main
+
+from support import require_ray
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = ["--set", "network.bandwidth=10Mbps,100Mbps", "--set", "method.name=halp,standalone"]
@@ -33,12 +34,19 @@ def test_sweep_on_ray_says_how_to_install_it(tmp_path, monkeypatch, capsys):
     assert len(err.splitlines()) == 1 and "pip install ray" in err
 
 
-needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
-                               reason="ray is an optional extra: pip install halp-testbed[ray]")
+def test_without_ray_the_ray_tests_skip_or_fail_when_required(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    monkeypatch.delenv("HALP_REQUIRE_EMU", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="need ray"):
+        require_ray()
+
+    monkeypatch.setenv("HALP_REQUIRE_EMU", "1")
+    with pytest.raises(pytest.fail.Exception, match="HALP_REQUIRE_EMU=1 but .*need ray"):
+        require_ray()
 
 
 @pytest.fixture(scope="module")
-def ray_address():
+def ray_address(ray_required):
     """A head node with 2 CPUs in its own session and temp dir; stopped by its process group."""
     temp = Path(tempfile.mkdtemp(prefix="halp-ray-", dir="/tmp"))  # short: Ray's socket paths
     ray_cli = Path(sys.executable).with_name("ray")
@@ -83,7 +91,7 @@ def read_rows(folder: Path) -> list[dict[str, str]]:
     return list(csv.DictReader((folder / "sweep.csv").open()))
 
 
-@needs_ray
+@pytest.mark.usefixtures("ray_required")
 @pytest.mark.slow
 def test_sweep_on_a_ray_cluster_matches_the_process_pool(ray_address, tmp_path, monkeypatch,
                                                          capsys):
@@ -108,7 +116,7 @@ def test_sweep_on_a_ray_cluster_matches_the_process_pool(ray_address, tmp_path, 
     assert not ray.is_initialized()  # the CLI disconnected
 
 
-@needs_ray
+@pytest.mark.usefixtures("ray_required")
 def test_sweep_on_ray_rejects_an_unreachable_address(tmp_path, capsys):
     with socket.socket() as s:  # a port where nothing listens
         s.bind(("127.0.0.1", 0))
@@ -124,9 +132,9 @@ def test_sweep_on_ray_rejects_an_unreachable_address(tmp_path, capsys):
     assert not ray.is_initialized()
 
 
-@needs_ray
+@pytest.mark.usefixtures("ray_required")
 @pytest.mark.slow
-def test_sweep_on_a_local_ray_instance(tmp_path, monkeypatch, capsys):
+def test_sweep_on_a_local_ray_instance_keeps_errors_as_rows_and_stops_it(tmp_path, monkeypatch):
     """`--ray local` starts a Ray instance for this sweep alone, and stops it afterwards."""
     temp = tempfile.mkdtemp(prefix="halp-ray-", dir="/tmp")
     monkeypatch.setenv("RAY_AUTH_MODE", NO_AUTH["RAY_AUTH_MODE"])
