@@ -33,7 +33,7 @@ def test_a_request_is_reported_once_whatever_finishes_last(plan, order):
     table = RequestTable()
     table.check_new(5)
     state = table.add(5, RequestState.of(0, plan, "w1"))
-    steps = {"data": lambda: state.received("t1", 1.0),
+    steps = {"data": lambda: state.received("t1", 1.0, 4096),
              "compute": lambda: state.computed([("c2", 1.5, 2.0)]),
              "send": state.peer_done}
     for step in order:
@@ -42,7 +42,7 @@ def test_a_request_is_reported_once_whatever_finishes_last(plan, order):
     assert table.take_done(5) is state
     assert table.take_done(5) is None and table.get(5) is None
     assert state.report() == {"plan_id": 0, "ops": [["c2", 1.5, 2.0]], "sent": {},
-                              "arrived": {"t1": 1.0}}
+                              "arrived": {"t1": [1.0, 4096]}}
     with pytest.raises(WireError, match="request 5 is already done here"):
         table.check_new(5)
 

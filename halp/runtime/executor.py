@@ -78,7 +78,7 @@ class _Outcome:
     host_ops: list[tuple[str, float, float]]
     reports: dict[str, dict[str, Any]]
     sent: dict[str, float]
-    arrived: dict[str, float]
+    arrived: dict[str, tuple[float, int]]  # transfer -> when it was held, bytes that arrived
     output: torch.Tensor
 
 
@@ -546,7 +546,7 @@ class _Run:
         with self.hub.cond:
             reports = {w: self.hub.reports[(request, w)] for w in item.workers}
             sent = {op: t for (r, op), t in self.hub.sent.items() if r == request}
-            arrived = {op: t for (r, op), t in self.hub.arrived.items() if r == request}
+            arrived = {op: held for (r, op), held in self.hub.arrived.items() if r == request}
         self.hub.request = None
         return _Outcome(finish, host_ops, reports, sent, arrived, output)
 
@@ -576,10 +576,11 @@ class _Run:
                 times[str(op_id)] = (float(t0) + offset, float(t1) + offset, uncertainty)
             for op_id, t in report.get("sent", {}).items():
                 sends[op_id] = float(t) + offset
-            for op_id, t in report.get("arrived", {}).items():
-                arrivals[op_id] = float(t) + offset
+            for op_id, (t, nbytes) in report.get("arrived", {}).items():
+                arrivals[op_id] = (float(t) + offset, int(nbytes))
         origin = self.start
         for op in plan.ops:
+            moved = 0  # bytes that arrived, for a transfer: measured, not the plan's figure
             if isinstance(op, Input):
                 start = end = self.start + at
                 uncertainty = 0.0
@@ -588,12 +589,12 @@ class _Run:
                 if op.id not in sends or op.id not in arrivals:
                     raise BackendError(f"request {request}: no times for transfer {op.id} "
                                        f"({op.src}->{op.dst})")
-                start, end = sends[op.id], arrivals[op.id]
+                start, (end, moved) = sends[op.id], arrivals[op.id]
                 uncertainty = unc.get(op.src, 0.0) + unc.get(op.dst, 0.0)
                 device = op.src
                 link = op.dst if op.src == self.host else op.src
                 with self.progress:
-                    self.observed.append(Observation(end - origin, link, op.bytes, end - start))
+                    self.observed.append(Observation(end - origin, link, moved, end - start))
             else:
                 assert isinstance(op, Compute | Gather)
                 if op.id not in times:
@@ -603,7 +604,7 @@ class _Run:
             writer.op(OpRecord(request=request, op=op.id, kind=op.kind,
                                resource=resource_of(op, self.network), device=device,
                                start=start - origin, end=end - origin,
-                               bytes=op.bytes if isinstance(op, Transfer) else 0,
+                               bytes=moved,
                                uncertainty_s=uncertainty))
         error, relative = self._compare(request, item, outcome.output)
         # queue_s: from arrival until the request was dispatched (late only while the previous

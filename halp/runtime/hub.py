@@ -82,7 +82,8 @@ class Hub:
         self.plans: dict[int, tuple[Plan, ModelGraph]] = {}
         self.reports: dict[tuple[int, str], dict[str, Any]] = {}
         self.sent: dict[tuple[int, str], float] = {}
-        self.arrived: dict[tuple[int, str], float] = {}
+        # (request, transfer) -> when its block was held here, and the bytes that arrived
+        self.arrived: dict[tuple[int, str], tuple[float, int]] = {}
         self.clock = clock_identity()
         self.ctx = zmq.Context()
         self.mailbox = Mailbox()
@@ -379,5 +380,5 @@ class Hub:
         block: Block = (op.region, msg.tensor)
         at = self.store.put(msg.request, op.id, block)
         with self.cond:
-            self.arrived[(msg.request, op.id)] = at
+            self.arrived[(msg.request, op.id)] = (at, msg.tensor.nbytes)
             self.cond.notify_all()

@@ -27,7 +27,8 @@ class RequestState:
     compute_left: bool  # its Compute and Gather ops here are not done
     sends_left: int  # peers whose sends are not done
     records: list[tuple[str, float, float]] = field(default_factory=list)  # (op, start, end)
-    arrived: dict[str, float] = field(default_factory=dict)  # transfer -> when it was held
+    # transfer -> when it was held, and the bytes of the payload that arrived
+    arrived: dict[str, tuple[float, int]] = field(default_factory=dict)
     sent: dict[str, float] = field(default_factory=dict)  # transfer -> when it was handed over
 
     @classmethod
@@ -36,8 +37,8 @@ class RequestState:
         return cls(plan_id, {op.id for op in receives_of(plan, device)},
                    bool(compute_ops(plan, device)), len(destinations(plan, device)))
 
-    def received(self, op: str, at: float) -> None:
-        self.arrived[op] = at
+    def received(self, op: str, at: float, nbytes: int) -> None:
+        self.arrived[op] = (at, nbytes)
         self.expect.discard(op)
 
     def computed(self, records: list[tuple[str, float, float]]) -> None:
@@ -55,7 +56,7 @@ class RequestState:
     def report(self) -> dict[str, Any]:
         """The body of its REPORT."""
         return {"plan_id": self.plan_id, "ops": [list(r) for r in self.records],
-                "sent": self.sent, "arrived": self.arrived}
+                "sent": self.sent, "arrived": {op: list(v) for op, v in self.arrived.items()}}
 
 
 class RequestTable:

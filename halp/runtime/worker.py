@@ -351,7 +351,8 @@ class Worker:
             raise WireError(f"{msg.sender} sent block {op.id}, which comes from {op.src}")
         state = self._request(request, plan_id)
         assert msg.tensor is not None
-        state.received(op.id, self.store.put(request, op.id, (op.region, msg.tensor)))
+        block = (op.region, msg.tensor)
+        state.received(op.id, self.store.put(request, op.id, block), msg.tensor.nbytes)
         self._maybe_report(request)
 
     def _maybe_report(self, request: int) -> None:
