@@ -34,11 +34,16 @@ setup: $(STAMP) system-deps
 run: setup
 	$(VENV)/bin/halp compare scenarios/default.yaml --out runs/default
 
-test: setup
+test: setup lint
 	$(PY) -m pytest
 
+# Static checks, before the tests: ruff (unused `noqa` comments included) and mypy with
+# pydantic's plugin, over every Python folder.
+CHECKED := halp sim emu hw learning tests bench figures
+
 lint: setup
-	$(VENV)/bin/ruff check halp sim learning emu hw tests bench figures
+	$(VENV)/bin/ruff check $(CHECKED)
+	$(VENV)/bin/mypy $(CHECKED)
 
 bench: setup
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -112,7 +112,7 @@ def _bridge_class() -> type:
         def connected(self) -> bool:
             return True
 
-        def stop(self, deleteIntfs: bool = True) -> None:  # noqa: N803 (Mininet's name)
+        def stop(self, deleteIntfs: bool = True) -> None:
             subprocess.run(["ip", "link", "del", "dev", self.name], capture_output=True)
             super().stop(deleteIntfs)
 

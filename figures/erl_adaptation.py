@@ -17,17 +17,17 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _shared import COLOURS, OUT, REPO, SCENARIOS, save, write_table  # noqa: E402
+from _shared import COLOURS, OUT, REPO, SCENARIOS, save, write_table
 
-from halp.dynamics import Dynamics  # noqa: E402
-from halp.methods.erl import PolicyFile  # noqa: E402
-from halp.scenario import load_scenario  # noqa: E402
-from learning import baselines  # noqa: E402
-from learning.train import stale  # noqa: E402
-from sim.env import Task  # noqa: E402
+from halp.dynamics import Dynamics
+from halp.methods.erl import PolicyFile
+from halp.scenario import load_scenario
+from learning import baselines
+from learning.train import stale
+from sim.env import Task
 
 SCENARIO, POLICY, SECONDS = "erl-vgg16-3dev-adapt", "erl-vgg16-3dev.pt", 40
 STYLE = {"ERL (re-decides)": ("#ff7f0e", "-", 2.2), "HALP static (t = 0)": (COLOURS["halp"], "--", 1.4),

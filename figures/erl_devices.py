@@ -19,17 +19,17 @@ import matplotlib
 import numpy as np
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _shared import COLOURS, OUT, REPO, SCENARIOS, save, write_table  # noqa: E402
+from _shared import COLOURS, OUT, REPO, SCENARIOS, save, write_table
 
-from halp.dynamics import random_state  # noqa: E402
-from halp.methods.erl import PolicyFile  # noqa: E402
-from halp.scenario import load_scenario  # noqa: E402
-from learning import baselines  # noqa: E402
-from learning.train import stale  # noqa: E402
-from sim.env import Task  # noqa: E402
+from halp.dynamics import random_state
+from halp.methods.erl import PolicyFile
+from halp.scenario import load_scenario
+from learning import baselines
+from learning.train import stale
+from sim.env import Task
 
 DEVICES = [2, 3, 4, 5]
 STATES, SEED, GRID_STEP, GRID_UP_TO = 30, 2025, 0.05, 3

@@ -16,16 +16,16 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _shared import OUT, REPO, SCENARIOS, save, write_table  # noqa: E402
+from _shared import OUT, REPO, SCENARIOS, save, write_table
 
-from halp.methods.erl import PolicyFile  # noqa: E402
-from halp.scenario import load_scenario  # noqa: E402
-from learning import baselines  # noqa: E402
-from learning.train import held_out, read_curve, train, write_curve  # noqa: E402
-from sim.env import Task  # noqa: E402
+from halp.methods.erl import PolicyFile
+from halp.scenario import load_scenario
+from learning import baselines
+from learning.train import held_out, read_curve, train, write_curve
+from sim.env import Task
 
 SCENARIO = "erl-vgg16-3dev"
 RUNS = [("erl", "", "ERL", "#d62728"), ("learner", "-learner", "learner alone (TD3)", "#1f77b4"),

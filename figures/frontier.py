@@ -8,21 +8,23 @@ method are joined by a line.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from _shared import OUT, SCENARIOS, save, write_rows  # noqa: E402
+import matplotlib.pyplot as plt
+from _shared import OUT, SCENARIOS, save, write_rows
 
-from halp.accuracy import spec_of, top1  # noqa: E402
-from halp.methods import plan_for, prepare  # noqa: E402
-from halp.methods.select import MOBILENET_VARIANTS  # noqa: E402
-from halp.scenario import HalpMethod, StandaloneMethod, load_scenario  # noqa: E402
-from sim.engine import simulate  # noqa: E402
+from halp.accuracy import spec_of, top1
+from halp.methods import PlannedMethod, plan_for, prepare
+from halp.methods.select import MOBILENET_VARIANTS
+from halp.scenario import HalpMethod, StandaloneMethod, load_scenario
+from sim.engine import simulate
 
-METHODS = [("stand-alone", StandaloneMethod(name="standalone"), "#7f7f7f"),
-           ("HALP", HalpMethod(name="halp"), "#d62728")]
+METHODS: list[tuple[str, PlannedMethod, str]] = [
+    ("stand-alone", StandaloneMethod(name="standalone"), "#7f7f7f"),
+    ("HALP", HalpMethod(name="halp"), "#d62728")]
 
 
 def frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -37,7 +39,7 @@ def frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 def main(out_dir: Path = OUT) -> list[Path]:
     scenario = load_scenario(SCENARIOS / "select-mobilenet.yaml")
-    rows = []
+    rows: list[dict[str, Any]] = []
     for variant in MOBILENET_VARIANTS:
         prep = prepare(scenario, spec_of(variant, scenario.seed))
         for label, method, _ in METHODS:

@@ -12,10 +12,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _shared import COLOURS, METHODS, OUT, latency_s, save, scenario, write_table  # noqa: E402
+from _shared import COLOURS, METHODS, OUT, latency_s, save, scenario, write_table
 
 BANDWIDTHS_MBPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]
 

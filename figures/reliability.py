@@ -25,14 +25,16 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from _shared import OUT, SCENARIOS, save, write_rows  # noqa: E402
+import matplotlib.pyplot as plt
+from _shared import OUT, SCENARIOS, save, write_rows
 
-from halp.accuracy import top1  # noqa: E402
-from halp.scenario import Scenario, load_scenario  # noqa: E402
-from halp.serving import policy_for  # noqa: E402
-from halp.trace import Trace, TraceWriter  # noqa: E402
-from sim.backend import BACKEND as simulator  # noqa: E402
+from halp.accuracy import top1
+from halp.methods.select import SelectPolicy
+from halp.policy import Policy
+from halp.scenario import Scenario, load_scenario
+from halp.serving import policy_for
+from halp.trace import RequestRecord, Trace, TraceWriter
+from sim.backend import BACKEND as simulator
 
 REQUESTS = int(os.environ.get("HALP_FIGURE_REQUESTS", "1000"))
 EMU_REQUESTS = int(os.environ.get("HALP_FIGURE_EMU_REQUESTS", "0"))  # 0: no emulated points
@@ -64,7 +66,7 @@ def points(name: str, backend_name: str, requests: int, serve: Serve) -> list[di
                 trace = serve(scenario.with_values({"workload.deadline": f"{deadline_ms}ms"}), label)
             latencies = trace.latencies()
             met = [latency <= deadline_ms / 1e3 for latency in latencies]
-            accuracy = [r.top1 if r.top1 is not None else top1(r.model) for r in trace.requests]
+            accuracy = [accuracy_of(r) for r in trace.requests]
             rows.append({"scenario": name, "backend": backend_name, "config": label,
                          "deadline_ms": deadline_ms, "requests": len(met),
                          "reliability": sum(met) / len(met),
@@ -72,14 +74,22 @@ def points(name: str, backend_name: str, requests: int, serve: Serve) -> list[di
     return rows
 
 
+def accuracy_of(record: RequestRecord) -> float:
+    """The top-1 accuracy of the model a request was served with."""
+    accuracy = record.top1 if record.top1 is not None else top1(record.model)
+    if accuracy is None:
+        raise ValueError(f"no top-1 accuracy known for {record.model}")
+    return accuracy
+
+
 def simulated(name: str, requests: int) -> list[dict]:
-    policies: dict[str, object] = {}
+    policies: dict[str, Policy] = {}
 
     def serve(scenario: Scenario, label: str) -> Trace:
         if label not in policies:  # built once per configuration: the deadline only changes the choice
             policies[label] = policy_for(scenario)
         policy = policies[label]
-        if hasattr(policy, "deadline_s"):
+        if isinstance(policy, SelectPolicy):
             policy.deadline_s = scenario.workload.deadline
         return simulator.run(scenario, policy, TraceWriter(None, "sim", scenario.method.name))
 
@@ -95,8 +105,9 @@ def emulated(name: str, requests: int) -> list[dict]:
         run = EmulatedRun(base, Path(tmp), log=lambda line: None)
         with run.serving() as net:
             def serve(scenario: Scenario, label: str) -> Trace:
-                print(f"reliability: emulating {label}, deadline "
-                      f"{scenario.workload.deadline * 1e3:g} ms ...", file=sys.stderr, flush=True)
+                deadline_ms = 1e3 * (scenario.workload.deadline or 0.0)
+                print(f"reliability: emulating {label}, deadline {deadline_ms:g} ms ...",
+                      file=sys.stderr, flush=True)
                 return run.serve(net, scenario, policy_for(scenario), next(names))
 
             return points(name, "emu", requests, serve)

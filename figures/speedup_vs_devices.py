@@ -14,10 +14,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _shared import COLOURS, OUT, first_devices, latency_s, save  # noqa: E402
+from _shared import COLOURS, OUT, first_devices, latency_s, save
 
 METHODS = ["halp", "equal", "deepthings", "modnn", "offload"]
 CASES = [("vgg16-8dev", "equal devices"), ("vgg16-8dev-unequal", "unequal devices")]

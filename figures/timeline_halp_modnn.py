@@ -12,12 +12,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from halp.report import draw_timeline  # noqa: E402
+from halp.report import draw_timeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _shared import OUT, save, scenario, trace  # noqa: E402
+from _shared import OUT, save, scenario, trace
 
 
 def main(out_dir: Path = OUT) -> list[Path]:

@@ -73,9 +73,10 @@ class Dynamics:
                     self.speed[name] = step.speed
         for name, link in self.config.links.items():
             if link.random_walk is not None:
-                w = link.random_walk
+                walk = link.random_walk
                 self.bandwidth[name] = float(np.clip(
-                    self.bandwidth[name] + w.sigma * self.rng.standard_normal(), w.min, w.max))
+                    self.bandwidth[name] + walk.sigma * self.rng.standard_normal(), walk.min,
+                    walk.max))
             for change in link.steps:
                 if before < change.at <= self.time_s:
                     self.bandwidth[name] = change.bandwidth

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from halp import units
+from halp.accuracy import known_variants
 from halp.channel import gauss_markov, gilbert_elliott
 from halp.cluster import Cluster, Device
 from halp.errors import HalpError, ScenarioError
@@ -215,8 +216,6 @@ class SelectMethod(Strict):
 
     @model_validator(mode="after")
     def _variants(self) -> SelectMethod:
-        from halp.accuracy import known_variants
-
         known = known_variants()
         for v in self.variants or []:
             if v not in known:

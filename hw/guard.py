@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("give the command after --")
-    log = open(args.log, "ab", buffering=0)  # noqa: SIM115 (lives as long as the process)
+    log = open(args.log, "ab", buffering=0)
     out = sys.stdout.buffer
     lock = threading.Lock()
 

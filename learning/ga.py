@@ -10,6 +10,7 @@ weights). Every random draw comes from the caller's generator.
 from __future__ import annotations
 
 import copy
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from torch import nn
 from halp.methods.erl import Actor
 
 MUTATED_FRACTION = 0.2  # of the weights, per mutation
+A = TypeVar("A", bound=nn.Module)  # an actor network, whatever its class
 
 
 def tournament(fitness: list[float], size: int, rng: np.random.Generator) -> int:
@@ -32,6 +34,7 @@ def crossover(a: Actor, b: Actor, rng: np.random.Generator) -> Actor:
     with torch.no_grad():
         for mine, theirs in zip(child.modules(), b.modules(), strict=True):
             if isinstance(mine, nn.Linear):
+                assert isinstance(theirs, nn.Linear)  # a and b share one architecture
                 take = torch.from_numpy(rng.random(mine.out_features) < 0.5)
                 mine.weight[take] = theirs.weight[take]
                 mine.bias[take] = theirs.bias[take]
@@ -67,7 +70,7 @@ def flat(actor: nn.Module) -> np.ndarray:
     return nn.utils.parameters_to_vector(actor.parameters()).detach().numpy().copy()
 
 
-def load_flat(actor: nn.Module, weights: np.ndarray) -> nn.Module:
+def load_flat(actor: A, weights: np.ndarray) -> A:
     nn.utils.vector_to_parameters(torch.from_numpy(np.asarray(weights, dtype=np.float32)),
                                   actor.parameters())
     return actor

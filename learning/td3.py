@@ -138,7 +138,8 @@ class Learner:
                                  dim=1, keepdim=True).values
                 target = reward + self.gamma * tail
         shares = self.shares(action)
-        loss = sum(nn.functional.mse_loss(q(obs, shares), target) for q in self.critics)
+        losses = [nn.functional.mse_loss(q(obs, shares), target) for q in self.critics]
+        loss = torch.stack(losses).sum()
         self.critic_opt.zero_grad()
         loss.backward()
         self.critic_opt.step()

@@ -118,6 +118,7 @@ def start_guard(tmp_path: Path, *command: str) -> tuple[subprocess.Popen, int, i
     guard = subprocess.Popen([sys.executable, str(GUARD), "--log", str(tmp_path / "log"),
                               "--grace", "2", "--", *command],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert guard.stdout is not None
     first = guard.stdout.readline().split()
     assert first[0] == "halp-guard"
     return guard, int(first[1].split("=")[1]), int(first[2].split("=")[1])

@@ -24,7 +24,7 @@ def brute_force(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             if cols:
                 x[list(cols)] = np.linalg.lstsq(a[:, cols], b, rcond=None)[0]
             if (x >= 0).all() and np.linalg.norm(a @ x - b) < best:
-                best, best_x = np.linalg.norm(a @ x - b), x
+                best, best_x = float(np.linalg.norm(a @ x - b)), x
     return best_x
 
 

@@ -24,14 +24,15 @@ from halp.runtime.compute import (
     RunRequest,
 )
 from halp.runtime.device import BlockStore, Mailbox
-from halp.runtime.installed import ModelCache
+from halp.runtime.installed import Installed, ModelCache
 
 SPEC = ModelSpec("mobilenet_v1", width=0.25, resolution=128, seed=3)
 
 
 class Threads:
     def __init__(self) -> None:
-        self.store, self.mailbox, self.plans = BlockStore(), Mailbox(), {}
+        self.store, self.mailbox = BlockStore(), Mailbox()
+        self.plans: dict[int, Installed] = {}
         self.models = ModelCache(None)
         self.threads = ComputeThreads(self.store, self.mailbox, self.plans, self.models)
 

@@ -14,10 +14,20 @@ from torch import nn
 from halp.cluster import Cluster
 from halp.errors import PlanError
 from halp.latency.model import LatencyModel
+from halp.methods import deepthings, erl, halp, modnn, offload, standalone
 from halp.model.graph import ModelGraph
 from halp.model.zoo import ModelSpec, build_model
 from halp.plan import Plan, validate
-from halp.scenario import Scenario
+from halp.scenario import (
+    DeepthingsMethod,
+    ErlMethod,
+    HalpMethod,
+    ModnnMethod,
+    OffloadMethod,
+    Scenario,
+    SelectMethod,
+    StandaloneMethod,
+)
 
 
 @dataclass
@@ -53,32 +63,32 @@ def prepare_reusing(scenario: Scenario) -> Prepared:
     return Prepared(base.spec, base.model, base.graph, cluster, LatencyModel(cluster))
 
 
-def plan_for(method: object, graph: ModelGraph, cluster: Cluster, latency: LatencyModel,
+# The method configs a planner answers (`select` is a policy over these, not a planner).
+PlannedMethod = (StandaloneMethod | HalpMethod | ModnnMethod | DeepthingsMethod | OffloadMethod
+                 | ErlMethod)
+
+
+def plan_for(method: PlannedMethod, graph: ModelGraph, cluster: Cluster, latency: LatencyModel,
              model: str) -> Plan:
     """The plan of `method` (a scenario's method config) for one model on one cluster."""
-    from halp.methods import deepthings, halp, modnn, offload, standalone
-
-    name = method.name
-    if name == "standalone":
+    if isinstance(method, StandaloneMethod):
         result = standalone.plan(graph, cluster, model)
-    elif name in ("halp", "equal"):
+    elif isinstance(method, HalpMethod):
         result = halp.plan(graph, cluster, latency, model, cuts=method.cuts,
                            max_layers_per_segment=method.max_layers_per_segment,
-                           equal=name == "equal", split_classifier=method.split_classifier)
-    elif name == "modnn":
+                           equal=method.name == "equal", split_classifier=method.split_classifier)
+    elif isinstance(method, ModnnMethod):
         result = modnn.plan(graph, cluster, latency, model)
-    elif name == "deepthings":
+    elif isinstance(method, DeepthingsMethod):
         result = deepthings.plan(graph, cluster, latency, model, grid=method.grid,
                                  fused_layers=method.fused_layers)
-    elif name == "offload":
+    elif isinstance(method, OffloadMethod):
         result = offload.plan(graph, cluster, latency, model, cut=method.cut,
                               device=method.device)
-    elif name == "erl":
-        from halp.methods import erl
-
+    elif isinstance(method, ErlMethod):
         result = erl.plan(graph, cluster, latency, model, Path(method.policy))
     else:
-        raise PlanError(f"no planner for method {name!r}")
+        raise PlanError(f"no planner for method {getattr(method, 'name', method)!r}")
     validate(result, graph)
     return result
 
@@ -86,6 +96,9 @@ def plan_for(method: object, graph: ModelGraph, cluster: Cluster, latency: Laten
 def make_plan(scenario: Scenario, prepared: Prepared | None = None) -> Plan:
     p = prepared or prepare(scenario)
     method = scenario.method
-    if method.name == "erl":  # the policy file is named relative to the scenario
+    if isinstance(method, SelectMethod):
+        raise PlanError("select chooses a plan per request: serve it with "
+                        "halp.serving.policy_for(scenario)")
+    if isinstance(method, ErlMethod):  # the policy file is named relative to the scenario
         method = method.model_copy(update={"policy": str(scenario.resolve(method.policy))})
     return plan_for(method, p.graph, p.cluster, p.latency, p.spec.variant)

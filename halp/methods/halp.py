@@ -39,6 +39,7 @@ determines no output row: `equal` would quietly be stand-alone); the host runs t
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable
@@ -139,7 +140,7 @@ def optimise_split(graph: ModelGraph, cluster: Cluster, latency: LatencyModel, s
     for order in orders:
         weights = [rate(latency, d, graph, start, stop) for d in (cluster.host, *order)]
         for edges in _starts(proportional(height, weights), height):
-            edges, t = descend(lambda e, order=order: cost(order, e), edges, height, step, last,
+            edges, t = descend(functools.partial(cost, order), edges, height, step, last,
                                together=True, pairs=effort > 1)
             candidate = Split(start, stop, order, input_blocks(graph, start, stop, edges), t)
             if best is None or candidate.time_s < best.time_s:

@@ -19,10 +19,18 @@ from dataclasses import dataclass, replace
 from halp.accuracy import known_variants, spec_of, top1
 from halp.cluster import Cluster
 from halp.latency.model import LatencyModel
-from halp.methods import Prepared, plan_for, prepare
+from halp.methods import PlannedMethod, Prepared, plan_for, prepare
 from halp.plan import Plan
 from halp.policy import Observation, Served
-from halp.scenario import HalpMethod, Scenario, SelectMethod
+from halp.scenario import (
+    DeepthingsMethod,
+    HalpMethod,
+    ModnnMethod,
+    OffloadMethod,
+    Scenario,
+    SelectMethod,
+    StandaloneMethod,
+)
 from halp.schedule import estimate
 
 MOBILENET_VARIANTS = [v for v in known_variants() if v != "vgg16"]
@@ -139,9 +147,9 @@ class SelectPolicy:
                 for c in self.candidates(self.cluster.bandwidth_bps)]
 
 
-def _base_config(name: str):
-    from halp.scenario import DeepthingsMethod, ModnnMethod, OffloadMethod, StandaloneMethod
-    return {"halp": HalpMethod(name="halp"), "equal": HalpMethod(name="equal"),
+def _base_config(name: str) -> PlannedMethod:
+    configs: dict[str, PlannedMethod] = {"halp": HalpMethod(name="halp"), "equal": HalpMethod(name="equal"),
             "standalone": StandaloneMethod(name="standalone"), "modnn": ModnnMethod(name="modnn"),
             "deepthings": DeepthingsMethod(name="deepthings"),
-            "offload": OffloadMethod(name="offload")}[name]
+            "offload": OffloadMethod(name="offload")}
+    return configs[name]

@@ -29,7 +29,7 @@ _MOBILENET_BLOCKS = [
     (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
     (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1),
 ]
-_VGG16_CONFIG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
+_VGG16_CONFIG: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
                  512, 512, 512, "M", 512, 512, 512, "M"]
 
 
@@ -141,6 +141,7 @@ def _randomise(module: nn.Module, seed: int) -> None:
                 n = sub.num_features
                 sub.weight.copy_(1.0 + 0.1 * torch.randn(n, generator=generator))
                 sub.bias.copy_(0.1 * torch.randn(n, generator=generator))
+                assert sub.running_mean is not None and sub.running_var is not None  # tracked
                 sub.running_mean.copy_(0.1 * torch.randn(n, generator=generator))
                 sub.running_var.copy_(1.0 + 0.1 * torch.rand(n, generator=generator))
 

@@ -26,6 +26,7 @@ A worker that dies, disconnects or stays silent for `dead_after_s` stops the run
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -463,6 +464,10 @@ class _Run:
         item = self._find(served)
         return served, item, {"policy_s": t1 - t0, "install_s": time.perf_counter() - t1}
 
+    def _caught_up(self, request: int) -> bool:
+        """May request `request` be decided (the requests before it dispatched), or stop?"""
+        return self.count >= request or self.stopping.is_set()
+
     def _admit(self, policy: Policy, admitted: queue.SimpleQueue,
                first: tuple[Served, _Installed, dict[str, float]] | None = None) -> None:
         """Each request: decide, install the plan if it is new, wait for the arrival, dispatch.
@@ -479,9 +484,8 @@ class _Run:
                 for request, at in enumerate(self.arrivals):
                     arrival = self.start + at
                     with self.progress:
-                        self.progress.wait_for(
-                            lambda r=request: self.count >= r or self.stopping.is_set(),
-                            max(0.0, arrival - time.perf_counter()))
+                        self.progress.wait_for(functools.partial(self._caught_up, request),
+                                               max(0.0, arrival - time.perf_counter()))
                         if self.stopping.is_set():
                             return
                         observed = list(self.observed)

@@ -24,10 +24,10 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+import halp.runtime.auth as auth
 from halp.errors import BackendError, HalpError
 from halp.model.graph import ModelGraph
 from halp.plan import Plan
-from halp.runtime import auth
 from halp.runtime.clock import ClockSync, clock_identity, same_clock
 from halp.runtime.device import Block, BlockStore, Mailbox, check_block, io_priority
 from halp.runtime.wire import KeyKind, Message, MsgType, WireError, configure, decode, encode
@@ -249,15 +249,15 @@ class Hub:
 
     def _on_send(self, device: str, msg: Message) -> None:
         link = self.links[device]
-        data = msg.type == MsgType.DATA and msg.request is not None and msg.op is not None
+        data = _block_of(msg)
         if link.state == "ready":
-            if data:
+            if data is not None:
                 at = time.perf_counter()
                 with self.cond:
-                    self.sent[(msg.request, msg.op)] = at
+                    self.sent[data] = at
             self._send(link, msg)
-        if data:  # sent, or dropped with its link: either way nobody waits for it any more
-            self.store.mark_sent(msg.request, msg.op)
+        if data is not None:  # sent, or dropped with its link: nobody waits for it any more
+            self.store.mark_sent(*data)
 
     def _on_monitor(self, link: Link, monitor: zmq.Socket) -> None:
         while True:
@@ -382,3 +382,10 @@ class Hub:
         with self.cond:
             self.arrived[(msg.request, op.id)] = (at, msg.tensor.nbytes)
             self.cond.notify_all()
+
+
+def _block_of(msg: Message) -> tuple[int, str] | None:
+    """(request, op) of the block a DATA message carries; None for any other message."""
+    if msg.type == MsgType.DATA and msg.request is not None and msg.op is not None:
+        return msg.request, msg.op
+    return None

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import zmq
 
+import halp.runtime.auth as auth
 from halp.plan import Plan
-from halp.runtime import auth
 from halp.runtime.device import sends_of
 from halp.runtime.session import Session
 from halp.runtime.wire import KeyKind, Message, WireError, configure, encode

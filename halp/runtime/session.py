@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import halp.runtime.auth as auth
 from halp.model.zoo import ModelSpec
-from halp.runtime import auth
 from halp.runtime.device import spec_from_dict
 from halp.runtime.wire import KeyKind, Message, WireError, encode
 

@@ -43,11 +43,11 @@ from typing import Any
 import torch
 import zmq
 
+import halp.runtime.auth as auth
 from halp import __version__
 from halp.errors import HalpError
 from halp.latency.timing import steady_allocator
 from halp.plan import Plan
-from halp.runtime import auth
 from halp.runtime.clock import clock_identity
 from halp.runtime.compute import (
     BlockReady,
