@@ -57,17 +57,6 @@ class BandwidthTrace:
             left -= capacity
             t, i = end, i + 1
 
-    def mean_rate(self, start: float, stop: float) -> float:
-        """Average rate over [start, stop) (the rate at `start` for an empty window)."""
-        if stop <= start:
-            return self.rate_at(start)
-        bits, t = 0.0, start
-        i = max(0, bisect.bisect_right(self.times, start) - 1)
-        while t < stop:
-            end = min(stop, self.times[i + 1] if i + 1 < len(self.times) else stop)
-            bits += (end - t) * self.values[i]
-            t, i = end, i + 1
-        return bits / (stop - start)
 
 
 def read_trace(path: Path) -> BandwidthTrace:

@@ -1,4 +1,4 @@
-"""The one place that parses units: bandwidths ("100Mbps"), durations ("250ms") and sizes.
+"""The one place that parses units: bandwidths ("100Mbps") and durations ("250ms").
 
 Everything inside the testbed is in seconds, bits per second and bytes.
 """
@@ -14,7 +14,6 @@ _BANDWIDTH = {
     "bit/s": 1.0, "kbit/s": 1e3, "mbit/s": 1e6, "gbit/s": 1e9,
 }
 _DURATION = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0}
-_SIZE = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
 
 
 def _parse(text: object, table: dict[str, float], what: str, example: str) -> float:
@@ -48,11 +47,6 @@ def duration_s(text: object) -> float:
     if value < 0:
         raise HalpError(f"duration must not be negative, got {text!r}")
     return value
-
-
-def size_bytes(text: object) -> float:
-    """Parse "4MB" into bytes."""
-    return _parse(text, _SIZE, "size", "4MB")
 
 
 def format_bps(bps: float) -> str:

@@ -23,9 +23,6 @@ from halp.errors import BackendError, HalpError
 from halp.runtime.lines import HOST_SERVING
 from halp.trace import RequestRecord
 
-OPTIONS = ("--endpoints", "--token", "--out", "--plans", "--backend", "--timeout", "--warmup",
-           "--dead-after")
-
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("host", help="serve a scenario's workload on running workers")

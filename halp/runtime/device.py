@@ -59,10 +59,6 @@ class BlockStore:
             self._cond.notify_all()
         return at
 
-    def has(self, request: int, op: str) -> bool:
-        with self._cond:
-            return (request, op) in self._blocks
-
     def time_of(self, request: int, op: str) -> float:
         with self._cond:
             return self._times[(request, op)]

@@ -115,7 +115,6 @@ class Hub:
             self.mailbox.close()
             raise
         self._thread = threading.Thread(target=self._loop, name="halp-hub")
-        self._stopping = False
 
     # ---- the main thread's side -----------------------------------------------------------
     def start(self) -> None:
@@ -168,7 +167,6 @@ class Hub:
 
     def stop(self) -> None:
         """Stop the thread, close every socket (linger 0) and the context."""
-        self._stopping = True
         if self._thread.is_alive():
             self.mailbox.put(("stop",))
             self._thread.join()

@@ -128,7 +128,6 @@ class Worker:
         self.pending: OrderedDict[bytes, str] = OrderedDict()
         self.peer_links = PeerLinks(self.ctx)
         self.requests = RequestTable()
-        self.rejected = 0
         self.clock = clock_identity()
         self.compute = ComputeThreads(self.store, self.mailbox, self.plans,
                                       ModelCache(self.files))
@@ -177,7 +176,6 @@ class Worker:
 
     # ---- messages in and out --------------------------------------------------------------
     def _reject(self, identity: bytes, why: str, reply: bool = False) -> None:
-        self.rejected += 1
         self.log.warning("%s: rejected a message from connection %s: %s", self.label,
                          identity.hex(), why)
         if reply:
