@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=12345, help="slice positions (not the profile's)")
     parser.add_argument("--statistic", choices=("min", "median"), default="min",
-                        help="as the profile was measured (see halp.latency.profiler)")
+                        help="as the profile was measured (see halp.latency.timing)")
     args = parser.parse_args()
 
     profile = load_profile(args.profile)

@@ -348,6 +348,30 @@ def write_curve(curve: list[Point], path: Path) -> Path:
     return path
 
 
+def curve_png(curve: list[Point], path: Path, title: str) -> Path:
+    """The learning curve as a picture: each generation's champion and the best so far."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    sims = [p.simulations for p in curve]
+    ax.plot(sims, [p.champion_latency_s * 1e3 for p in curve], color="#9467bd", linewidth=1,
+            label="champion of the generation")
+    ax.plot(sims, [p.best_latency_s * 1e3 for p in curve], color="#d62728", linewidth=2,
+            label="best so far (the policy)")
+    ax.set_xlabel("simulator runs")
+    ax.set_ylabel("mean latency on held-out states (ms)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def read_curve(path: Path) -> list[Point]:
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))

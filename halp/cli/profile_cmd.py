@@ -44,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="slice positions and the held-out split")
     p.add_argument("--statistic", choices=("min", "median", "mean"), default=None,
                    help="an op's time from its clean calls (default: min; under --emu-cpu-share, "
-                        "mean of every call's CPU time / share; see halp.latency.profiler)")
+                        "mean of every call's CPU time / share; see halp.latency.timing)")
     p.add_argument("--quick", action="store_true",
                    help="fewer ops, slices and repeats: a rough profile in well under a minute")
     p.add_argument("--emu-cpu-share", type=float, metavar="S",
@@ -113,43 +113,26 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _derive(args: argparse.Namespace) -> int:
-    """Write a profile scaled from a measured one (see `halp.latency.profiler.derive_profile`)."""
-    from halp.cluster import Cluster, Device
-    from halp.latency.derive import DERIVED_HEADER, derive_profile
-    from halp.latency.model import LatencyModel
-    from halp.latency.ops import graph_of
+    """Write a profile scaled from a measured one (`halp.latency.derive.derive_for_vgg16`)."""
+    from halp.latency.derive import DERIVED_HEADER, derive_for_vgg16, vgg16_seconds
     from halp.latency.profile import load_profile
 
     if args.vgg16_s is None or args.vgg16_s <= 0:
         raise HalpError("--derive-from needs --vgg16-s SECONDS: the target's assumed VGG-16 time")
     out = Path(args.out)
     base = load_profile(args.derive_from)
-    graph = graph_of(ModelSpec("vgg16"))
-
-    def vgg16_s(profile) -> float:
-        latency = LatencyModel(Cluster((Device("d", profile),), host="d"))
-        return latency.compute_s("d", graph, 0, len(graph), graph.full(len(graph)))
-
-    # The fixed costs scale by --overhead-scale; the rest must make up the assumed time.
-    fixed_only = derive_profile(base, "fixed", compute_scale=1e-12, overhead_scale=1.0, copy_scale=1.0,
-                                provenance={})
-    fixed, total = vgg16_s(fixed_only), vgg16_s(base)
-    if args.vgg16_s <= fixed * args.overhead_scale:
-        raise HalpError(f"--vgg16-s {args.vgg16_s:g} is less than the fixed costs alone")
-    compute_scale = (args.vgg16_s - fixed * args.overhead_scale) / (total - fixed)
-    profile = derive_profile(
-        base, args.name or out.stem, compute_scale=compute_scale, overhead_scale=args.overhead_scale,
+    command = (f"halp profile --derive-from {args.derive_from} --vgg16-s {args.vgg16_s:g} "
+               f"--overhead-scale {args.overhead_scale:g} --copy-scale {args.copy_scale:g} "
+               f"--out {args.out}" + (" --assumption '...'" if args.assumption else ""))
+    derived = derive_for_vgg16(
+        base, args.name or out.stem, vgg16_s=args.vgg16_s, overhead_scale=args.overhead_scale,
         copy_scale=args.copy_scale,
         provenance={"assumption": args.assumption, "date": datetime.date.today().isoformat(),
-                    "vgg16_s_assumed": args.vgg16_s,
-                    "vgg16_s_on_base": round(total, 4),
-                    "command": (f"halp profile --derive-from {args.derive_from} --vgg16-s {args.vgg16_s:g} "
-                                f"--overhead-scale {args.overhead_scale:g} --copy-scale {args.copy_scale:g} "
-                                f"--out {args.out}" + (" --assumption '...'" if args.assumption else "")),
-                    "replace_with": "halp hw profile on the device itself"},
-    )
+                    "vgg16_s_assumed": args.vgg16_s, "command": command,
+                    "replace_with": "halp hw profile on the device itself"})
+    profile, total, compute_scale = derived.profile, derived.base_vgg16_s, derived.compute_scale
     write_profile(profile, out, header=DERIVED_HEADER)
-    check = vgg16_s(profile)
+    check = vgg16_seconds(profile)
     print(f"wrote {out}: derived from {base.name} ({total:.3f} s VGG-16 there), x{compute_scale:.1f} on "
           f"FLOP and byte terms, x{args.overhead_scale:g} on fixed costs; VGG-16 predicted {check:.2f} s")
     return 0

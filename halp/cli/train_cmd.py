@@ -19,9 +19,9 @@ from pathlib import Path
 
 import yaml
 
-from halp.cli.common import add_scenario, parse_override, print_json, scenario_from_args
+from halp.cli.common import add_scenario, print_json, scenario_from_args
 from halp.errors import ScenarioError
-from halp.scenario import Scenario, parse_scenario
+from halp.scenario import Scenario, parse_override, parse_scenario
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -71,32 +71,9 @@ class Progress:
         self.stream.flush()
 
 
-def curve_png(curve, path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    sims = [p.simulations for p in curve]
-    ax.plot(sims, [p.champion_latency_s * 1e3 for p in curve], color="#9467bd", linewidth=1,
-            label="champion of the generation")
-    ax.plot(sims, [p.best_latency_s * 1e3 for p in curve], color="#d62728", linewidth=2,
-            label="best so far (the policy)")
-    ax.set_xlabel("simulator runs")
-    ax.set_ylabel("mean latency on held-out states (ms)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
 def run(args: argparse.Namespace) -> int:
     from learning.baselines import equal, latencies
-    from learning.train import fingerprint, held_out, require_ray, train, write_curve
+    from learning.train import curve_png, fingerprint, held_out, require_ray, train, write_curve
     from sim.env import Task
 
     scenario = training_scenario(args)

@@ -8,14 +8,19 @@ the assumption).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from halp.cluster import Cluster, Device
 from halp.errors import HalpError
+from halp.latency.model import LatencyModel
+from halp.latency.ops import graph_of
 from halp.latency.profile import Profile, round_significant
+from halp.model.zoo import ModelSpec
 
 DERIVED_HEADER = """\
 # DERIVED latency profile: NOT MEASURED on the device it names. It is a measured profile scaled
-# by `halp profile --derive-from` (halp.latency.profiler.derive_profile) under the assumption in
+# by `halp profile --derive-from` (halp.latency.derive.derive_profile) under the assumption in
 # provenance: FLOP and byte terms x compute_scale (chosen so VGG-16 takes vgg16_s_assumed),
 # fixed costs (intercepts, op and message overheads) x overhead_scale, gather x copy_scale.
 # Replace it with a measured one: run `halp hw profile` on the device itself.
@@ -46,3 +51,42 @@ def derive_profile(base: Profile, name: str, *, compute_scale: float, overhead_s
                     "overhead_scale": overhead_scale, "copy_scale": copy_scale},
         held_out_mape=None,
     )
+
+
+def vgg16_seconds(profile: Profile) -> float:
+    """One whole VGG-16 on a device of `profile`, as the latency model predicts it."""
+    graph = graph_of(ModelSpec("vgg16"))
+    latency = LatencyModel(Cluster((Device("d", profile),), host="d"))
+    return latency.compute_s("d", graph, 0, len(graph), graph.full(len(graph)))
+
+
+@dataclass(frozen=True)
+class Derived:
+    profile: Profile
+    base_vgg16_s: float  # VGG-16 on the measured profile it was scaled from
+    compute_scale: float  # what the FLOP and byte terms were multiplied by
+
+
+def derive_for_vgg16(base: Profile, name: str, *, vgg16_s: float, overhead_scale: float,
+                     copy_scale: float, provenance: dict[str, Any]) -> Derived:
+    """`derive_profile` with the compute scale that makes VGG-16 take `vgg16_s` (a published or
+    assumed time on the target) once the fixed costs are scaled by `overhead_scale`.
+    `provenance` is kept in its order, with `vgg16_s_on_base` after `vgg16_s_assumed`."""
+    if vgg16_s <= 0:
+        raise HalpError("--derive-from needs --vgg16-s SECONDS: the target's assumed VGG-16 time")
+    fixed_only = derive_profile(base, "fixed", compute_scale=1e-12, overhead_scale=1.0,
+                                copy_scale=1.0, provenance={})
+    fixed, total = vgg16_seconds(fixed_only), vgg16_seconds(base)
+    if vgg16_s <= fixed * overhead_scale:
+        raise HalpError(f"--vgg16-s {vgg16_s:g} is less than the fixed costs alone")
+    compute_scale = (vgg16_s - fixed * overhead_scale) / (total - fixed)
+    noted: dict[str, Any] = {}
+    for key, value in provenance.items():
+        noted[key] = value
+        if key == "vgg16_s_assumed":
+            noted["vgg16_s_on_base"] = round(total, 4)
+    noted.setdefault("vgg16_s_on_base", round(total, 4))
+    profile = derive_profile(base, name, compute_scale=compute_scale,
+                             overhead_scale=overhead_scale, copy_scale=copy_scale,
+                             provenance=noted)
+    return Derived(profile, total, compute_scale)
