@@ -23,3 +23,13 @@ class PlanError(HalpError):
 
 class BackendError(HalpError):
     """A backend cannot run here (missing privilege, package) or a device failed mid-run."""
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """`repr(value)` cut to `limit` characters: a message quotes what it refuses, but a hostile
+    file's 10 MB string must not become a 10 MB line."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int longer than Python prints (sys.get_int_max_str_digits)
+        text = f"<a {value.bit_length()}-bit integer>" if isinstance(value, int) else "<?>"
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."

@@ -1,11 +1,20 @@
 """The one place that parses units: bandwidths ("100Mbps") and durations ("250ms").
 
-Everything inside the testbed is in seconds, bits per second and bytes.
+Everything inside the testbed is in seconds, bits per second and bytes. A quantity parses to a
+finite number or is refused: `1e400Mbps` is not an infinite bandwidth.
 """
 
+import math
 import re
 
-from halp.errors import HalpError
+from halp.errors import HalpError, shown
+
+# The longest text read as a quantity. "100Mbps" is 7 characters; anything near this is a typo
+# or hostile, and refusing it before the regular expression runs keeps parsing linear.
+MAX_QUANTITY_TEXT = 64
+# The bandwidths a scenario or a trace may hold: a bit per second up to a terabit per second.
+MIN_BANDWIDTH_BPS = 1.0
+MAX_BANDWIDTH_BPS = 1e12
 
 _NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 
@@ -20,9 +29,13 @@ def _parse(text: object, table: dict[str, float], what: str, example: str) -> fl
     if isinstance(text, bool):
         raise HalpError(f"expected a {what} like {example!r}, got {text!r}")
     if isinstance(text, int | float):
-        raise HalpError(f"a {what} needs a unit, like {example!r}; got the bare number {text!r}")
+        raise HalpError(f"a {what} needs a unit, like {example!r}; got the bare number "
+                        f"{shown(text)}")
     if not isinstance(text, str):
-        raise HalpError(f"expected a {what} like {example!r}, got {text!r}")
+        raise HalpError(f"expected a {what} like {example!r}, got {shown(text)}")
+    if len(text) > MAX_QUANTITY_TEXT:
+        raise HalpError(f"a {what} of {len(text)} characters is too long (at most "
+                        f"{MAX_QUANTITY_TEXT}); write it like {example!r}")
     match = re.fullmatch(_NUMBER + r"\s*([A-Za-z/]+)", text.strip())
     if not match:
         raise HalpError(f"cannot read {text!r} as a {what}; write it like {example!r}")
@@ -30,11 +43,14 @@ def _parse(text: object, table: dict[str, float], what: str, example: str) -> fl
     if unit not in table:
         units = ", ".join(sorted(table))
         raise HalpError(f"unknown {what} unit {match.group(2)!r} in {text!r}; use one of {units}")
-    return value * table[unit]
+    value *= table[unit]
+    if not math.isfinite(value):
+        raise HalpError(f"{what} {text!r} is not a finite number (too large)")
+    return value
 
 
 def bandwidth_bps(text: object) -> float:
-    """Parse "100Mbps" into bits per second (must be positive)."""
+    """Parse "100Mbps" into bits per second (must be positive; its range is the caller's)."""
     value = _parse(text, _BANDWIDTH, "bandwidth", "100Mbps")
     if value <= 0:
         raise HalpError(f"bandwidth must be positive, got {text!r}")
@@ -47,6 +63,13 @@ def duration_s(text: object) -> float:
     if value < 0:
         raise HalpError(f"duration must not be negative, got {text!r}")
     return value
+
+
+def format_s(seconds: float) -> str:
+    """Seconds as a duration that parses back: "1ms", "60s", "1000000s"."""
+    if 0 < seconds < 1:
+        return f"{seconds * 1e3:.12g}ms"
+    return f"{seconds:.12g}s"
 
 
 def format_bps(bps: float) -> str:
