@@ -10,15 +10,32 @@ emulator plays back by changing the shaping rate on schedule.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from halp.network import BandwidthTrace
+from halp.errors import HalpError
+from halp.network import MAX_TRACE_ROWS, BandwidthTrace
+
+
+def step_count(step_s: float, duration_s: float) -> int:
+    """How many steps a generated trace of `duration_s` takes `step_s` at a time (at least
+    one), refused before anything is drawn when it is not a positive finite step or would
+    exceed MAX_TRACE_ROWS."""
+    if not (math.isfinite(step_s) and math.isfinite(duration_s)) or step_s <= 0 \
+            or duration_s < 0:
+        raise HalpError(f"a generated trace needs a positive step and a finite duration, got "
+                        f"step {step_s!r} s and duration {duration_s!r} s")
+    steps = duration_s / step_s
+    if steps > MAX_TRACE_ROWS:
+        raise HalpError(f"duration / step is {steps:.3g} steps; at most {MAX_TRACE_ROWS}")
+    return max(1, math.ceil(steps))
 
 
 def gilbert_elliott(good_bps: float, bad_bps: float, p_good_bad: float, p_bad_good: float,
                     step_s: float, duration_s: float, seed: int, start_good: bool = True) -> BandwidthTrace:
+    steps = step_count(step_s, duration_s)
     rng = np.random.default_rng(seed)
-    steps = max(1, int(np.ceil(duration_s / step_s)))
     good = start_good
     values = []
     for _ in range(steps):
@@ -30,8 +47,8 @@ def gilbert_elliott(good_bps: float, bad_bps: float, p_good_bad: float, p_bad_go
 
 def gauss_markov(mean_bps: float, sigma_bps: float, alpha: float, step_s: float, duration_s: float,
                  seed: int, floor_bps: float) -> BandwidthTrace:
+    steps = step_count(step_s, duration_s)
     rng = np.random.default_rng(seed)
-    steps = max(1, int(np.ceil(duration_s / step_s)))
     b = mean_bps
     values = []
     for _ in range(steps):
