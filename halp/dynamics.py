@@ -54,7 +54,7 @@ class Dynamics:
         for name, speed in self.speed.items():
             rule = self.config.devices.get(name)
             for load in rule.background_load if rule else []:
-                if load.at <= t < load.until:
+                if load.at <= t and (load.until is None or t < load.until):
                     speed *= 1.0 - load.share
             speeds[name] = speed
         return State(t, speeds, dict(self.bandwidth))

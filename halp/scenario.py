@@ -6,11 +6,13 @@ file gets one line: the file, the field path, the reason.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -25,12 +27,43 @@ from pydantic import (
 
 from halp import units
 from halp.accuracy import known_variants
-from halp.channel import gauss_markov, gilbert_elliott
+from halp.channel import gauss_markov, gilbert_elliott, step_count
 from halp.cluster import Cluster, Device
-from halp.errors import HalpError, ScenarioError
+from halp.errors import HalpError, ScenarioError, shown
 from halp.latency.profile import find_profile, load_profile
 from halp.model.zoo import MOBILENET_RESOLUTIONS, MOBILENET_WIDTHS, ModelSpec
-from halp.network import BandwidthTrace, read_trace
+from halp.network import MAX_TRACE_ROWS, BandwidthTrace, read_trace
+from halp.units import MAX_BANDWIDTH_BPS, MIN_BANDWIDTH_BPS
+
+# ---- limits ---------------------------------------------------------------------------------
+# Every number in a scenario is finite and within these bounds, or the file is refused naming
+# the field and the bound. They are far beyond any real study; they exist so that a typo or a
+# hostile file fails in one line instead of overflowing, running for days or filling memory.
+# README.md ("Limits") lists them. Bandwidths: MIN_BANDWIDTH_BPS..MAX_BANDWIDTH_BPS (1 bps to
+# 1 Tbps, halp.units, shared with trace files).
+MAX_DURATION_S = 1e6  # any time, duration or timeout: eleven and a half days
+MAX_DELAY_S = 60.0  # one-way delay and jitter of a transfer: no edge network takes a minute
+MIN_STEP_S = 1e-3  # a generated link's step: finer than a shaper follows, and cheap to bound
+MAX_TRACE_STEPS = MAX_TRACE_ROWS  # a generated link's duration / step: as many as a trace file
+MAX_SEED = 2**32 - 1  # a 32-bit seed: scaled by up to 1_000_003 it still fits torch's 64 bits
+MAX_SPEED = 1000.0  # a device's speed factor against its profile (dynamics' too)
+MAX_DEVICES = 64  # devices in a scenario, and so links and dynamics entries
+MAX_REQUESTS = 100_000  # records grow with requests: a run's files stay within tens of MB
+MAX_RATE_PER_S = 10_000.0  # poisson arrivals: a request every 0.1 ms already saturates any device
+MAX_EVENTS = 10_000  # dynamics steps and background loads of one device or link
+MAX_CHANNELS = 4096  # a custom input_shape's C
+MAX_SIDE = 4096  # a custom input_shape's H and W, and a resolution: plans hold per-row tables
+MAX_LAYERS = 10_000  # a layer boundary (cuts, cut, fused_layers), and how many cuts
+MAX_VARIANTS = 64  # model variants a select method lists (there are 16 MobileNet-V1s)
+MAX_GENERATIONS = 100_000  # learning: generations, and sync_every
+MAX_POPULATION = 1000  # learning: population, elites, tournament
+MAX_MUTATION_SIGMA = 10.0  # learning: the mutation's standard deviation on network weights
+MAX_EPISODE_STEPS = 10_000  # learning: decisions per episode
+MAX_BATCH = 65_536  # learning: transitions per gradient step
+MAX_HIDDEN = 4096  # learning: units per hidden layer
+MAX_LEARNER_STEPS = 100_000  # learning: gradient steps per generation
+MAX_JOBS = 1024  # learning: worker processes
+MAX_WARMUP_REQUESTS = 1000  # untimed requests per plan before an emulated or measured run
 
 
 def _unit(parse):
@@ -38,7 +71,10 @@ def _unit(parse):
         # A scenario re-validated from its own dump holds plain numbers in base units.
         trusted = bool(info.context and info.context.get("base_units"))
         if trusted and isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:
+                raise ValueError(f"{shown(value, 20)} is not a finite number") from None
         try:
             return parse(value)
         except HalpError as exc:
@@ -46,26 +82,47 @@ def _unit(parse):
     return BeforeValidator(check)
 
 
+def _within(low: float, high: float, unit: Callable[[float], str], *,
+            positive: bool = False) -> AfterValidator:
+    """A quantity's range, said in its unit ("must be from 0s to 60s"); `positive`: above
+    `low`, which is then said as "must be positive"."""
+    def check(value: float) -> float:
+        if positive and value <= low:
+            raise ValueError("must be positive" if low == 0 else f"must be more than {unit(low)}")
+        if not low <= value <= high:
+            raise ValueError(f"must be from {unit(low)} to {unit(high)}, got {unit(value)}")
+        return value
+    return AfterValidator(check)
+
+
 # In JSON/YAML dumps (the scenario as run) values carry their unit again, so they load back.
 Bandwidth = Annotated[float, _unit(units.bandwidth_bps),
+                      _within(MIN_BANDWIDTH_BPS, MAX_BANDWIDTH_BPS, units.format_bps),
                       PlainSerializer(lambda v: f"{v:.12g}bps", when_used="json")]
-Duration = Annotated[float, _unit(units.duration_s),
+Duration = Annotated[float, _unit(units.duration_s), _within(0, MAX_DURATION_S, units.format_s),
                      PlainSerializer(lambda v: f"{v:.12g}s", when_used="json")]
+# A duration for which zero means nothing: an interval, a timeout, a deadline, a horizon.
+PositiveDuration = Annotated[Duration, _within(0, MAX_DURATION_S, units.format_s, positive=True)]
+Delay = Annotated[Duration, _within(0, MAX_DELAY_S, units.format_s)]
+Step = Annotated[Duration, _within(MIN_STEP_S, MAX_DURATION_S, units.format_s)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: a number is finite wherever it comes from (YAML's .inf, "nan", an overflow).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelConfig(Strict):
     name: Literal["vgg16", "mobilenet_v1", "custom"]
-    width: float = 1.0
-    resolution: int | None = None
+    width: float = Field(1.0, gt=0, le=1.0)  # MobileNet-V1's multipliers are at most 1
+    resolution: int | None = Field(None, ge=1, le=MAX_SIDE)
     weights: str | None = None  # a state_dict file, relative to the scenario
     # custom: "file.py:function" (relative to the scenario) or "package.module:function" (a
     # module beside the scenario, else on the Python path) returning an nn.Sequential
     factory: str | None = None
-    input_shape: tuple[int, int, int] | None = None  # (C, H, W), custom models only
+    input_shape: tuple[Annotated[int, Field(ge=1, le=MAX_CHANNELS)],
+                       Annotated[int, Field(ge=1, le=MAX_SIDE)],
+                       Annotated[int, Field(ge=1, le=MAX_SIDE)]] | None = None  # (C, H, W), custom
 
     @model_validator(mode="after")
     def _family(self) -> ModelConfig:
@@ -89,7 +146,7 @@ class DeviceConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,14}$")
     role: Literal["host", "secondary"] = "secondary"
     profile: str
-    speed: float = Field(1.0, gt=0)
+    speed: float = Field(1.0, gt=0, le=MAX_SPEED)
     cpu_share: float = Field(1.0, gt=0, le=64)
     threads: int = Field(1, ge=1, le=64)
     # Hardware backend: where the device is and how to reach it.
@@ -110,17 +167,36 @@ class GilbertElliottConfig(Strict):
     bad: Bandwidth
     p_good_bad: float = Field(ge=0, le=1)  # per step
     p_bad_good: float = Field(ge=0, le=1)
-    step: Duration = 1.0
-    duration: Duration = 3600.0
+    step: Step = 1.0
+    duration: PositiveDuration = 3600.0
+
+    @model_validator(mode="after")
+    def _steps(self) -> GilbertElliottConfig:
+        _check_steps(self.step, self.duration)
+        return self
 
 
 class GaussMarkovConfig(Strict):
     mean: Bandwidth
     sigma: Bandwidth
     alpha: float = Field(0.9, ge=0, lt=1)  # memory: 0 is white noise
-    step: Duration = 1.0
-    duration: Duration = 3600.0
+    step: Step = 1.0
+    duration: PositiveDuration = 3600.0
     floor: Bandwidth = 1e5
+
+    @model_validator(mode="after")
+    def _steps(self) -> GaussMarkovConfig:
+        _check_steps(self.step, self.duration)
+        return self
+
+
+def _check_steps(step_s: float, duration_s: float) -> None:
+    """A generated link's steps are counted, and refused, before any is drawn."""
+    try:
+        step_count(step_s, duration_s)
+    except HalpError as exc:
+        raise ValueError(f"{exc} (duration {units.format_s(duration_s)}, step "
+                         f"{units.format_s(step_s)})") from None
 
 
 class GeneratedLink(Strict):
@@ -153,9 +229,9 @@ LinkValue = Annotated[
 class NetworkConfig(Strict):
     kind: Literal["star", "shared"] = "star"
     bandwidth: Bandwidth
-    links: dict[str, LinkValue] = Field(default_factory=dict)
-    delay: Duration = 0.0  # one-way, per transfer
-    jitter: Duration = 0.0
+    links: dict[str, LinkValue] = Field(default_factory=dict, max_length=MAX_DEVICES)
+    delay: Delay = 0.0  # one-way, per transfer
+    jitter: Delay = 0.0
     loss: float = Field(0.0, ge=0, lt=1)
 
 
@@ -165,8 +241,10 @@ class StandaloneMethod(Strict):
 
 class HalpMethod(Strict):
     name: Literal["halp", "equal"]
-    cuts: list[int] | None = None  # segment boundaries; chosen by the planner when absent
-    max_layers_per_segment: int | None = Field(None, ge=1)
+    # segment boundaries; chosen by the planner when absent
+    cuts: list[Annotated[int, Field(ge=0, le=MAX_LAYERS)]] | None = Field(
+        None, max_length=MAX_LAYERS)
+    max_layers_per_segment: int | None = Field(None, ge=1, le=MAX_LAYERS)
     # halp only: share the linear layers' output features among the devices where predicted
     # faster (halp.methods.classifier); false leaves them to the host, as published
     split_classifier: bool = True
@@ -179,7 +257,8 @@ class ModnnMethod(Strict):
 class DeepthingsMethod(Strict):
     name: Literal["deepthings"]
     grid: tuple[int, int] = (3, 3)
-    fused_layers: int | None = Field(None, ge=1)  # layers fused into tiles; chosen when absent
+    # layers fused into tiles; chosen when absent
+    fused_layers: int | None = Field(None, ge=1, le=MAX_LAYERS)
 
     @model_validator(mode="after")
     def _grid(self) -> DeepthingsMethod:
@@ -190,13 +269,14 @@ class DeepthingsMethod(Strict):
 
 class OffloadMethod(Strict):
     name: Literal["offload"]
-    cut: int | None = Field(None, ge=0)  # boundary where the secondary takes over
+    cut: int | None = Field(None, ge=0, le=MAX_LAYERS)  # boundary where the secondary takes over
     device: str | None = None
 
 
 def _variant_name(value: Any) -> Any:
     if isinstance(value, int | float):
-        raise ValueError(f"YAML read a variant as the number {value}; quote it, like '0.5_160'")
+        raise ValueError(f"YAML read a variant as the number {shown(value, 20)}; quote it, "
+                         "like '0.5_160'")
     return value
 
 
@@ -207,11 +287,12 @@ class SelectMethod(Strict):
     name: Literal["select"]
     base: Literal["halp", "standalone", "equal", "modnn", "deepthings", "offload"] = "halp"
     # e.g. ["1.0_224", "0.5_160"] (quoted: YAML reads 0.5_160 as a number); all 16 when absent
-    variants: list[Annotated[str, BeforeValidator(_variant_name)]] | None = None
+    variants: list[Annotated[str, BeforeValidator(_variant_name)]] | None = Field(
+        None, max_length=MAX_VARIANTS)
     window: int = Field(8, ge=1, le=1000)  # transfers per link the bandwidth estimate averages
     # Observations older than this are forgotten, so a link that has gone quiet (the chosen
     # variant stopped using it) is assumed back at its nominal rate and gets probed again.
-    horizon: Duration = 10.0
+    horizon: PositiveDuration = 10.0
     bucket: float = Field(1.1, gt=1.0, le=4.0)  # bandwidths within this ratio share cached plans
 
     @model_validator(mode="after")
@@ -219,7 +300,7 @@ class SelectMethod(Strict):
         known = known_variants()
         for v in self.variants or []:
             if v not in known:
-                raise ValueError(f"variant {v!r} is unknown; use one of {', '.join(known)}")
+                raise ValueError(f"variant {shown(v)} is unknown; use one of {', '.join(known)}")
         if self.variants is not None and not self.variants:
             raise ValueError("variants must not be empty")
         return self
@@ -242,32 +323,53 @@ METHOD_NAMES = ("standalone", "equal", "modnn", "deepthings", "offload", "halp",
 
 # ---- dynamics: how device speeds and link bandwidths change between decisions -------------
 class RandomWalkSpeed(Strict):
-    sigma: float = Field(gt=0)  # standard deviation of the speed factor's change per interval
-    min: float = Field(0.1, gt=0)
-    max: float = Field(4.0, gt=0)
+    # standard deviation of the speed factor's change per interval
+    sigma: float = Field(gt=0, le=MAX_SPEED)
+    min: float = Field(0.1, gt=0, le=MAX_SPEED)
+    max: float = Field(4.0, gt=0, le=MAX_SPEED)
+
+    @model_validator(mode="after")
+    def _order(self) -> RandomWalkSpeed:
+        if self.min > self.max:
+            raise ValueError(f"min {self.min:g} is above max {self.max:g}")
+        return self
 
 
 class SpeedStep(Strict):
     at: Duration
-    speed: float = Field(gt=0)
+    speed: float = Field(gt=0, le=MAX_SPEED)
 
 
 class BackgroundLoad(Strict):
     at: Duration
-    until: Duration = float("inf")
+    until: Duration | None = None  # absent: until the end
     share: float = Field(gt=0, lt=1)  # the share of the CPU the load takes
+
+    @model_validator(mode="after")
+    def _order(self) -> BackgroundLoad:
+        if self.until is not None and self.until <= self.at:
+            raise ValueError(f"until {units.format_s(self.until)} is not after at "
+                             f"{units.format_s(self.at)}")
+        return self
 
 
 class DeviceDynamics(Strict):
     random_walk: RandomWalkSpeed | None = None
-    steps: list[SpeedStep] = Field(default_factory=list)
-    background_load: list[BackgroundLoad] = Field(default_factory=list)
+    steps: list[SpeedStep] = Field(default_factory=list, max_length=MAX_EVENTS)
+    background_load: list[BackgroundLoad] = Field(default_factory=list, max_length=MAX_EVENTS)
 
 
 class RandomWalkBandwidth(Strict):
     sigma: Bandwidth
     min: Bandwidth = 1e6
     max: Bandwidth = 1e9
+
+    @model_validator(mode="after")
+    def _order(self) -> RandomWalkBandwidth:
+        if self.min > self.max:
+            raise ValueError(f"min {units.format_bps(self.min)} is above max "
+                             f"{units.format_bps(self.max)}")
+        return self
 
 
 class BandwidthStep(Strict):
@@ -277,28 +379,29 @@ class BandwidthStep(Strict):
 
 class LinkDynamics(Strict):
     random_walk: RandomWalkBandwidth | None = None
-    steps: list[BandwidthStep] = Field(default_factory=list)
+    steps: list[BandwidthStep] = Field(default_factory=list, max_length=MAX_EVENTS)
 
 
 class DynamicsConfig(Strict):
-    interval: Duration = 1.0  # time between two decisions
-    devices: dict[str, DeviceDynamics] = Field(default_factory=dict)
-    links: dict[str, LinkDynamics] = Field(default_factory=dict)
+    interval: PositiveDuration = 1.0  # time between two decisions
+    devices: dict[str, DeviceDynamics] = Field(default_factory=dict, max_length=MAX_DEVICES)
+    links: dict[str, LinkDynamics] = Field(default_factory=dict, max_length=MAX_DEVICES)
 
 
 class LearningConfig(Strict):
-    population: int = Field(10, ge=2, le=1000)
-    generations: int = Field(30, ge=1)
-    elites: int = Field(2, ge=0)
-    tournament: int = Field(3, ge=2)
-    mutation_sigma: float = Field(0.1, gt=0)
+    population: int = Field(10, ge=2, le=MAX_POPULATION)
+    generations: int = Field(30, ge=1, le=MAX_GENERATIONS)
+    elites: int = Field(2, ge=0, le=MAX_POPULATION)
+    tournament: int = Field(3, ge=2, le=MAX_POPULATION)
+    mutation_sigma: float = Field(0.1, gt=0, le=MAX_MUTATION_SIGMA)
     learner: Literal["td3", "ddpg"] = "td3"
-    sync_every: int = Field(5, ge=1)  # generations between copying the learner into the population
-    episode_steps: int = Field(10, ge=1)
-    batch: int = Field(64, ge=1)
-    hidden: int = Field(64, ge=4)
-    learner_steps: int = Field(50, ge=0)  # gradient steps per generation
-    jobs: int = Field(1, ge=1)  # parallel worker processes evaluating the population
+    # generations between copying the learner into the population
+    sync_every: int = Field(5, ge=1, le=MAX_GENERATIONS)
+    episode_steps: int = Field(10, ge=1, le=MAX_EPISODE_STEPS)
+    batch: int = Field(64, ge=1, le=MAX_BATCH)
+    hidden: int = Field(64, ge=4, le=MAX_HIDDEN)
+    learner_steps: int = Field(50, ge=0, le=MAX_LEARNER_STEPS)  # gradient steps per generation
+    jobs: int = Field(1, ge=1, le=MAX_JOBS)  # parallel worker processes evaluating the population
     ray: str | None = None  # address of a Ray cluster to evaluate on
 
     @model_validator(mode="after")
@@ -309,11 +412,11 @@ class LearningConfig(Strict):
 
 
 class WorkloadConfig(Strict):
-    requests: int = Field(1, ge=1, le=10_000_000)
+    requests: int = Field(1, ge=1, le=MAX_REQUESTS)
     arrival: Literal["single", "periodic", "poisson"] = "single"
-    interval: Duration | None = None
-    rate: float | None = Field(None, gt=0)  # requests per second, for poisson
-    deadline: Duration | None = None
+    interval: PositiveDuration | None = None
+    rate: float | None = Field(None, gt=0, le=MAX_RATE_PER_S)  # requests per second, for poisson
+    deadline: PositiveDuration | None = None
 
     @model_validator(mode="after")
     def _arrival(self) -> WorkloadConfig:
@@ -334,15 +437,16 @@ class EmuConfig(Strict):
     # True: while the network is up, idle CPUs poll instead of halting (a zero-latency PM QoS
     # request), so a device resumes from its throttled part of each period on a warm CPU.
     keep_cpus_awake: bool = True
-    warmup_requests: int = Field(1, ge=0)
-    timeout: Duration = 120.0
+    warmup_requests: int = Field(1, ge=0, le=MAX_WARMUP_REQUESTS)
+    timeout: PositiveDuration = 120.0
 
 
 class HwConfig(Strict):
     start_workers: bool = True
-    warmup_requests: int = Field(1, ge=0)  # untimed requests per plan first (imports, caches)
+    # untimed requests per plan first (imports, caches)
+    warmup_requests: int = Field(1, ge=0, le=MAX_WARMUP_REQUESTS)
     remote_dir: str = "~/halp"
-    timeout: Duration = 120.0
+    timeout: PositiveDuration = 120.0
 
 
 class BackendsConfig(Strict):
@@ -352,9 +456,9 @@ class BackendsConfig(Strict):
 
 class Scenario(Strict):
     name: str
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     model: ModelConfig
-    devices: list[DeviceConfig] = Field(min_length=1, max_length=64)
+    devices: list[DeviceConfig] = Field(min_length=1, max_length=MAX_DEVICES)
     network: NetworkConfig
     method: MethodConfig
     workload: WorkloadConfig = WorkloadConfig()
@@ -376,20 +480,20 @@ class Scenario(Strict):
                              + (f" ({', '.join(hosts)})" if hosts else ""))
         for name in self.network.links:
             if name not in names:
-                raise ValueError(f"network.links: names unknown device {name!r}")
+                raise ValueError(f"network.links: names unknown device {shown(name)}")
             if name == hosts[0]:
                 raise ValueError(f"network.links: {name!r} is the host; links belong to secondaries")
         if self.dynamics is not None:
             for name in self.dynamics.devices:
                 if name not in names:
-                    raise ValueError(f"dynamics.devices: names unknown device {name!r}")
+                    raise ValueError(f"dynamics.devices: names unknown device {shown(name)}")
             for name in self.dynamics.links:
                 if name not in names or name == hosts[0]:
-                    raise ValueError(f"dynamics.links: {name!r} is not a secondary")
+                    raise ValueError(f"dynamics.links: {shown(name)} is not a secondary")
         offload = self.method
         if isinstance(offload, OffloadMethod) and offload.device is not None:
             if offload.device not in names or offload.device == hosts[0]:
-                raise ValueError(f"method.device: {offload.device!r} is not a secondary")
+                raise ValueError(f"method.device: {shown(offload.device)} is not a secondary")
         return self
 
     # ---- derived views --------------------------------------------------------------------
