@@ -17,13 +17,14 @@ or, when derived, from what and under which assumption.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from halp.errors import HalpError
+from halp.errors import HalpError, shown
 from halp.model.graph import (
     BYTES_PER_ELEMENT,
     CONV,
@@ -34,6 +35,7 @@ from halp.model.graph import (
     LayerSpec,
     Region,
 )
+from halp.units import MAX_QUANTITY_TEXT
 
 FEATURES = ("intercept_s", "s_per_flop", "s_per_in_byte", "s_per_out_byte", "s_per_weight_byte",
             "s_per_flop_per_tap")
@@ -41,6 +43,16 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # The CFS period of the host `halp profile --emu-cpu-share` measures in (emu/profile.py), and
 # of a profile's quota when its provenance does not say.
 PROFILE_CFS_PERIOD_US = 10_000
+# Every coefficient and overhead of a profile is seconds (per op, FLOP or byte) from zero to a
+# minute: no device takes a minute per unit, and a bound keeps every prediction finite.
+PROFILE_SECONDS_RANGE = (0.0, 60.0)
+MAX_PERCENT = 1e6  # held_out_mape, in percent
+# The provenance's numbers that predictions and checks read (cpu_quota, halp.validate), with
+# the ranges a scenario's devices and emulator take (halp.scenario).
+PROVENANCE_RANGES = {"cpu_share": (0.0, 64.0), "cfs_period_us": (1000.0, 1_000_000.0),
+                     "threads": (1.0, 64.0)}
+# The provenance's probes: seconds per probe layer (halp.latency.probe).
+PROVENANCE_PROBES = ("probe", "quota_probe")
 
 
 @dataclass(frozen=True)
@@ -124,33 +136,77 @@ def _region_bytes(shape: tuple[int, ...], reg: Region) -> float:
 
 
 def profile_from_dict(data: Any, where: str) -> Profile:
+    """A profile from its file's contents; `where` names the file in every refusal, with the
+    key and the reason. Every number is finite and in range (PROFILE_SECONDS_RANGE,
+    PROVENANCE_RANGES), so no prediction made from it overflows."""
     if not isinstance(data, dict):
         raise HalpError(f"{where}: a profile must be a mapping")
+    table = data.get("coefficients")
+    if not isinstance(table, dict):
+        raise HalpError(f"{where}: coefficients: needs a mapping of layer kind to coefficients")
+    coefficients: dict[str, dict[str, float]] = {}
+    for kind, values in table.items():
+        if kind not in KINDS:
+            raise HalpError(f"{where}: coefficients.{str(kind)[:40]}: unknown layer kind")
+        if not isinstance(values, dict):
+            raise HalpError(f"{where}: coefficients.{kind}: needs a mapping of feature to seconds")
+        for name in values:
+            if name not in FEATURES:
+                raise HalpError(f"{where}: coefficients.{kind}.{str(name)[:40]}: unknown feature; "
+                                f"use {FEATURES}")
+        coefficients[kind] = {name: _number(v, where, f"coefficients.{kind}.{name}",
+                                            *PROFILE_SECONDS_RANGE)
+                              for name, v in values.items()}
+    provenance = data.get("provenance") or {}
+    if not isinstance(provenance, dict):
+        raise HalpError(f"{where}: provenance: needs a mapping")
+    for key, (low, high) in PROVENANCE_RANGES.items():
+        if provenance.get(key) is not None:
+            _number(provenance[key], where, f"provenance.{key}", low, high)
+    for key in PROVENANCE_PROBES:
+        probe = provenance.get(key)
+        if probe is not None and not isinstance(probe, dict):
+            raise HalpError(f"{where}: provenance.{key}: needs a mapping of layer to seconds")
+        for layer, seconds in (probe or {}).items():
+            _number(seconds, where, f"provenance.{key}.{str(layer)[:40]}", *PROFILE_SECONDS_RANGE)
+    held_out = data.get("held_out_mape")
+    return Profile(
+        name=str(data.get("name", Path(where).stem)),
+        coefficients=coefficients,
+        op_overhead_s=_number(data.get("op_overhead_s", 0.0), where, "op_overhead_s",
+                              *PROFILE_SECONDS_RANGE),
+        message_overhead_s=_number(data.get("message_overhead_s", 0.0), where,
+                                   "message_overhead_s", *PROFILE_SECONDS_RANGE),
+        copy_s_per_byte=_number(data.get("copy_s_per_byte", 0.0), where, "copy_s_per_byte",
+                                *PROFILE_SECONDS_RANGE),
+        provenance=dict(provenance),
+        held_out_mape=None if held_out is None else _number(held_out, where, "held_out_mape",
+                                                            0.0, MAX_PERCENT),
+        path=where,
+    )
+
+
+def _number(value: Any, where: str, key: str, low: float, high: float) -> float:
+    """`value` as a finite float from `low` to `high`, or a one-line refusal naming the file
+    and the key. A number written as text ("1e-5", which YAML reads as a string) is read."""
+    if isinstance(value, str) and len(value) <= MAX_QUANTITY_TEXT:
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise HalpError(f"{where}: {key}: expected a number, got {shown(value)}")
     try:
-        coefficients = {
-            kind: {name: float(v) for name, v in values.items()}
-            for kind, values in data["coefficients"].items()
-        }
-        for kind, values in coefficients.items():
-            if kind not in KINDS:
-                raise HalpError(f"{where}: coefficients.{kind}: unknown layer kind")
-            for name, v in values.items():
-                if name not in FEATURES:
-                    raise HalpError(f"{where}: coefficients.{kind}.{name}: unknown feature; use {FEATURES}")
-                if v < 0:
-                    raise HalpError(f"{where}: coefficients.{kind}.{name}: must not be negative")
-        return Profile(
-            name=str(data.get("name", Path(where).stem)),
-            coefficients=coefficients,
-            op_overhead_s=float(data.get("op_overhead_s", 0.0)),
-            message_overhead_s=float(data.get("message_overhead_s", 0.0)),
-            copy_s_per_byte=float(data.get("copy_s_per_byte", 0.0)),
-            provenance=dict(data.get("provenance", {})),
-            held_out_mape=data.get("held_out_mape"),
-            path=where,
-        )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise HalpError(f"{where}: not a valid profile ({exc})") from None
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise HalpError(f"{where}: {key}: {shown(value, 20)} is not a finite number")
+    if number < 0 <= low:
+        raise HalpError(f"{where}: {key}: must not be negative, got {number:g}")
+    if not low <= number <= high:
+        raise HalpError(f"{where}: {key}: must be from {low:g} to {high:g}, got {number:g}")
+    return number
 
 
 def profile_search_path(base: Path | None = None) -> list[Path]:
