@@ -5,6 +5,8 @@ A run writes one folder: the scenario as run (`scenario.yaml`), `plan.json`, the
 happen (`ops.jsonl`, `requests.jsonl`), `report.json`, `timeline.png` and `trace.json` (Chrome
 trace format). Speedups are against the stand-alone latency of the same scenario, simulated
 here (method standalone, one request), unless the caller measured it on the same backend.
+Every file is strict JSON (`allow_nan=False`): a NaN or an infinity is a bug to fix where it
+is computed, and fails loudly here rather than writing a file no JSON reader accepts.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def execute(scenario: Scenario, backend: str, out: Path | None, policy: Policy |
         (out / "scenario.yaml").write_text(scenario.to_yaml())
     policy = policy or policy_for(scenario)
     if out is not None:
-        (out / "plan.json").write_text(json.dumps(_plans_json(policy)))
+        (out / "plan.json").write_text(json.dumps(_plans_json(policy), allow_nan=False))
     served = policy.served()
     first = served[0]
     method = scenario.method.name
@@ -91,8 +93,9 @@ def execute(scenario: Scenario, backend: str, out: Path | None, policy: Policy |
                    "method": method, "scenario": scenario.name, "model": ",".join(models),
                    "out": str(out) if out is not None else None, "meta": trace.meta})
     if out is not None:
-        (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
-        (out / CHROME_FILE).write_text(json.dumps(chrome_trace(trace)))
+        (out / "report.json").write_text(json.dumps(report, indent=2, default=str,
+                                                     allow_nan=False))
+        (out / CHROME_FILE).write_text(json.dumps(chrome_trace(trace), allow_nan=False))
         if figures:
             timeline_png(trace, out / "timeline.png",
                          plan=first.plan if len(served) == 1 else None,
@@ -139,7 +142,8 @@ def compare(scenario: Scenario, methods: list[str], backend: str, out: Path | No
               "out": str(out) if out else None}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "compare.json").write_text(json.dumps(result, indent=2, default=str))
+        (out / "compare.json").write_text(json.dumps(result, indent=2, default=str,
+                                                      allow_nan=False))
         write_compare_csv(rows, out / "compare.csv")
         bars_png(rows, out / "compare.png",
                  title=f"{scenario.name} on {backend}: {scenario.workload.requests} request(s)")

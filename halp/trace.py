@@ -107,12 +107,12 @@ class TraceWriter:
     def op(self, record: OpRecord) -> None:
         self.trace.ops.append(record)
         if self._ops is not None:
-            self._ops.write(json.dumps(asdict(record)) + "\n")
+            self._ops.write(json.dumps(asdict(record), allow_nan=False) + "\n")
 
     def request(self, record: RequestRecord) -> None:
         self.trace.requests.append(record)
         if self._requests is not None:
-            self._requests.write(json.dumps(record.to_dict()) + "\n")
+            self._requests.write(json.dumps(record.to_dict(), allow_nan=False) + "\n")
             self._requests.flush()
             assert self._ops is not None
             self._ops.flush()

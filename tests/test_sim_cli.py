@@ -13,6 +13,7 @@ from halp.errors import BackendError
 from halp.plan import Plan
 from halp.scenario import load_scenario
 from halp.sweep import axes_of, grid, split_values
+from halp.trace import OpRecord, TraceWriter
 
 SMALL = """\
 name: small
@@ -57,6 +58,28 @@ def test_run_writes_the_output_folder(small, tmp_path, capsys):
     assert len(ops) == 3 * len(plan.ops)
     assert len((out / "requests.jsonl").read_text().splitlines()) == 3
     assert json.loads((out / "trace.json").read_text())["traceEvents"]
+
+
+def strict_json(text: str):
+    """JSON as the standard has it: NaN and Infinity are not numbers."""
+    def refuse(constant: str):
+        raise ValueError(f"{constant} in JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_every_file_of_a_run_is_strict_json(small, tmp_path):
+    assert main(["run", str(small), "--out", str(tmp_path / "out")]) == 0
+    out = tmp_path / "out"
+    for name in ("plan.json", "report.json", "trace.json"):
+        strict_json((out / name).read_text())
+    for name in ("ops.jsonl", "requests.jsonl"):
+        for line in (out / name).read_text().splitlines():
+            strict_json(line)
+
+
+def test_a_nan_in_a_record_fails_loudly_instead_of_writing_invalid_json(tmp_path):
+    with TraceWriter(tmp_path, "sim", "halp") as writer, pytest.raises(ValueError):
+        writer.op(OpRecord(0, "c1", "compute", "a", "a", 0.0, float("nan")))
 
 
 def test_run_prints_a_summary_to_a_default_folder(small, tmp_path, monkeypatch, capsys):
