@@ -261,15 +261,25 @@ def _problem(plan: Plan, graph: ModelGraph, op: Op, seen: dict[str, Op]) -> str 
 
 
 def covers(need: Region, pieces: list[Region]) -> bool:
-    """Do the pieces together cover every cell of `need`?"""
+    """Do the pieces together cover every cell of `need`?
+
+    On the grid of the pieces' own edges, not of cells, so memory grows with the number of
+    pieces, not with the feature map (a 4096 x 4096 map would be a 16 MB mask per op)."""
     if need.empty:
         return True
-    mask = np.zeros((need.rows.size, need.cols.size), dtype=bool)
+    clipped = []
     for piece in pieces:
         r0, r1 = max(need.rows.start, piece.rows.start), min(need.rows.stop, piece.rows.stop)
         c0, c1 = max(need.cols.start, piece.cols.start), min(need.cols.stop, piece.cols.stop)
         if r0 < r1 and c0 < c1:
-            mask[r0 - need.rows.start:r1 - need.rows.start, c0 - need.cols.start:c1 - need.cols.start] = True
+            clipped.append((r0, r1, c0, c1))
+    rows = sorted({need.rows.start, need.rows.stop, *(e for p in clipped for e in p[:2])})
+    cols = sorted({need.cols.start, need.cols.stop, *(e for p in clipped for e in p[2:])})
+    row_at = {edge: i for i, edge in enumerate(rows)}
+    col_at = {edge: i for i, edge in enumerate(cols)}
+    mask = np.zeros((len(rows) - 1, len(cols) - 1), dtype=bool)
+    for r0, r1, c0, c1 in clipped:
+        mask[row_at[r0]:row_at[r1], col_at[c0]:col_at[c1]] = True
     return bool(mask.all())
 
 

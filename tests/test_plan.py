@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 
 import pytest
 
 from halp.errors import PlanError
 from halp.methods import plan_for
-from halp.model.graph import ModelGraph
+from halp.model.graph import ModelGraph, Region, region
 from halp.model.zoo import ModelSpec, build_model
-from halp.plan import Compute, Plan, Transfer, validate
+from halp.plan import Compute, Plan, Transfer, covers, validate
 from halp.scenario import DeepthingsMethod, HalpMethod, ModnnMethod
 
 from support import cluster
@@ -71,3 +72,28 @@ def test_byte_count_must_match_region(graph):
     plan.ops[i] = dataclasses.replace(op, bytes=op.bytes + 1)
     with pytest.raises(PlanError, match="bytes"):
         validate(plan, graph)
+
+
+def covers_cell_by_cell(need: Region, pieces: list[Region]) -> bool:
+    cells = {(r, c) for p in pieces for r in range(*p.rows) for c in range(*p.cols)}
+    return all((r, c) in cells for r in range(*need.rows) for c in range(*need.cols))
+
+
+def test_coverage_is_decided_as_cell_by_cell_on_random_pieces():
+    rng = random.Random(7)
+
+    def box() -> Region:
+        r0, c0 = rng.randrange(-2, 10), rng.randrange(-2, 10)
+        return region((r0, r0 + rng.randrange(0, 8)), (c0, c0 + rng.randrange(0, 8)))
+
+    for _ in range(2000):
+        need, pieces = box(), [box() for _ in range(rng.randrange(0, 6))]
+        assert covers(need, pieces) == covers_cell_by_cell(need, pieces), (need, pieces)
+
+
+def test_coverage_of_a_huge_map_takes_no_memory_per_cell():
+    """A mask per cell would be a petabyte here; on the pieces' edges it is a few cells."""
+    side = 10**8
+    halves = [region((0, side // 2), (0, side)), region((side // 2, side), (0, side))]
+    assert covers(region((0, side), (0, side)), halves)
+    assert not covers(region((0, side), (0, side)), halves[:1])
