@@ -103,7 +103,7 @@ Bandwidth = Annotated[float, _unit(units.bandwidth_bps),
                       PlainSerializer(lambda v: f"{v:.12g}bps", when_used="json")]
 Duration = Annotated[float, _unit(units.duration_s), _within(0, MAX_DURATION_S, units.format_s),
                      PlainSerializer(lambda v: f"{v:.12g}s", when_used="json")]
-# A duration for which zero means nothing: an interval, a timeout, a deadline, a horizon.
+# A duration for which zero means nothing: an interval, a timeout, a horizon.
 PositiveDuration = Annotated[Duration, _within(0, MAX_DURATION_S, units.format_s, positive=True)]
 Delay = Annotated[Duration, _within(0, MAX_DELAY_S, units.format_s)]
 Step = Annotated[Duration, _within(MIN_STEP_S, MAX_DURATION_S, units.format_s)]
@@ -418,7 +418,8 @@ class WorkloadConfig(Strict):
     arrival: Literal["single", "periodic", "poisson"] = "single"
     interval: PositiveDuration | None = None
     rate: float | None = Field(None, gt=0, le=MAX_RATE_PER_S)  # requests per second, for poisson
-    deadline: PositiveDuration | None = None
+    # Zero is a deadline too: none meets it, so `select` serves its fastest variant.
+    deadline: Duration | None = None
 
     @model_validator(mode="after")
     def _arrival(self) -> WorkloadConfig:

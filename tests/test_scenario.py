@@ -243,7 +243,7 @@ NUMBERS = [
     ("interval: 500ms", "interval: 0s", "workload.interval", "positive"),
     ("interval: 500ms", "interval: 1e400s", "workload.interval", "finite"),
     ("interval: 500ms", "interval: 2000000s", "workload.interval", "1000000s"),
-    ("deadline: 1s", "deadline: 0s", "workload.deadline", "positive"),
+    ("deadline: 1s", "deadline: 2000000s", "workload.deadline", "1000000s"),
     ("requests: 5", "requests: 100001", "workload.requests", "100000"),
     ("requests: 5", "requests: 10000000", "workload.requests", "100000"),
     (WORKLOAD, POISSON.format(".inf"), "workload.rate", "finite"),
@@ -353,6 +353,7 @@ def test_overrides_in_base_units_are_held_to_the_same_ranges(tmp_path, change, f
 AT_THE_LIMITS = [
     ("seed: 3", "seed: 4294967295"),
     ("requests: 5", "requests: 100000"),
+    ("deadline: 1s", "deadline: 0s"),  # none meets it: select serves its fastest variant
     ("interval: 500ms", "interval: 1000000s"),
     ("bandwidth: 100Mbps", "bandwidth: 1000Gbps, delay: 60s, jitter: 1min"),
     (LINKS, "links: {c: 1bps}"),
