@@ -31,6 +31,9 @@ from halp.errors import HalpError, ScenarioError
 from halp.latency.profile import find_profile, load_profile
 from halp.model.zoo import MOBILENET_RESOLUTIONS, MOBILENET_WIDTHS, ModelSpec
 from halp.network import BandwidthTrace, read_trace
+from halp.yamlfile import MAX_YAML_BYTES, YamlError, YamlSyntaxError, parse_yaml, read_yaml
+
+MAX_SCENARIO_BYTES = MAX_YAML_BYTES
 
 
 def _unit(parse):
@@ -489,9 +492,11 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ScenarioError(f"--set {text!r}: write KEY=VALUE, like network.bandwidth=10Mbps")
     key, _, value = text.partition("=")
     try:
-        parsed = yaml.safe_load(value)
-    except yaml.YAMLError:
-        parsed = value
+        parsed = parse_yaml(value, f"--set {key.strip()}")
+    except YamlSyntaxError:
+        parsed = value  # not YAML: the text itself, as a string
+    except YamlError as exc:
+        raise ScenarioError(str(exc)) from None
     return key.strip(), parsed
 
 
@@ -579,14 +584,15 @@ def parse_scenario(data: Any, source: str = "<scenario>", base_dir: str | None =
     return scenario
 
 
+def read_scenario_yaml(path: str | Path) -> Any:
+    """The data of a scenario file, read by the safe YAML reader (`halp.yamlfile`)."""
+    try:
+        return read_yaml(path, MAX_SCENARIO_BYTES)
+    except HalpError as exc:
+        raise ScenarioError(str(exc)) from None
+
+
 def load_scenario(path: str | Path) -> Scenario:
     path = Path(path)
-    if not path.is_file():
-        raise ScenarioError(f"{path}: no such scenario file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ScenarioError(f"{path}: not valid YAML{where}") from None
+    data = read_scenario_yaml(path)
     return parse_scenario(data, source=str(path), base_dir=str(path.resolve().parent))

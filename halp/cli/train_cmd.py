@@ -17,11 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from halp.cli.common import add_scenario, print_json, scenario_from_args
 from halp.errors import ScenarioError
-from halp.scenario import Scenario, parse_override, parse_scenario
+from halp.scenario import Scenario, parse_override, parse_scenario, read_scenario_yaml
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -44,7 +42,7 @@ def training_scenario(args: argparse.Namespace) -> Scenario:
         if "method.policy" not in str(exc):
             raise
     path = Path(args.scenario)
-    data = yaml.safe_load(path.read_text())
+    data = read_scenario_yaml(path)
     data["method"] = {"name": "halp"}
     scenario = parse_scenario(data, source=str(path), base_dir=str(path.resolve().parent))
     overrides = dict(parse_override(t) for t in args.overrides or [])

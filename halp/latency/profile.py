@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from halp.errors import HalpError
 from halp.model.graph import (
     BYTES_PER_ELEMENT,
@@ -34,6 +32,7 @@ from halp.model.graph import (
     LayerSpec,
     Region,
 )
+from halp.yamlfile import MAX_YAML_BYTES, read_yaml
 
 FEATURES = ("intercept_s", "s_per_flop", "s_per_in_byte", "s_per_out_byte", "s_per_weight_byte",
             "s_per_flop_per_tap")
@@ -41,6 +40,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # The CFS period of the host `halp profile --emu-cpu-share` measures in (emu/profile.py), and
 # of a profile's quota when its provenance does not say.
 PROFILE_CFS_PERIOD_US = 10_000
+MAX_PROFILE_BYTES = MAX_YAML_BYTES
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,8 @@ def find_profile(name: str, base: Path | None = None) -> Path:
             path = base / path
         if path.is_file():
             return path
-        raise HalpError(f"profile file {path} does not exist")
+        reason = "is a directory, not a file" if path.is_dir() else "no such file"
+        raise HalpError(f"profile file {path}: {reason}")
     for directory in profile_search_path(base):
         path = directory / f"{name}.yaml"
         if path.is_file():
@@ -185,8 +186,4 @@ def find_profile(name: str, base: Path | None = None) -> Path:
 
 def load_profile(name: str, base: Path | None = None) -> Profile:
     path = find_profile(name, base)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise HalpError(f"{path}: not valid YAML ({exc})") from None
-    return profile_from_dict(data, str(path))
+    return profile_from_dict(read_yaml(path, MAX_PROFILE_BYTES), str(path))
