@@ -29,11 +29,19 @@ from halp.channel import gauss_markov, gilbert_elliott
 from halp.cluster import Cluster, Device
 from halp.errors import HalpError, ScenarioError
 from halp.latency.profile import find_profile, load_profile
-from halp.model.zoo import MOBILENET_RESOLUTIONS, MOBILENET_WIDTHS, ModelSpec
+from halp.model.zoo import (
+    MAX_FACTORY_FILE_BYTES,
+    MOBILENET_RESOLUTIONS,
+    MOBILENET_WIDTHS,
+    ModelSpec,
+)
 from halp.network import BandwidthTrace, read_trace
+from halp.tensorfile import MAX_TENSOR_FILE_BYTES
+from halp.userfiles import MB, checked_file
 from halp.yamlfile import MAX_YAML_BYTES, YamlError, YamlSyntaxError, parse_yaml, read_yaml
 
 MAX_SCENARIO_BYTES = MAX_YAML_BYTES
+MAX_TRACE_BYTES = 100 * MB  # a bandwidth trace: a day at one sample a second is 2 MB
 
 
 def _unit(parse):
@@ -568,20 +576,36 @@ def parse_scenario(data: Any, source: str = "<scenario>", base_dir: str | None =
     except ValidationError as exc:
         raise ScenarioError(f"{source}: {_format(exc)}") from None
     try:  # things that need the file system: profiles, traces, weights, a model's file
+        for field, path, max_bytes in _named_files(scenario):
+            try:
+                checked_file(path, max_bytes)
+            except HalpError as exc:
+                hint = ("; train one with `halp train`" if field == "method.policy"
+                        and "no such file" in str(exc) else "")
+                raise HalpError(f"{field}: {exc}{hint}") from None
         scenario.cluster()
-        if scenario.model.weights and not scenario.resolve(scenario.model.weights).is_file():
-            raise HalpError(f"model.weights: file {scenario.model.weights} does not exist")
-        where = (scenario.factory() or "").rpartition(":")[0]
-        if where.endswith(".py") and not Path(where).is_file():
-            raise HalpError(f"model.factory: file {where} does not exist")
-        if isinstance(scenario.method, ErlMethod) and not scenario.resolve(scenario.method.policy).is_file():
-            raise HalpError(f"method.policy: file {scenario.method.policy} does not exist; "
-                            "train one with `halp train`")
     except ScenarioError:
         raise
     except HalpError as exc:
         raise ScenarioError(f"{source}: {exc}") from None
     return scenario
+
+
+def _named_files(scenario: Scenario) -> list[tuple[str, Path, int]]:
+    """(field, file, size limit) of every file the scenario names but profiles, which
+    `find_profile` checks: they must be there, and be files, before a run starts."""
+    files = [(f"network.links.{name}.trace", scenario.resolve(value.trace), MAX_TRACE_BYTES)
+             for name, value in scenario.network.links.items() if isinstance(value, TraceLink)]
+    if scenario.model.weights:
+        files.append(("model.weights", scenario.resolve(scenario.model.weights),
+                      MAX_TENSOR_FILE_BYTES))
+    where = (scenario.factory() or "").rpartition(":")[0]
+    if where.endswith(".py"):
+        files.append(("model.factory", Path(where), MAX_FACTORY_FILE_BYTES))
+    if isinstance(scenario.method, ErlMethod):
+        files.append(("method.policy", scenario.resolve(scenario.method.policy),
+                      MAX_TENSOR_FILE_BYTES))
+    return files
 
 
 def read_scenario_yaml(path: str | Path) -> Any:

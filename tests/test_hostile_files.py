@@ -9,11 +9,16 @@ reason, no traceback, and nothing written outside the folder the user chose. The
 from __future__ import annotations
 
 import os
+import pickle
+import random
 from pathlib import Path
 
 import pytest
+import torch
+from torch import nn
 
 from halp.cli import main
+from halp.userfiles import GB
 
 HOSTILE = Path(__file__).resolve().parent / "hostile"
 TINY = HOSTILE / "tiny.yaml"
@@ -103,9 +108,101 @@ def test_a_profile_with_duplicate_keys_is_refused_naming_device_and_file(capsys)
 
 @pytest.mark.parametrize("folder,override,field", [
     ("p.yaml", "devices.b.profile=DIR", "devices.1.profile"),
+    ("t.csv", "network.links={b: {trace: DIR}}", "network.links.b.trace"),
+    ("w.pt", "model.weights=DIR", "model.weights"),
+    ("f.py", "model.factory=DIR:build", "model.factory"),
 ])
 def test_a_directory_given_for_a_file_is_a_directory(capsys, tmp_path, folder, override, field):
     (tmp_path / folder).mkdir()
     override = override.replace("DIR", str(tmp_path / folder))
     line = refused(capsys, "plan", str(TINY), "--set", override)
     says(line, field, str(tmp_path / folder), "is a directory")
+
+
+# ---- weights that are not weights ---------------------------------------------------------
+def tiny_state() -> dict[str, torch.Tensor]:
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(4, 4, 3, padding=1)).state_dict()
+
+
+class RunsCode:
+    """A pickle that would run a shell command when unpickled."""
+
+    def __reduce__(self):
+        return (os.system, (f"touch {MARKER}",))
+
+
+def saved(path: Path, data) -> Path:
+    torch.save(data, path)
+    return path
+
+
+def truncated(path: Path) -> Path:
+    saved(path, tiny_state())
+    path.write_bytes(path.read_bytes()[:200])
+    return path
+
+
+def raw_pickle(path: Path) -> Path:
+    path.write_bytes(pickle.dumps({"0.weight": RunsCode()}, protocol=2))
+    return path
+
+
+WEIGHTS = [
+    (lambda p: saved(p, torch.zeros(4, 3, 3, 3)),
+     ["one tensor", "[4, 3, 3, 3]", "not a state_dict"]),
+    (lambda p: saved(p, [torch.zeros(1)]), ["holds a list", "not a state_dict"]),
+    (lambda p: saved(p, {"0.weight": 1.0}), ["'0.weight'", "float", "not a tensor"]),
+    (lambda p: saved(p, {"state_dict": tiny_state(), "epoch": 3}), ["'state_dict'", "checkpoint"]),
+    (lambda p: saved(p, {k.replace("2.", "9."): v for k, v in tiny_state().items()}),
+     ["2 key(s) missing (first: '2.weight')", "2 unexpected (first: '9.weight')", "4 keys"]),
+    (lambda p: saved(p, {**tiny_state(), "0.weight": torch.zeros(4, 3, 5, 5)}),
+     ["'0.weight'", "[4, 3, 5, 5] in the file", "[4, 3, 3, 3] in the model"]),
+    (truncated, ["not a torch.save file", "truncated"]),
+    (lambda p: p.write_bytes(bytes(range(256))), ["not a torch.save file"]),
+    *[(lambda p, seed=seed: p.write_bytes(random.Random(seed).randbytes(300)),
+       ["not a torch.save file"]) for seed in range(20)],  # junk trips the unpickler many ways
+    (lambda p: p.write_bytes(b""), ["empty"]),
+    (lambda p: saved(p, {"0.weight": RunsCode()}), ["pickled posix.system", "refused"]),
+    (raw_pickle, ["pickled posix.system", "refused"]),
+]
+
+
+@pytest.mark.parametrize("make,words", WEIGHTS, ids=[f"weights{i}" for i in range(len(WEIGHTS))])
+def test_a_weights_file_that_is_not_the_models_state_dict_is_one_line(capsys, in_tmp, make, words):
+    path = in_tmp / "w.pt"
+    make(path)
+    line = refused(capsys, "plan", str(TINY), "--set", f"model.weights={path}")
+    says(line, "model.weights", str(path), *words)
+    assert "weights_only" not in line  # never the advice to load it unsafely
+    assert not (in_tmp / MARKER).exists()  # and the pickle's command never ran
+
+
+def test_a_weights_file_over_4_gb_is_refused_unread(capsys, tmp_path):
+    path = tmp_path / "huge.pt"
+    with path.open("wb") as handle:
+        handle.truncate(4 * GB + 1)  # sparse: no disk used
+    says(refused(capsys, "plan", str(TINY), "--set", f"model.weights={path}"),
+         "model.weights", "larger than the 4 GB")
+
+
+def test_a_policy_file_holding_a_foreign_pickle_is_refused(capsys, in_tmp):
+    path = saved(in_tmp / "policy.pt", {"meta": "{}", "state_dict": RunsCode()})
+    line = refused(capsys, "plan", str(TINY), "--set", f"method={{name: erl, policy: {path}}}")
+    says(line, str(path), "pickled posix.system")
+    assert not (in_tmp / MARKER).exists()
+
+
+def test_a_policy_asking_for_a_huge_actor_is_refused_before_building_it(capsys, in_tmp):
+    meta = '{"obs_dim": 3, "action_dim": 2, "hidden": 1000000000, "devices": ["a", "b"], ' \
+           '"cuts": [0, 1], "model": "tiny_net:build"}'
+    path = saved(in_tmp / "policy.pt", {"meta": meta, "state_dict": {}})
+    line = refused(capsys, "plan", str(TINY), "--set", f"method={{name: erl, policy: {path}}}")
+    says(line, str(path), "hidden is 1000000000", "from 1 to 4096")
+
+
+def test_a_policy_path_that_is_a_directory_is_refused(capsys, tmp_path):
+    (tmp_path / "policy.pt").mkdir()
+    line = refused(capsys, "plan", str(TINY), "--set",
+                   f"method={{name: erl, policy: {tmp_path / 'policy.pt'}}}")
+    says(line, "method.policy", "is a directory")

@@ -72,7 +72,7 @@ def test_a_weights_file_overrides_the_seeds_weights(tmp_path):
 
 def test_bad_weights_file_is_a_clear_error(tmp_path):
     (tmp_path / "w.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ModelError, match="cannot load weights"):
+    with pytest.raises(ModelError, match="not a torch.save file"):
         build_model(ModelSpec("mobilenet_v1", 0.25, 128, weights=str(tmp_path / "w.pt")))
 
 

@@ -46,7 +46,7 @@ BAD = [
     ("requests: 5", "requests: 0", "workload.requests", "greater than or equal to 1"),
     ("links: {c: 40Mbps}", "links: {z: 40Mbps}", "network.links", "unknown device"),
     ("links: {c: 40Mbps}", "links: {a: 40Mbps}", "network.links", "host"),
-    ("links: {c: 40Mbps}", "links: {c: {trace: missing.csv}}", "network.links.c.trace", "does not exist"),
+    ("links: {c: 40Mbps}", "links: {c: {trace: missing.csv}}", "network.links.c.trace", "no such file"),
     ("kind: star", "kind: mesh", "network.kind", "star"),
     ("{name: c, profile: this-machine, cpu_share: 0.5}", "{name: b, profile: this-machine}", "devices", "unique"),
     ("method: {name: halp}", "method: {name: deepthings, grid: [0, 3]}", "method", "grid"),
@@ -55,7 +55,7 @@ BAD = [
     ("model: {name: mobilenet_v1, width: 0.5, resolution: 160}", "model: {name: vgg16, width: 0.5}", "model", "width"),
     ("devices:", "devices: []\nunused:", "devices", "at least 1"),
     ("name: t", "name: [t", "line 2", "not valid YAML"),
-    ("model: {name: mobilenet_v1, width: 0.5, resolution: 160}", "model: {name: mobilenet_v1, weights: nope.pt}", "model.weights", "does not exist"),
+    ("model: {name: mobilenet_v1, width: 0.5, resolution: 160}", "model: {name: mobilenet_v1, weights: nope.pt}", "model.weights", "no such file"),
 ]
 
 
@@ -146,7 +146,7 @@ def test_a_custom_model_file_is_found_beside_the_scenario_and_travels(tmp_path, 
 
 
 def test_a_missing_custom_model_file_is_named_at_load(tmp_path):
-    with pytest.raises(ScenarioError, match="model.factory: file .*nope.py does not exist"):
+    with pytest.raises(ScenarioError, match="model.factory: .*nope.py: no such file"):
         load_text(tmp_path, CUSTOM.replace("FACTORY", "nope.py:build"))
 
 

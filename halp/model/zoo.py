@@ -18,11 +18,14 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from halp.errors import ModelError
+from halp.errors import HalpError, ModelError
+from halp.tensorfile import load_state_dict_checked, load_tensor_file, state_dict_of
+from halp.userfiles import MB
 
 MOBILENET_WIDTHS = (1.0, 0.75, 0.5, 0.25)
 MOBILENET_RESOLUTIONS = (224, 192, 160, 128)
 MODEL_NAMES = ("vgg16", "mobilenet_v1", "custom")
+MAX_FACTORY_FILE_BYTES = 10 * MB  # a custom model's Python file
 
 # (output channels, stride) of MobileNet-V1's 13 depthwise-separable blocks.
 _MOBILENET_BLOCKS = [
@@ -37,8 +40,9 @@ _VGG16_CONFIG: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M"
 class ModelSpec:
     """What to build: a zoo name with its multipliers, or `custom` from `module:function`.
 
-    `weights` is an optional path to a `state_dict` saved with `torch.save`; it is loaded with
-    `weights_only=True`, so a weights file can never run code.
+    `weights` is an optional path to a `state_dict` saved with `torch.save`; it is read by
+    `halp.tensorfile` (`weights_only=True`), so a weights file can never run code, and must
+    have exactly the model's keys and shapes.
     """
 
     name: str
@@ -208,14 +212,11 @@ def build_model(spec: ModelSpec) -> nn.Module:
         raise ModelError(f"unknown model {spec.name!r}; known: {', '.join(MODEL_NAMES)}")
     _randomise(model, spec.seed)
     if spec.weights:
-        path = Path(spec.weights)
-        if not path.is_file():
-            raise ModelError(f"weights file {path} does not exist")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            model.load_state_dict(state)
-        except Exception as exc:  # torch raises several types for a bad file
-            raise ModelError(f"cannot load weights {path}: {exc}") from None
+            state = state_dict_of(load_tensor_file(spec.weights), spec.weights)
+            load_state_dict_checked(model, state, spec.weights)
+        except HalpError as exc:
+            raise ModelError(f"model.weights: {exc}") from None
     return model.eval()
 
 
