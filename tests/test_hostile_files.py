@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -206,3 +208,34 @@ def test_a_policy_path_that_is_a_directory_is_refused(capsys, tmp_path):
     line = refused(capsys, "plan", str(TINY), "--set",
                    f"method={{name: erl, policy: {tmp_path / 'policy.pt'}}}")
     says(line, "method.policy", "is a directory")
+
+
+# ---- factories that misbehave -------------------------------------------------------------
+@pytest.mark.parametrize("factory,words", [
+    ("factory_exit_on_import.py:build", ["importing factory_exit_on_import.py", "exit(3)"]),
+    ("factory_raise.py:build", ["failed: ValueError: no layers here"]),
+    ("factory_syntax.py:build", ["importing factory_syntax.py", "SyntaxError"]),
+    ("factory_import_error.py:build", ["ModuleNotFoundError", "no_such_module_for_halp"]),
+    ("factory_not_module.py:build", ["returned list", "not an nn.Module"]),
+    ("tiny_net.py:absent", ["has no 'absent'"]),
+])
+def test_a_misbehaving_factory_is_one_line_naming_it(capsys, factory, words):
+    line = refused(capsys, "plan", str(TINY), "--set", f"model.factory={factory}")
+    says(line, f"factory {HOSTILE / factory}", *words)
+    assert "second line" not in line
+
+
+def test_a_factory_calling_exit_does_not_end_halp_with_status_0(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "halp.cli", "plan", str(TINY), "--set",
+                             "model.factory=factory_exit.py:build"],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    says(line, "factory_exit.py:build", "called exit()")
+
+
+def test_a_keyboard_interrupt_in_a_factory_still_interrupts(capsys):
+    code = main(["plan", str(TINY), "--set", "model.factory=factory_interrupt.py:build"])
+    assert code == 130
+    assert "interrupted" in capsys.readouterr().err
