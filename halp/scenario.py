@@ -35,6 +35,7 @@ from halp.model.zoo import (
     MOBILENET_WIDTHS,
     ModelSpec,
 )
+from halp.names import SAFE_NAME, SAFE_NAME_RULE
 from halp.network import BandwidthTrace, read_trace
 from halp.tensorfile import MAX_TENSOR_FILE_BYTES
 from halp.userfiles import MB, checked_file
@@ -362,7 +363,8 @@ class BackendsConfig(Strict):
 
 
 class Scenario(Strict):
-    name: str
+    # Part of the run folder's name (runs/<name>-<backend>-<time>): a safe name, no path.
+    name: str = Field(pattern=SAFE_NAME)
     seed: int = 0
     model: ModelConfig
     devices: list[DeviceConfig] = Field(min_length=1, max_length=64)
@@ -562,6 +564,8 @@ def _format(error: ValidationError) -> str:
         message = f"unknown method; use one of {', '.join(METHOD_NAMES)}"
     elif first["type"] == "literal_error" and loc == "model.name":
         message = "unknown model; use vgg16, mobilenet_v1 or custom"
+    elif first["type"] == "string_pattern_mismatch" and loc == "name":
+        message = f"{str(first['input'])[:80]!r} is not a safe name; use {SAFE_NAME_RULE}"
     message = message.removeprefix("Value error, ")
     return f"{loc}: {message}" if loc else message
 

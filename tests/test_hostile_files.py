@@ -20,6 +20,8 @@ import torch
 from torch import nn
 
 from halp.cli import main
+from halp.errors import HalpError
+from halp.outdirs import below
 from halp.userfiles import GB
 
 HOSTILE = Path(__file__).resolve().parent / "hostile"
@@ -58,6 +60,7 @@ def in_tmp(tmp_path, monkeypatch):
     ("duplicate_keys.yaml", ["duplicate key 'network'", "line 8", "first at line 6"]),
     ("billion_laughs.yaml", ["line 1", "anchors and aliases"]),
     ("python_tag.yaml", ["line 2", "!!python/object/apply:os.system", "not allowed"]),
+    ("name_escape.yaml", ["name", "'../x'", "not a safe name"]),
 ])
 def test_a_hostile_scenario_file_is_one_line_naming_it(capsys, in_tmp, name, words):
     line = refused(capsys, "plan", str(HOSTILE / name))
@@ -93,6 +96,7 @@ def test_a_scenario_path_that_is_not_a_file_says_what_it_is(capsys, tmp_path, ma
     ("seed=&x 1", ["--set seed", "anchors"]),
     ("seed=" + "[" * 100 + "]" * 100, ["--set seed", "nested more than 64"]),
     ("seed=!!python/object/apply:os.system [touch HALP_MARKER]", ["--set seed", "tag"]),
+    ("name=../x", ["name", "not a safe name"]),
     ("seed=2024-13-45", ["--set seed", "cannot read '2024-13-45'", "month"]),
     ("seed=" + "9" * 5000, ["--set seed", "cannot read", "4300 digits"]),
 ])
@@ -239,3 +243,26 @@ def test_a_keyboard_interrupt_in_a_factory_still_interrupts(capsys):
     code = main(["plan", str(TINY), "--set", "model.factory=factory_interrupt.py:build"])
     assert code == 130
     assert "interrupted" in capsys.readouterr().err
+
+
+# ---- names and output folders -------------------------------------------------------------
+@pytest.mark.parametrize("argv", [
+    ["run", str(HOSTILE / "name_escape.yaml")],
+    ["compare", str(HOSTILE / "name_escape.yaml"), "--methods", "halp"],
+    ["run", str(TINY), "--set", "name=../../escaped"],
+    ["sweep", str(TINY), "--set", "name=..", "--set", "seed=1,2", "--jobs", "1"],
+])
+def test_a_name_climbing_out_of_runs_is_refused_and_nothing_is_written(capsys, in_tmp, argv):
+    says(refused(capsys, *argv), "name", "not a safe name")
+    assert list(in_tmp.iterdir()) == []  # no runs/, nothing beside it
+    assert not (in_tmp.parent / "x").exists() and not (in_tmp.parent / "escaped").exists()
+
+
+def test_a_path_built_in_a_folder_stays_inside_it(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "out" / "halp").symlink_to(tmp_path / "elsewhere")
+    assert below(tmp_path / "out", "modnn") == tmp_path / "out" / "modnn"
+    for name in ["halp", "../elsewhere", "/tmp"]:
+        with pytest.raises(HalpError, match="outside the output folder"):
+            below(tmp_path / "out", name)

@@ -38,6 +38,7 @@ BAD = [
     ("method: {name: halp}", "method: {name: magic}", "method", "unknown method"),
     ("method: {name: halp}", "method: {nmae: halp}", "method", "needs name"),
     ("seed: 3", "sede: 3", "sede", "unknown key"),
+    ("name: t", "name: ../t", "name", "not a safe name"),
     ("speed: 2.0", "speed: -1", "devices.1.speed", "greater than 0"),
     ("cpu_share: 0.5", "cpu_share: 0", "devices.2.cpu_share", "greater than 0"),
     ("interval: 500ms", "interval: 500", "workload.interval", "unit"),

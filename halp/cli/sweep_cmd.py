@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from pathlib import Path
 
 from halp.cli.common import print_json
 from halp.errors import HalpError
+from halp.outdirs import new_folder
 from halp.scenario import load_scenario
 from halp.sweep import axes_of, grid, plot, run_grid, write_csv
 
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     points = grid(axes)
     for values in points[:1]:  # a bad key or value fails here, before any worker starts
         scenario.with_values({**fixed, **values})
-    out = args.out or Path("runs") / f"sweep-{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = args.out or new_folder(f"sweep-{scenario.name}")
     rows = run_grid(path, fixed, points, args.jobs, args.ray, quiet=args.json)
     out.mkdir(parents=True, exist_ok=True)
     keys = list(axes)

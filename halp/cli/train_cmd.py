@@ -19,6 +19,7 @@ from pathlib import Path
 
 from halp.cli.common import add_scenario, print_json, scenario_from_args
 from halp.errors import ScenarioError
+from halp.outdirs import below
 from halp.scenario import Scenario, parse_override, parse_scenario, read_scenario_yaml
 
 
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     scenario = training_scenario(args)
     if args.generations is not None and args.generations < 1:
         raise ScenarioError("--generations must be at least 1")
-    out: Path = args.out or Path("policies") / f"{scenario.name}.pt"
+    out: Path = args.out or below(Path("policies"), f"{scenario.name}.pt")
     if scenario.learning.ray:
         require_ray()
     task = Task.from_scenario(scenario)

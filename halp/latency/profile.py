@@ -32,6 +32,7 @@ from halp.model.graph import (
     LayerSpec,
     Region,
 )
+from halp.names import SAFE_NAME_RULE, is_safe_name
 from halp.yamlfile import MAX_YAML_BYTES, read_yaml
 
 FEATURES = ("intercept_s", "s_per_flop", "s_per_in_byte", "s_per_out_byte", "s_per_weight_byte",
@@ -176,6 +177,9 @@ def find_profile(name: str, base: Path | None = None) -> Path:
             return path
         reason = "is a directory, not a file" if path.is_dir() else "no such file"
         raise HalpError(f"profile file {path}: {reason}")
+    if not is_safe_name(name):
+        raise HalpError(f"profile {name!r}: a profile is a name ({SAFE_NAME_RULE}) or a path "
+                        "to a .yaml file")
     for directory in profile_search_path(base):
         path = directory / f"{name}.yaml"
         if path.is_file():
