@@ -8,6 +8,7 @@ reason, no traceback, and nothing written outside the folder the user chose. The
 
 from __future__ import annotations
 
+import csv
 import os
 import pickle
 import random
@@ -266,3 +267,37 @@ def test_a_path_built_in_a_folder_stays_inside_it(tmp_path):
     for name in ["halp", "../elsewhere", "/tmp"]:
         with pytest.raises(HalpError, match="outside the output folder"):
             below(tmp_path / "out", name)
+
+
+# ---- sweeps that fail ---------------------------------------------------------------------
+def sweep(out: Path, cuts: str) -> tuple[int, list[dict[str, str]]]:
+    code = main(["sweep", str(TINY), "--set", "method.name=offload", "--set", f"method.cut={cuts}",
+                 "--jobs", "1", "--out", str(out), "--json"])
+    return code, list(csv.DictReader((out / "sweep.csv").open()))
+
+
+def test_a_sweep_with_some_failed_points_exits_1_and_keeps_every_row(capsys, tmp_path):
+    code, rows = sweep(tmp_path / "s", "1,99")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err == [f"halp sweep: 1 of 2 points failed; see the error column of "
+                   f"{tmp_path / 's' / 'sweep.csv'}"]
+    assert [bool(r["error"]) for r in rows] == [False, True] and rows[0]["mean_s"]
+
+
+def test_a_sweep_whose_every_point_failed_exits_2_with_the_rows_written(capsys, tmp_path):
+    code, rows = sweep(tmp_path / "s", "98,99")
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    says(line, "2 of 2 points failed", "sweep.csv", "the first:", "method.cut 98")
+    assert len(rows) == 2 and all(r["error"] for r in rows)
+
+
+def test_a_sweep_worker_killed_by_a_factory_is_a_failed_row_not_a_lost_sweep(capsys, tmp_path):
+    out = tmp_path / "s"
+    code = main(["sweep", str(TINY), "--set", "model.factory=factory_os_exit.py:build",
+                 "--set", "seed=1,2", "--jobs", "2", "--out", str(out), "--json"])
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    says(line, "2 of 2 points failed", "BrokenProcessPool")
+    assert [r["seed"] for r in csv.DictReader((out / "sweep.csv").open())] == ["1", "2"]
