@@ -28,6 +28,7 @@ from halp.accuracy import known_variants
 from halp.channel import gauss_markov, gilbert_elliott
 from halp.cluster import Cluster, Device
 from halp.errors import HalpError, ScenarioError
+from halp.keyhints import missing_near, unknown_key
 from halp.latency.profile import find_profile, load_profile
 from halp.model.zoo import (
     MAX_FACTORY_FILE_BYTES,
@@ -545,17 +546,23 @@ def _list_item(node: list[Any], key: str, dotted: str) -> Any:
 
 
 def _format(error: ValidationError) -> str:
-    first = error.errors()[0]
-    parts = [str(p) for p in first["loc"]]
-    if len(parts) >= 4 and parts[:2] == ["network", "links"]:
-        del parts[3:4]  # the tag of the link union
-    if parts[:1] == ["method"] and len(parts) > 1 and parts[1] in METHOD_NAMES:
-        parts.pop(1)  # the union's tag, not a key the user wrote
-    loc = ".".join(p for p in parts if not p.endswith(("Method", "TraceLink", "]"))
-                   and p not in ("float",))
+    """The one error a user should read first: an unknown key before anything else (a
+    misspelled key also makes its real name look missing), else pydantic's first."""
+    errors = error.errors()
+    unknown = [e for e in errors if e["type"] in ("extra_forbidden", "invalid_key")]
+    # A misspelling of a missing key first: it explains two errors.
+    unknown.sort(key=lambda e: not missing_near(e["loc"], errors))
+    first = unknown[0] if unknown else errors[0]
+    loc = _where(first["loc"])
     message = first["msg"]
     if first["type"] == "extra_forbidden":
-        message = "unknown key (misspelled?)"
+        # A link without `trace` is taken for a generated one; it may be a misspelled trace.
+        also = ("trace",) if first["loc"][-2:-1] == ("generated",) else ()
+        message = unknown_key(Scenario, first["loc"], errors, also)
+    elif first["type"] == "invalid_key":
+        loc = _where(first["loc"][:-1])
+        message = (f"key {first['input']!r} is not a name (YAML reads yes, no, on, off as "
+                   "booleans and digits as numbers: quote it)")
     elif first["type"] == "missing":
         message = "required field is missing"
     elif first["type"] == "union_tag_not_found":
@@ -568,6 +575,17 @@ def _format(error: ValidationError) -> str:
         message = f"{str(first['input'])[:80]!r} is not a safe name; use {SAFE_NAME_RULE}"
     message = message.removeprefix("Value error, ")
     return f"{loc}: {message}" if loc else message
+
+
+def _where(raw: tuple[int | str, ...]) -> str:
+    """A pydantic location as the dotted key the user wrote (no union tags or type names)."""
+    parts = [str(p) for p in raw]
+    if len(parts) >= 4 and parts[:2] == ["network", "links"]:
+        del parts[3:4]  # the tag of the link union
+    if parts[:1] == ["method"] and len(parts) > 1 and parts[1] in METHOD_NAMES:
+        parts.pop(1)  # the union's tag, not a key the user wrote
+    return ".".join(p for p in parts if not p.endswith(("Method", "TraceLink", "]"))
+                    and p not in ("float",))
 
 
 def parse_scenario(data: Any, source: str = "<scenario>", base_dir: str | None = None,

@@ -61,6 +61,7 @@ def in_tmp(tmp_path, monkeypatch):
     ("duplicate_keys.yaml", ["duplicate key 'network'", "line 8", "first at line 6"]),
     ("billion_laughs.yaml", ["line 1", "anchors and aliases"]),
     ("python_tag.yaml", ["line 2", "!!python/object/apply:os.system", "not allowed"]),
+    ("misspelled_key.yaml", ["netwrok", "unknown key", "did you mean network"]),
     ("name_escape.yaml", ["name", "'../x'", "not a safe name"]),
 ])
 def test_a_hostile_scenario_file_is_one_line_naming_it(capsys, in_tmp, name, words):

@@ -38,6 +38,9 @@ BAD = [
     ("method: {name: halp}", "method: {name: magic}", "method", "unknown method"),
     ("method: {name: halp}", "method: {nmae: halp}", "method", "needs name"),
     ("seed: 3", "sede: 3", "sede", "unknown key"),
+    ("kind: star", "knd: star", "network.knd", "did you mean kind?"),
+    ("method: {name: halp}", "method: {name: halp, cutz: [1]}", "method.cutz", "did you mean cuts?"),
+    ("seed: 3", "yes: 3", "key True", "quote it"),
     ("name: t", "name: ../t", "name", "not a safe name"),
     ("speed: 2.0", "speed: -1", "devices.1.speed", "greater than 0"),
     ("cpu_share: 0.5", "cpu_share: 0", "devices.2.cpu_share", "greater than 0"),
@@ -54,7 +57,7 @@ BAD = [
     ("method: {name: halp}", "method: {name: offload, device: a}", "method.device", "not a secondary"),
     ("deadline: 1s", "deadline: soon", "workload.deadline", "duration"),
     ("model: {name: mobilenet_v1, width: 0.5, resolution: 160}", "model: {name: vgg16, width: 0.5}", "model", "width"),
-    ("devices:", "devices: []\nunused:", "devices", "at least 1"),
+    (GOOD[GOOD.index("devices:"):GOOD.index("network:")], "devices: []\n", "devices", "at least 1"),
     ("name: t", "name: [t", "line 2", "not valid YAML"),
     ("model: {name: mobilenet_v1, width: 0.5, resolution: 160}", "model: {name: mobilenet_v1, weights: nope.pt}", "model.weights", "no such file"),
 ]
