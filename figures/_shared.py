@@ -11,10 +11,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from halp.methods import Prepared, make_plan, prepare_reusing
-from halp.scenario import Scenario, load_scenario, parse_scenario
+from halp.scenario import Scenario, load_scenario, parse_scenario, read_scenario_yaml
 from halp.serving import StaticPolicy
 from halp.trace import Trace, TraceWriter
 from sim.backend import BACKEND as simulator
@@ -39,7 +37,7 @@ def scenario(name: str, **changes: Any) -> Scenario:
 def first_devices(name: str, n: int) -> Scenario:
     """A scenario of scenarios/ keeping only its first `n` devices (the host first)."""
     path = SCENARIOS / f"{name}.yaml"
-    data = yaml.safe_load(path.read_text())
+    data = read_scenario_yaml(path)
     data["devices"] = data["devices"][:n]
     data["workload"] = {"requests": 1, "arrival": "single"}
     return parse_scenario(data, source=str(path), base_dir=str(SCENARIOS))

@@ -20,6 +20,7 @@ from typing import Any
 from halp.backends import load_backend, ready_backend
 from halp.errors import HalpError
 from halp.methods import Prepared, make_plan, prepare
+from halp.outdirs import below
 from halp.policy import Policy, Served
 from halp.report import bars_png, latency_stats, summarise, timeline_png
 from halp.scenario import Scenario
@@ -124,7 +125,7 @@ def compare(scenario: Scenario, methods: list[str], backend: str, out: Path | No
         try:
             policy = policy_for(variant, prepared)
             reference = method == STANDALONE and backend != "sim"  # measured: the reference
-            report = execute(variant, backend, out / method if out else None, policy=policy,
+            report = execute(variant, backend, below(out, method) if out else None, policy=policy,
                              standalone=None if reference else alone_s,
                              standalone_source="measured" if reference else source)
             report["single_request_s"] = single_request_s(variant, prepared)

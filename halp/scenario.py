@@ -30,10 +30,20 @@ from halp.accuracy import known_variants
 from halp.channel import gauss_markov, gilbert_elliott, step_count
 from halp.cluster import Cluster, Device
 from halp.errors import HalpError, ScenarioError, shown
+from halp.keyhints import missing_near, unknown_key
 from halp.latency.profile import find_profile, load_profile
-from halp.model.zoo import MOBILENET_RESOLUTIONS, MOBILENET_WIDTHS, ModelSpec
-from halp.network import MAX_TRACE_ROWS, BandwidthTrace, read_trace
+from halp.model.zoo import (
+    MAX_FACTORY_FILE_BYTES,
+    MOBILENET_RESOLUTIONS,
+    MOBILENET_WIDTHS,
+    ModelSpec,
+)
+from halp.names import SAFE_NAME, SAFE_NAME_RULE
+from halp.network import MAX_TRACE_BYTES, MAX_TRACE_ROWS, BandwidthTrace, read_trace
+from halp.tensorfile import MAX_TENSOR_FILE_BYTES
 from halp.units import MAX_BANDWIDTH_BPS, MIN_BANDWIDTH_BPS
+from halp.userfiles import checked_file
+from halp.yamlfile import MAX_YAML_BYTES, YamlError, YamlSyntaxError, parse_yaml, read_yaml
 
 # ---- limits ---------------------------------------------------------------------------------
 # Every number in a scenario is finite and within these bounds, or the file is refused naming
@@ -66,6 +76,7 @@ MAX_HIDDEN = 4096  # learning: units per hidden layer
 MAX_LEARNER_STEPS = 100_000  # learning: gradient steps per generation
 MAX_JOBS = 1024  # learning: worker processes
 MAX_WARMUP_REQUESTS = 1000  # untimed requests per plan before an emulated or measured run
+MAX_SCENARIO_BYTES = MAX_YAML_BYTES
 
 
 def _unit(parse):
@@ -458,7 +469,8 @@ class BackendsConfig(Strict):
 
 
 class Scenario(Strict):
-    name: str
+    # Part of the run folder's name (runs/<name>-<backend>-<time>): a safe name, no path.
+    name: str = Field(pattern=SAFE_NAME)
     seed: int = Field(0, ge=0, le=MAX_SEED)
     model: ModelConfig
     devices: list[DeviceConfig] = Field(min_length=1, max_length=MAX_DEVICES)
@@ -596,9 +608,11 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ScenarioError(f"--set {text!r}: write KEY=VALUE, like network.bandwidth=10Mbps")
     key, _, value = text.partition("=")
     try:
-        parsed = yaml.safe_load(value)
-    except yaml.YAMLError:
-        parsed = value
+        parsed = parse_yaml(value, f"--set {key.strip()}")
+    except YamlSyntaxError:
+        parsed = value  # not YAML: the text itself, as a string
+    except YamlError as exc:
+        raise ScenarioError(str(exc)) from None
     return key.strip(), parsed
 
 
@@ -637,17 +651,23 @@ def _list_item(node: list[Any], key: str, dotted: str) -> Any:
 
 
 def _format(error: ValidationError) -> str:
-    first = error.errors()[0]
-    parts = [str(p) for p in first["loc"]]
-    if len(parts) >= 4 and parts[:2] == ["network", "links"]:
-        del parts[3:4]  # the tag of the link union
-    if parts[:1] == ["method"] and len(parts) > 1 and parts[1] in METHOD_NAMES:
-        parts.pop(1)  # the union's tag, not a key the user wrote
-    loc = ".".join(p for p in parts if not p.endswith(("Method", "TraceLink", "]"))
-                   and p not in ("float",))
+    """The one error a user should read first: an unknown key before anything else (a
+    misspelled key also makes its real name look missing), else pydantic's first."""
+    errors = error.errors()
+    unknown = [e for e in errors if e["type"] in ("extra_forbidden", "invalid_key")]
+    # A misspelling of a missing key first: it explains two errors.
+    unknown.sort(key=lambda e: not missing_near(e["loc"], errors))
+    first = unknown[0] if unknown else errors[0]
+    loc = _where(first["loc"])
     message = first["msg"]
     if first["type"] == "extra_forbidden":
-        message = "unknown key (misspelled?)"
+        # A link without `trace` is taken for a generated one; it may be a misspelled trace.
+        also = ("trace",) if first["loc"][-2:-1] == ("generated",) else ()
+        message = unknown_key(Scenario, first["loc"], errors, also)
+    elif first["type"] == "invalid_key":
+        loc = _where(first["loc"][:-1])
+        message = (f"key {first['input']!r} is not a name (YAML reads yes, no, on, off as "
+                   "booleans and digits as numbers: quote it)")
     elif first["type"] == "missing":
         message = "required field is missing"
     elif first["type"] == "union_tag_not_found":
@@ -656,8 +676,21 @@ def _format(error: ValidationError) -> str:
         message = f"unknown method; use one of {', '.join(METHOD_NAMES)}"
     elif first["type"] == "literal_error" and loc == "model.name":
         message = "unknown model; use vgg16, mobilenet_v1 or custom"
+    elif first["type"] == "string_pattern_mismatch" and loc == "name":
+        message = f"{str(first['input'])[:80]!r} is not a safe name; use {SAFE_NAME_RULE}"
     message = message.removeprefix("Value error, ")
     return f"{loc}: {message}" if loc else message
+
+
+def _where(raw: tuple[int | str, ...]) -> str:
+    """A pydantic location as the dotted key the user wrote (no union tags or type names)."""
+    parts = [str(p) for p in raw]
+    if len(parts) >= 4 and parts[:2] == ["network", "links"]:
+        del parts[3:4]  # the tag of the link union
+    if parts[:1] == ["method"] and len(parts) > 1 and parts[1] in METHOD_NAMES:
+        parts.pop(1)  # the union's tag, not a key the user wrote
+    return ".".join(p for p in parts if not p.endswith(("Method", "TraceLink", "]"))
+                    and p not in ("float",))
 
 
 def parse_scenario(data: Any, source: str = "<scenario>", base_dir: str | None = None,
@@ -670,15 +703,14 @@ def parse_scenario(data: Any, source: str = "<scenario>", base_dir: str | None =
     except ValidationError as exc:
         raise ScenarioError(f"{source}: {_format(exc)}") from None
     try:  # things that need the file system: profiles, traces, weights, a model's file
+        for field, path, max_bytes in _named_files(scenario):
+            try:
+                checked_file(path, max_bytes)
+            except HalpError as exc:
+                hint = ("; train one with `halp train`" if field == "method.policy"
+                        and "no such file" in str(exc) else "")
+                raise HalpError(f"{field}: {exc}{hint}") from None
         scenario.cluster()
-        if scenario.model.weights and not scenario.resolve(scenario.model.weights).is_file():
-            raise HalpError(f"model.weights: file {scenario.model.weights} does not exist")
-        where = (scenario.factory() or "").rpartition(":")[0]
-        if where.endswith(".py") and not Path(where).is_file():
-            raise HalpError(f"model.factory: file {where} does not exist")
-        if isinstance(scenario.method, ErlMethod) and not scenario.resolve(scenario.method.policy).is_file():
-            raise HalpError(f"method.policy: file {scenario.method.policy} does not exist; "
-                            "train one with `halp train`")
     except ScenarioError:
         raise
     except HalpError as exc:
@@ -686,14 +718,32 @@ def parse_scenario(data: Any, source: str = "<scenario>", base_dir: str | None =
     return scenario
 
 
+def _named_files(scenario: Scenario) -> list[tuple[str, Path, int]]:
+    """(field, file, size limit) of every file the scenario names but profiles, which
+    `find_profile` checks: they must be there, and be files, before a run starts."""
+    files = [(f"network.links.{name}.trace", scenario.resolve(value.trace), MAX_TRACE_BYTES)
+             for name, value in scenario.network.links.items() if isinstance(value, TraceLink)]
+    if scenario.model.weights:
+        files.append(("model.weights", scenario.resolve(scenario.model.weights),
+                      MAX_TENSOR_FILE_BYTES))
+    where = (scenario.factory() or "").rpartition(":")[0]
+    if where.endswith(".py"):
+        files.append(("model.factory", Path(where), MAX_FACTORY_FILE_BYTES))
+    if isinstance(scenario.method, ErlMethod):
+        files.append(("method.policy", scenario.resolve(scenario.method.policy),
+                      MAX_TENSOR_FILE_BYTES))
+    return files
+
+
+def read_scenario_yaml(path: str | Path) -> Any:
+    """The data of a scenario file, read by the safe YAML reader (`halp.yamlfile`)."""
+    try:
+        return read_yaml(path, MAX_SCENARIO_BYTES)
+    except HalpError as exc:
+        raise ScenarioError(str(exc)) from None
+
+
 def load_scenario(path: str | Path) -> Scenario:
     path = Path(path)
-    if not path.is_file():
-        raise ScenarioError(f"{path}: no such scenario file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ScenarioError(f"{path}: not valid YAML{where}") from None
+    data = read_scenario_yaml(path)
     return parse_scenario(data, source=str(path), base_dir=str(path.resolve().parent))

@@ -142,7 +142,11 @@ def run_grid(path: str, fixed: dict[str, Any], points: list[dict[str, Any]], job
     with ProcessPoolExecutor(max_workers=min(jobs, len(points)), mp_context=context) as pool:
         futures = {pool.submit(point, path, fixed, values): i for i, values in enumerate(points)}
         for future in as_completed(futures):
-            results[futures[future]] = future.result()
+            i = futures[future]
+            try:
+                results[i] = future.result()
+            except Exception as exc:  # a worker died (a model's code exited it): the rest stay
+                results[i] = failed(points[i], f"{type(exc).__name__}: {_first_line(exc)}")
             progress.step()
     return [r for r in results if r is not None]
 

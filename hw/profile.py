@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from halp.errors import BackendError
+from halp.names import SAFE_NAME_RULE, is_safe_name
+from halp.outdirs import below
 from halp.scenario import Scenario
 from hw.inventory import inventory
 from hw.ssh import CONNECT_TIMEOUT_S, GUARD, connect
@@ -89,5 +91,7 @@ def profile(scenario: Scenario, device: str, name: str | None = None, out: Path 
     """Profile `device` in place; returns the local profile file."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     name = name or default_name(scenario, device)
-    out = out or Path("profiles") / f"{name}.yaml"
+    if not is_safe_name(name):  # it names files here and on the device
+        raise BackendError(f"--name {name!r}: a profile name is {SAFE_NAME_RULE}")
+    out = out or below(Path("profiles"), f"{name}.yaml")
     return asyncio.run(_profile(scenario, device, name, out, list(extra or []), log))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from halp.cli.common import (
 from halp.cli.run_cmd import ms
 from halp.errors import HalpError
 from halp.experiment import compare
+from halp.outdirs import new_folder
 from halp.scenario import METHOD_NAMES
 
 DEFAULT_METHODS = "halp,modnn,deepthings,equal,offload,standalone"
@@ -76,7 +76,7 @@ def table(result: dict[str, Any]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     scenario = scenario_from_args(args)
     methods = methods_of(args.methods)
-    out = args.out or Path("runs") / f"compare-{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = args.out or new_folder(f"compare-{scenario.name}")
     ready_backend(args.backend, scenario)  # what cannot run here is one line, said first
     warn_if_emulated_differently(scenario, args.backend)
     result = compare(scenario, methods, args.backend, out,

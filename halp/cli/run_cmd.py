@@ -12,7 +12,6 @@ The run itself is `halp.experiment.execute`, which `halp compare` and `halp swee
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from halp.cli.common import (
     warn_if_emulated_differently,
 )
 from halp.experiment import execute
+from halp.outdirs import new_folder
 
 SUMMARY_KEYS = ("method", "backend", "requests", "latency_s", "standalone_latency_s", "speedup",
                 "deadline_hit_rate", "mean_top1", "choices", "prediction_error_mean")
@@ -37,16 +37,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="output folder (default runs/<name>-<backend>-<time>)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
-
-
-def default_out(name: str, backend: str, root: Path = Path("runs")) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = root / f"{name}-{backend}-{stamp}"
-    n = 2
-    while out.exists():
-        out = root / f"{name}-{backend}-{stamp}-{n}"
-        n += 1
-    return out
 
 
 def ms(value: float | None) -> str:
@@ -77,7 +67,7 @@ def describe(report: dict[str, Any]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     scenario = scenario_from_args(args)
-    out = args.out or default_out(scenario.name, args.backend)
+    out = args.out or new_folder(f"{scenario.name}-{args.backend}")
     ready_backend(args.backend, scenario)  # what cannot run here is one line, said first
     warn_if_emulated_differently(scenario, args.backend)
     report = execute(scenario, args.backend, out)

@@ -8,19 +8,26 @@ HOST:PORT, `auto` for the cluster this machine belongs to, or `local` to start a
 here; halp and the scenario file must be at the same paths on every node). Writes `sweep.csv`
 and `sweep.png` (mean latency and speedup against the first axis, one line per combination of
 the others).
+
+A point that fails is a row with its error, and the others still run. The exit status says how
+it went: 0 every point ran, 1 some failed (named on stderr: `3 of 12 points failed`), 2 every
+point failed or the sweep could not start.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import time
+import sys
 from pathlib import Path
 
 from halp.cli.common import print_json
 from halp.errors import HalpError
+from halp.outdirs import new_folder
 from halp.scenario import load_scenario
 from halp.sweep import axes_of, grid, plot, run_grid, write_csv
+
+SOME_FAILED = 1  # the exit status when some points failed (their rows say why); all: 2
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -48,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     points = grid(axes)
     for values in points[:1]:  # a bad key or value fails here, before any worker starts
         scenario.with_values({**fixed, **values})
-    out = args.out or Path("runs") / f"sweep-{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = args.out or new_folder(f"sweep-{scenario.name}")
     rows = run_grid(path, fixed, points, args.jobs, args.ray, quiet=args.json)
     out.mkdir(parents=True, exist_ok=True)
     keys = list(axes)
@@ -66,6 +73,12 @@ def run(args: argparse.Namespace) -> int:
                       f"mean {r['mean_s'] * 1e3:9.1f} ms  speedup {r['speedup'] or 0:5.2f}x")
             print(f"{where:<{width}}  {result}")
         print(f"wrote {out / 'sweep.csv'} and {out / 'sweep.png'}")
-    if failed and len(failed) == len(rows):
-        raise HalpError(f"every point failed; the first: {failed[0]['error']}")
-    return 0
+    if not failed:
+        return 0
+    count = (f"{len(failed)} of {len(rows)} points failed; see the error column of "
+             f"{out / 'sweep.csv'}")
+    if len(failed) == len(rows):
+        first = " ".join(str(failed[0]["error"]).split())
+        raise HalpError(f"{count}; the first: {first}")
+    print(f"halp sweep: {count}", file=sys.stderr)
+    return SOME_FAILED

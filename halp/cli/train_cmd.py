@@ -17,11 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from halp.cli.common import add_scenario, print_json, scenario_from_args
 from halp.errors import ScenarioError
-from halp.scenario import Scenario, parse_override, parse_scenario
+from halp.outdirs import below
+from halp.scenario import Scenario, parse_override, parse_scenario, read_scenario_yaml
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -44,7 +43,7 @@ def training_scenario(args: argparse.Namespace) -> Scenario:
         if "method.policy" not in str(exc):
             raise
     path = Path(args.scenario)
-    data = yaml.safe_load(path.read_text())
+    data = read_scenario_yaml(path)
     data["method"] = {"name": "halp"}
     scenario = parse_scenario(data, source=str(path), base_dir=str(path.resolve().parent))
     overrides = dict(parse_override(t) for t in args.overrides or [])
@@ -79,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     scenario = training_scenario(args)
     if args.generations is not None and args.generations < 1:
         raise ScenarioError("--generations must be at least 1")
-    out: Path = args.out or Path("policies") / f"{scenario.name}.pt"
+    out: Path = args.out or below(Path("policies"), f"{scenario.name}.pt")
     if scenario.learning.ray:
         require_ray()
     task = Task.from_scenario(scenario)

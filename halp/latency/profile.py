@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from halp.errors import HalpError, shown
 from halp.model.graph import (
     BYTES_PER_ELEMENT,
@@ -35,7 +33,9 @@ from halp.model.graph import (
     LayerSpec,
     Region,
 )
+from halp.names import SAFE_NAME_RULE, is_safe_name
 from halp.units import MAX_QUANTITY_TEXT
+from halp.yamlfile import MAX_YAML_BYTES, read_yaml
 
 FEATURES = ("intercept_s", "s_per_flop", "s_per_in_byte", "s_per_out_byte", "s_per_weight_byte",
             "s_per_flop_per_tap")
@@ -53,6 +53,7 @@ PROVENANCE_RANGES = {"cpu_share": (0.0, 64.0), "cfs_period_us": (1000.0, 1_000_0
                      "threads": (1.0, 64.0)}
 # The provenance's probes: seconds per probe layer (halp.latency.probe).
 PROVENANCE_PROBES = ("probe", "quota_probe")
+MAX_PROFILE_BYTES = MAX_YAML_BYTES
 
 
 @dataclass(frozen=True)
@@ -230,7 +231,11 @@ def find_profile(name: str, base: Path | None = None) -> Path:
             path = base / path
         if path.is_file():
             return path
-        raise HalpError(f"profile file {path} does not exist")
+        reason = "is a directory, not a file" if path.is_dir() else "no such file"
+        raise HalpError(f"profile file {path}: {reason}")
+    if not is_safe_name(name):
+        raise HalpError(f"profile {name!r}: a profile is a name ({SAFE_NAME_RULE}) or a path "
+                        "to a .yaml file")
     for directory in profile_search_path(base):
         path = directory / f"{name}.yaml"
         if path.is_file():
@@ -241,8 +246,4 @@ def find_profile(name: str, base: Path | None = None) -> Path:
 
 def load_profile(name: str, base: Path | None = None) -> Profile:
     path = find_profile(name, base)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise HalpError(f"{path}: not valid YAML ({exc})") from None
-    return profile_from_dict(data, str(path))
+    return profile_from_dict(read_yaml(path, MAX_PROFILE_BYTES), str(path))

@@ -6,7 +6,7 @@ segment's input rows; `project` turns any vector into valid shares (negative par
 each segment normalised, an all-zero segment split equally), so no action is invalid. Shares
 become HALP-style splits: the host keeps the top rows, secondaries take the next blocks in
 device order, overlapping zones go to the host. The policy file (`halp train`) holds the actor's
-weights and the layout it was trained for; it is read with `weights_only=True`.
+weights and the layout it was trained for; it is read as tensors only (`halp.tensorfile`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from halp.methods.common import host_first, proportional
 from halp.methods.halp import Split, plan_segments, timed_split
 from halp.model.graph import ModelGraph
 from halp.plan import Plan
+from halp.tensorfile import load_state_dict_checked, load_tensor_file, state_dict_of
 
 
 def observation(cluster: Cluster) -> np.ndarray:
@@ -89,21 +91,60 @@ class PolicyFile:
 
     @classmethod
     def load(cls, path: Path) -> PolicyFile:
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-            meta = json.loads(data["meta"])
-            actor = Actor(meta["obs_dim"], meta["action_dim"], meta["hidden"])
-            actor.load_state_dict(data["state_dict"])
-        except FileNotFoundError:
-            raise HalpError(f"policy file {path} does not exist; train one with `halp train`") from None
-        except Exception as exc:  # torch raises several types for a bad file
-            raise HalpError(f"cannot read policy file {path}: {exc}") from None
+        """The policy in `path`, written by `save`. Read as tensors only (`halp.tensorfile`):
+        anything else, and a layout or weights that do not fit, is one `HalpError`."""
+        if not Path(path).exists():
+            raise HalpError(f"{path}: no such policy file; train one with `halp train`")
+        data = load_tensor_file(path)
+        if not isinstance(data, dict) or not isinstance(data.get("meta"), str) \
+                or "state_dict" not in data:
+            raise HalpError(f"{path}: not a policy file written by `halp train` (no meta and "
+                            "state_dict)")
+        meta = _policy_meta(data["meta"], path)
+        actor = Actor(meta["obs_dim"], meta["action_dim"], meta["hidden"])
+        load_state_dict_checked(actor, state_dict_of(data["state_dict"], path), path)
         return cls(actor.eval(), meta["devices"], meta["cuts"], meta["model"], meta["hidden"])
 
     def shares(self, cluster: Cluster) -> np.ndarray:
         with torch.no_grad():
             action = self.actor(torch.from_numpy(observation(cluster))).numpy()
         return project(action, len(self.cuts) - 1, len(self.devices))
+
+
+MAX_POLICY_WIDTH = 4096  # inputs, outputs or hidden units of a policy's actor
+
+
+def _policy_meta(text: str, path: Path) -> dict[str, Any]:
+    """A policy file's layout, checked: the actor's sizes are bounded (an actor is built from
+    them before its weights are read), and each field has its type."""
+    try:
+        meta = json.loads(text)
+    except (ValueError, RecursionError):
+        raise HalpError(f"{path}: the policy's meta is not JSON") from None
+    ints = ("obs_dim", "action_dim", "hidden")
+    fields = (*ints, "devices", "cuts", "model")
+    if not isinstance(meta, dict) or any(k not in meta for k in fields):
+        raise HalpError(f"{path}: the policy's meta lacks a field of {', '.join(ints)}, devices, "
+                        "cuts, model")
+    for key in ints:
+        value = meta[key]
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if not whole or not 1 <= value <= MAX_POLICY_WIDTH:
+            raise HalpError(f"{path}: the policy's {key} is {repr(value)[:40]}; want a whole "
+                            f"number from 1 to {MAX_POLICY_WIDTH}")
+    if not (isinstance(meta["devices"], list) and all(isinstance(d, str) for d in meta["devices"])
+            and isinstance(meta["cuts"], list)
+            and all(isinstance(c, int) and not isinstance(c, bool) for c in meta["cuts"])
+            and isinstance(meta["model"], str)):
+        raise HalpError(f"{path}: the policy's devices, cuts or model are not a list of names, a "
+                        "list of whole numbers and a name")
+    devices, segments = len(meta["devices"]), len(meta["cuts"]) - 1
+    if devices < 1 or segments < 1 or meta["obs_dim"] != 2 * devices - 1 \
+            or meta["action_dim"] != segments * devices:
+        raise HalpError(f"{path}: the policy's sizes (obs_dim {meta['obs_dim']}, action_dim "
+                        f"{meta['action_dim']}) do not fit its {devices} devices and "
+                        f"{segments} segments")
+    return meta
 
 
 def plan(graph: ModelGraph, cluster: Cluster, latency: LatencyModel, model: str, policy_path: Path) -> Plan:
@@ -113,4 +154,8 @@ def plan(graph: ModelGraph, cluster: Cluster, latency: LatencyModel, model: str,
                         f"not {cluster.names}")
     if policy.model != model:
         raise HalpError(f"policy {policy_path} was trained for model {policy.model}, not {model}")
+    cuts, end = policy.cuts, graph.spatial_end
+    if cuts != sorted(set(cuts)) or cuts[0] < 0 or cuts[-1] > end:
+        raise HalpError(f"policy {policy_path}: cuts {cuts} are not increasing layer boundaries "
+                        f"from 0 to {end}")
     return plan_from_shares(graph, cluster, latency, model, policy.cuts, policy.shares(cluster))

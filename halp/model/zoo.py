@@ -18,11 +18,14 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from halp.errors import ModelError
+from halp.errors import HalpError, ModelError
+from halp.tensorfile import load_state_dict_checked, load_tensor_file, state_dict_of
+from halp.userfiles import MB, checked_file
 
 MOBILENET_WIDTHS = (1.0, 0.75, 0.5, 0.25)
 MOBILENET_RESOLUTIONS = (224, 192, 160, 128)
 MODEL_NAMES = ("vgg16", "mobilenet_v1", "custom")
+MAX_FACTORY_FILE_BYTES = 10 * MB  # a custom model's Python file
 
 # (output channels, stride) of MobileNet-V1's 13 depthwise-separable blocks.
 _MOBILENET_BLOCKS = [
@@ -37,8 +40,9 @@ _VGG16_CONFIG: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M"
 class ModelSpec:
     """What to build: a zoo name with its multipliers, or `custom` from `module:function`.
 
-    `weights` is an optional path to a `state_dict` saved with `torch.save`; it is loaded with
-    `weights_only=True`, so a weights file can never run code.
+    `weights` is an optional path to a `state_dict` saved with `torch.save`; it is read by
+    `halp.tensorfile` (`weights_only=True`), so a weights file can never run code, and must
+    have exactly the model's keys and shapes.
     """
 
     name: str
@@ -146,16 +150,31 @@ def _randomise(module: nn.Module, seed: int) -> None:
                 sub.running_var.copy_(1.0 + 0.1 * torch.rand(n, generator=generator))
 
 
-def _factory_module(where: str) -> ModuleType:
-    """A module by name from the Python path, or a `.py` file by path (loaded once per path)."""
+def _failure(exc: BaseException) -> str:
+    """What a user's code did, in one line: `called exit(3)`, `ValueError: its first line`."""
+    if isinstance(exc, SystemExit):
+        return f"called exit({exc.code!r})" if exc.code is not None else "called exit()"
+    try:
+        lines = str(exc).strip().splitlines()
+    except Exception:  # a hostile __str__
+        lines = []
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _factory_module(factory: str, where: str) -> ModuleType:
+    """A module by name from the Python path, or a `.py` file by path (loaded once per path).
+    Importing runs the user's code: whatever it raises, or exiting, is one `ModelError`."""
     if not where.endswith(".py"):
         try:
             return importlib.import_module(where)
-        except ImportError as exc:
-            raise ModelError(f"cannot import {where!r} for custom model: {exc}") from None
+        except (Exception, SystemExit) as exc:
+            raise ModelError(f"custom model factory {factory}: importing {where} failed: "
+                             f"{_failure(exc)}") from None
     path = Path(where)
-    if not path.is_file():
-        raise ModelError(f"custom model file {where} does not exist")
+    try:
+        checked_file(path, MAX_FACTORY_FILE_BYTES)
+    except HalpError as exc:
+        raise ModelError(f"custom model factory {factory}: {exc}") from None
     name = "halp_custom_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
     if name in sys.modules:
         return sys.modules[name]
@@ -166,9 +185,10 @@ def _factory_module(where: str) -> ModuleType:
     sys.path.insert(0, str(path.parent))  # as when run as a script: it may import its neighbours
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:  # the user's code: any error is theirs, said in one line
+    except (Exception, SystemExit) as exc:  # the user's code: any error is theirs, in one line
         del sys.modules[name]
-        raise ModelError(f"cannot load custom model file {where}: {exc}") from None
+        raise ModelError(f"custom model factory {factory}: importing {path.name} failed: "
+                         f"{_failure(exc)}") from None
     finally:
         sys.path.remove(str(path.parent))
     return module
@@ -179,15 +199,19 @@ def _load_factory(factory: str | None) -> nn.Module:
         raise ModelError("a custom model needs factory: 'package.module:function' or "
                          f"'file.py:function', got {factory!r}")
     where, _, attr = factory.rpartition(":")
-    fn = getattr(_factory_module(where), attr, None)
+    fn = getattr(_factory_module(factory, where), attr, None)
     if fn is None:
-        raise ModelError(f"{where!r} has no {attr!r} for custom model")
+        raise ModelError(f"custom model factory {factory}: {where!r} has no {attr!r}")
+    if not callable(fn):
+        raise ModelError(f"custom model factory {factory}: {attr} is a {type(fn).__name__}, "
+                         "not a function")
     try:
         built = fn()
-    except Exception as exc:  # the user's code, as above
-        raise ModelError(f"{factory} failed: {exc}") from None
+    except (Exception, SystemExit) as exc:  # the user's code, as above
+        raise ModelError(f"custom model factory {factory} failed: {_failure(exc)}") from None
     if not isinstance(built, nn.Module):
-        raise ModelError(f"{factory} returned {type(built).__name__}, not an nn.Module")
+        raise ModelError(f"custom model factory {factory} returned {type(built).__name__}, "
+                         "not an nn.Module")
     return built
 
 
@@ -208,14 +232,11 @@ def build_model(spec: ModelSpec) -> nn.Module:
         raise ModelError(f"unknown model {spec.name!r}; known: {', '.join(MODEL_NAMES)}")
     _randomise(model, spec.seed)
     if spec.weights:
-        path = Path(spec.weights)
-        if not path.is_file():
-            raise ModelError(f"weights file {path} does not exist")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            model.load_state_dict(state)
-        except Exception as exc:  # torch raises several types for a bad file
-            raise ModelError(f"cannot load weights {path}: {exc}") from None
+            state = state_dict_of(load_tensor_file(spec.weights), spec.weights)
+            load_state_dict_checked(model, state, spec.weights)
+        except HalpError as exc:
+            raise ModelError(f"model.weights: {exc}") from None
     return model.eval()
 
 

@@ -1,0 +1,5 @@
+"""A factory interrupted by the user (Ctrl-C while it builds)."""
+
+
+def build():
+    raise KeyboardInterrupt

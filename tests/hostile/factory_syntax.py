@@ -1,0 +1,4 @@
+"""A model file that is not Python."""
+
+def build(:
+    pass
