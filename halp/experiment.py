@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from halp.backends import load_backend, ready_backend
-from halp.errors import HalpError
+from halp.errors import HalpError, ScenarioError
 from halp.methods import Prepared, make_plan, prepare
 from halp.outdirs import below
 from halp.policy import Policy, Served
 from halp.report import bars_png, latency_stats, summarise, timeline_png
-from halp.scenario import Scenario
+from halp.scenario import MAX_RECORDED_OPS, Scenario
 from halp.serving import FixedPolicy, policy_for
-from halp.trace import CHROME_FILE, TraceWriter, chrome_trace
+from halp.trace import CHROME_FILE, TraceWriter, write_chrome_trace
 
 STANDALONE = "standalone"
 
@@ -54,6 +54,18 @@ def single_request_s(scenario: Scenario, prepared: Prepared) -> float:
     return trace.latencies()[0]
 
 
+def check_recorded_ops(scenario: Scenario, policy: Policy) -> None:
+    """Refuse, before anything runs, a workload whose records would not fit: a run keeps one
+    record per op of every request (`MAX_RECORDED_OPS`)."""
+    ops = max(len(s.plan.ops) for s in policy.served())
+    total = scenario.workload.requests * ops
+    if total > MAX_RECORDED_OPS:
+        raise ScenarioError(
+            f"{scenario.name}: workload.requests: {scenario.workload.requests} requests of a "
+            f"{ops}-op plan would record {total:,} ops; at most {MAX_RECORDED_OPS:,} "
+            f"(use at most {MAX_RECORDED_OPS // ops} requests)")
+
+
 def _plans_json(policy: Policy) -> Any:
     plans = [s.plan.to_dict() for s in policy.served()]
     return plans[0] if len(plans) == 1 else plans
@@ -68,10 +80,11 @@ def execute(scenario: Scenario, backend: str, out: Path | None, policy: Policy |
     whether that was simulated or measured on the same backend, and goes into the report.
     Measured with no `standalone` given: this run is the stand-alone reference itself."""
     runner = ready_backend(backend, scenario)
+    policy = policy or policy_for(scenario)
+    check_recorded_ops(scenario, policy)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "scenario.yaml").write_text(scenario.to_yaml())
-    policy = policy or policy_for(scenario)
     if out is not None:
         (out / "plan.json").write_text(json.dumps(_plans_json(policy), allow_nan=False))
     served = policy.served()
@@ -96,7 +109,7 @@ def execute(scenario: Scenario, backend: str, out: Path | None, policy: Policy |
     if out is not None:
         (out / "report.json").write_text(json.dumps(report, indent=2, default=str,
                                                      allow_nan=False))
-        (out / CHROME_FILE).write_text(json.dumps(chrome_trace(trace), allow_nan=False))
+        write_chrome_trace(trace, out / CHROME_FILE)
         if figures:
             timeline_png(trace, out / "timeline.png",
                          plan=first.plan if len(served) == 1 else None,

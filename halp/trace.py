@@ -7,6 +7,7 @@ as they happen (`TraceWriter`), so a run that dies keeps what it finished.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ def resource_of(op: Op, network: str) -> str:
     return op.device
 
 
-@dataclass
+@dataclass(slots=True)  # a run holds a million of these: no per-record dict
 class OpRecord:
     request: int
     op: str
@@ -41,7 +42,7 @@ class OpRecord:
         return self.end - self.start
 
 
-@dataclass
+@dataclass(slots=True)
 class RequestRecord:
     request: int
     arrival: float  # when the input exists on the host
@@ -156,23 +157,28 @@ def read_trace_dir(out_dir: Path, backend: str = "", method: str = "") -> Trace:
     return trace
 
 
-def chrome_trace(trace: Trace) -> dict[str, Any]:
-    """The Chrome trace event format (opens in Perfetto): one lane per resource."""
+def write_chrome_trace(trace: Trace, path: Path) -> None:
+    """The Chrome trace event format (opens in Perfetto): one lane per resource. Written event by
+    event, so a run of a million ops never holds a second copy of them in memory."""
     lanes = sorted({r.resource for r in trace.ops})
     tid = {name: i for i, name in enumerate(lanes)}
-    events: list[dict[str, Any]] = [
-        {"name": "thread_name", "ph": "M", "pid": 0, "tid": tid[name], "args": {"name": name}}
-        for name in lanes
-    ]
-    for r in trace.ops:
-        events.append({
-            "name": f"{r.op}", "cat": r.kind, "ph": "X", "pid": 0, "tid": tid[r.resource],
-            "ts": r.start * 1e6, "dur": max(0.0, r.end - r.start) * 1e6,
-            "args": {"request": r.request, "bytes": r.bytes, "device": r.device},
-        })
-    for q in trace.requests:
-        events.append({"name": f"request {q.request}", "cat": "request", "ph": "X", "pid": 1,
-                       "tid": 0, "ts": q.arrival * 1e6, "dur": q.latency * 1e6,
-                       "args": {"model": q.model, "met": q.met}})
-    return {"traceEvents": events, "displayTimeUnit": "ms",
-            "otherData": {"backend": trace.backend, "method": trace.method}}
+
+    def events() -> Iterator[dict[str, Any]]:
+        for name in lanes:
+            yield {"name": "thread_name", "ph": "M", "pid": 0, "tid": tid[name],
+                   "args": {"name": name}}
+        for r in trace.ops:
+            yield {"name": f"{r.op}", "cat": r.kind, "ph": "X", "pid": 0, "tid": tid[r.resource],
+                   "ts": r.start * 1e6, "dur": max(0.0, r.end - r.start) * 1e6,
+                   "args": {"request": r.request, "bytes": r.bytes, "device": r.device}}
+        for q in trace.requests:
+            yield {"name": f"request {q.request}", "cat": "request", "ph": "X", "pid": 1,
+                   "tid": 0, "ts": q.arrival * 1e6, "dur": q.latency * 1e6,
+                   "args": {"model": q.model, "met": q.met}}
+
+    other = {"backend": trace.backend, "method": trace.method}
+    with path.open("w") as handle:
+        handle.write('{"traceEvents": [')
+        for i, event in enumerate(events()):
+            handle.write(("," if i else "") + "\n" + json.dumps(event, allow_nan=False))
+        handle.write(f'\n], "displayTimeUnit": "ms", "otherData": {json.dumps(other)}}}\n')

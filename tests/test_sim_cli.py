@@ -6,6 +6,7 @@ import csv
 import json
 
 import pytest
+from conftest import write_scenario
 from sim_cases import REPO
 
 from halp.cli import main
@@ -206,3 +207,27 @@ def test_figures_rejects_an_unknown_name(capsys):
 def test_timeline_figure_is_drawn(tmp_path):
     assert main(["figures", "timeline_halp_modnn", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "timeline_halp_modnn.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_workload_whose_records_would_not_fit_is_refused_before_anything_is_written(
+        tmp_path, capsys):
+    from halp.scenario import MAX_RECORDED_OPS
+
+    path = write_scenario(tmp_path, """\
+name: many
+model: {name: mobilenet_v1, width: 0.25, resolution: 128}
+devices:
+  - {name: a, role: host, profile: this-machine, speed: 0.2}
+  - {name: b, profile: this-machine}
+network: {kind: star, bandwidth: 50Mbps}
+method: {name: modnn}
+workload: {requests: 100000, arrival: periodic, interval: 100ms}
+""")
+    out = tmp_path / "out"
+
+    code = main(["run", str(path), "--out", str(out)])
+
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "workload.requests" in err[0] and f"{MAX_RECORDED_OPS:,}" in err[0]
+    assert not out.exists()

@@ -35,6 +35,7 @@ from halp.cli.common import (
     warn_if_emulated_differently,
 )
 from halp.errors import HalpError
+from halp.experiment import check_recorded_ops
 from halp.latency.probe import check_profiles
 from halp.serving import policy_for
 from halp.trace import TraceWriter
@@ -65,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     measuring = ready_backend(args.against, scenario)  # one line, before anything is written
     simulator = load_backend("sim")
     policy = policy_for(scenario)
+    check_recorded_ops(scenario, policy)
     cluster = scenario.cluster()
     profiles: dict[str, Any] = {}
     warnings: list[str] = []
