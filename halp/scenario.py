@@ -633,7 +633,8 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
         index = _list_index(node, last, dotted)
         node[index] = value
     elif keys[0] == "method" and last == "name" and isinstance(node, dict):
-        node.clear()  # other methods take other options
+        if node.get("name") != value:
+            node.clear()  # other methods take other options; the same method keeps its own
         node["name"] = value
     else:
         node[last] = value

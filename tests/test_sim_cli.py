@@ -231,3 +231,26 @@ workload: {requests: 100000, arrival: periodic, interval: 100ms}
     assert code == 2 and len(err) == 1
     assert "workload.requests" in err[0] and f"{MAX_RECORDED_OPS:,}" in err[0]
     assert not out.exists()
+
+
+def test_compare_runs_the_scenarios_own_method_with_its_options_and_exits_1_if_it_fails(
+        tmp_path, capsys):
+    path = write_scenario(tmp_path, """\
+name: half
+model: {name: mobilenet_v1, width: 0.25, resolution: 128}
+devices:
+  - {name: a, role: host, profile: this-machine, speed: 0.2}
+  - {name: b, profile: this-machine}
+network: {kind: star, bandwidth: 50Mbps}
+method: {name: offload, cut: 9999}
+workload: {requests: 2, arrival: periodic, interval: 100ms}
+""")
+    out = tmp_path / "out"
+
+    code = main(["compare", str(path), "--methods", "offload,standalone", "--out", str(out)])
+
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "offload failed" in err and "9999" in err and "1 of 2 methods failed" in err
+    rows = {r["method"]: r for r in csv.DictReader((out / "compare.csv").open())}
+    assert "9999" in rows["offload"]["error"] and rows["standalone"]["mean_s"]
