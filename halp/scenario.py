@@ -6,9 +6,11 @@ file gets one line: the file, the field path, the reason.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
@@ -125,6 +127,25 @@ Step = Annotated[Duration, _within(MIN_STEP_S, MAX_DURATION_S, units.format_s)]
 class Strict(BaseModel):
     # allow_inf_nan: a number is finite wherever it comes from (YAML's .inf, "nan", an overflow).
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, data: Any) -> Any:
+        """`speed: true` is a mistake, not 1.0 (pydantic's lax mode would take it as one)."""
+        if isinstance(data, dict):
+            for name, value in data.items():
+                field = cls.model_fields.get(name) if isinstance(name, str) else None
+                if isinstance(value, bool) and field is not None and _numeric(field.annotation):
+                    raise ValueError(f"{name}: a number, not {str(value).lower()}")
+        return data
+
+
+def _numeric(annotation: Any) -> bool:
+    """Does a field take numbers (and not also booleans)?"""
+    args = typing.get_args(annotation)
+    kinds = set(args) if args and typing.get_origin(annotation) in (Union, UnionType) \
+        else {annotation}
+    return bool(kinds & {int, float}) and bool not in kinds
 
 
 class ModelConfig(Strict):

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import write_scenario
 
 from halp.errors import ScenarioError
 from halp.scenario import load_scenario
@@ -407,3 +408,20 @@ def test_a_huge_name_in_a_refusal_is_cut_short(tmp_path):
     with pytest.raises(ScenarioError, match="unknown device") as info:
         load_text(tmp_path, GOOD.replace(LINKS, f"links: {{{name}: 40Mbps}}"))
     assert len(str(info.value)) < 400
+
+
+@pytest.mark.parametrize("field, value", [
+    ("devices.a.speed", True), ("devices.a.threads", False), ("workload.requests", True),
+    ("seed", True), ("learning.population", True), ("network.loss", False),
+])
+def test_a_boolean_given_for_a_number_is_refused_naming_the_field(tmp_path, field, value):
+    path = write_scenario(tmp_path, """\
+name: booleans
+model: {name: vgg16}
+devices: [{name: a, role: host, profile: rpi4}]
+network: {bandwidth: 1Mbps}
+method: {name: standalone}
+""")
+    with pytest.raises(ScenarioError, match="a number, not") as err:
+        load_scenario(path).with_values({field: value})
+    assert field.rpartition(".")[2] in str(err.value)
