@@ -83,3 +83,16 @@ def test_a_policy_knows_when_a_profile_changed_under_it(tmp_path):
     trained["fingerprint"]["profiles"]["pi1"] = "0" * 16
     out.with_suffix(".json").write_text(json.dumps(trained))
     assert "pi1" in stale(task, out)
+
+
+@pytest.mark.parametrize("generations", ["0", "1000000000"])
+def test_train_generations_out_of_bounds_is_refused_as_the_scenario_field(tmp_path, capsys,
+                                                                          generations):
+    path = write_scenario(tmp_path, SCENARIO)
+    out = tmp_path / "policies" / "tiny.pt"
+
+    code = main(["train", str(path), "--out", str(out), "--generations", generations])
+
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "learning.generations" in err[0]
+    assert not out.exists()

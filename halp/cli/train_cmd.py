@@ -76,14 +76,14 @@ def run(args: argparse.Namespace) -> int:
     from sim.env import Task
 
     scenario = training_scenario(args)
-    if args.generations is not None and args.generations < 1:
-        raise ScenarioError("--generations must be at least 1")
+    if args.generations is not None:  # validated as learning.generations is, bounds included
+        scenario = scenario.with_values({"learning.generations": args.generations})
     out: Path = args.out or below(Path("policies"), f"{scenario.name}.pt")
     if scenario.learning.ray:
         require_ray()
     task = Task.from_scenario(scenario)
     t0 = time.perf_counter()
-    result = train(scenario, mode=args.mode, generations=args.generations, task=task,
+    result = train(scenario, mode=args.mode, task=task,
                    progress=None if args.json else Progress())
     seconds = time.perf_counter() - t0
     result.policy.save(out)
