@@ -184,8 +184,8 @@ def fits(wheel_name: str, machine: str) -> bool:
     return not named or machine in named
 
 
-async def copy_wheelhouse(device: Device, home: str, wheels: Path,
-                          machine: str) -> tuple[str, int]:
+async def copy_wheelhouse(device: Device, home: str, wheels: Path, machine: str,
+                          log: Callable[[str], None]) -> tuple[str, int]:
     """Copy the local folder's wheels for the device's architecture that it lacks (by name
     and size) into `<home>/wheelhouse`; returns that folder and how many were copied."""
     q = shlex.quote
@@ -196,13 +196,16 @@ async def copy_wheelhouse(device: Device, home: str, wheels: Path,
                                  what="listing the wheelhouse")
     there = {}
     for line in out.splitlines():
-        size, _, name = line.partition(" ")
-        if size.isdigit():
-            there[name] = int(size)
+        bytes_, _, name = line.partition(" ")
+        if bytes_.isdigit():
+            there[name] = int(bytes_)
     copied = 0
-    for path in sorted(wheels.glob("*.whl")):
-        if not fits(path.name, machine) or there.get(path.name) == path.stat().st_size:
-            continue
+    todo = [p for p in sorted(wheels.glob("*.whl"))
+            if fits(p.name, machine) and there.get(p.name) != p.stat().st_size]
+    if todo:
+        size = sum(p.stat().st_size for p in todo)
+        log(f"copying {len(todo)} wheels ({size / 1e6:.0f} MB) to {remote}")
+    for path in todo:
         try:
             await asyncio.wait_for(device.put(path, f"{remote}/{path.name}.part"), COPY_TIMEOUT_S)
         except TimeoutError:
@@ -216,11 +219,17 @@ async def copy_wheelhouse(device: Device, home: str, wheels: Path,
 
 async def setup_device(device: Device, home: str, wheel: Wheel, token: str,
                        system_site_packages: bool, force: bool,
-                       wheels: Path | None = None) -> list[str]:
-    """Install on one device; returns what it did, as short phrases."""
+                       wheels: Path | None = None,
+                       log: Callable[[str], None] | None = None) -> list[str]:
+    """Install on one device; returns what it did, as short phrases. `log` hears about
+    every step that may take long (on a Pi: minutes)."""
     t = device.target
     did: list[str] = []
     q = shlex.quote
+
+    def say(msg: str) -> None:
+        if log is not None:
+            log(f"{device.name}: {msg}")
     _, machine, _ = await device.run("uname -m", what="uname -m")
     machine = machine.strip()
     status, out, err = await device.run(f"{q(t.python)} -c {q(PY_VERSION)}", check=False)
@@ -240,7 +249,7 @@ async def setup_device(device: Device, home: str, wheel: Wheel, token: str,
         did.append(f"created {venv}")
     pip = f"{q(python)} -m pip install --quiet --disable-pip-version-check"
     if wheels is not None:
-        house, copied = await copy_wheelhouse(device, home, wheels, machine)
+        house, copied = await copy_wheelhouse(device, home, wheels, machine, say)
         pip += f" --no-index --find-links {q(house)}"
         did.append(f"copied {copied} wheels to {house}" if copied else f"wheels in {house}")
     status, out, _ = await device.run(f"{q(python)} -c {q(TORCH_VERSION)}", check=False,
@@ -249,10 +258,12 @@ async def setup_device(device: Device, home: str, wheel: Wheel, token: str,
     want = wheel.torch
     pinned = want.partition("==")[2]
     if have is None or (pinned and have.split("+")[0] != pinned):
+        say(f"pip install {want} ({machine}; minutes on a Pi)")
         await device.run(f"{pip} {q(want)}", timeout_s=PIP_TIMEOUT_S, what=f"pip install {want}")
         _, out, _ = await device.run(f"{q(python)} -c {q(TORCH_VERSION)}",
                                      timeout_s=IMPORT_TIMEOUT_S, what="importing torch")
         did.append(f"installed torch {out.strip()} ({machine})")
+        say(f"torch {out.strip()} imports")
     else:
         did.append(f"torch {have} present")
     _, out, _ = await device.run(f"cat {q(home)}/{INSTALLED} 2>/dev/null; true")
@@ -263,6 +274,7 @@ async def setup_device(device: Device, home: str, wheel: Wheel, token: str,
     importable = (await device.run(f"{q(python)} -c 'import halp.cli'", check=False,
                                    timeout_s=IMPORT_TIMEOUT_S))[0] == 0
     if force or installed.get("digest") != wheel.digest or not importable:
+        say(f"installing {wheel.name} and its dependencies")
         await device.run(f"mkdir -p {q(home)}/wheels")
         remote = f"{home}/wheels/{wheel.name}"
         await device.put(wheel.path, remote)
@@ -305,7 +317,7 @@ async def _setup_all(inv: Inventory, wheel: Wheel, token: str, system_site_packa
             began = time.monotonic()
             try:
                 outcome.did = await setup_device(device, home, wheel, token, system_site_packages,
-                                                 force, wheels)
+                                                 force, wheels, log)
                 outcome.did.append(f"{time.monotonic() - began:.0f} s")
             except BackendError as exc:
                 outcome.error = str(exc).removeprefix(f"{device.name}: ")
