@@ -19,8 +19,9 @@ run by qemu-user through binfmt_misc, with its own sshd.
 - `state.json`: what this script changed outside the folder (binfmt_misc mounted, the
   qemu-aarch64 format registered), so `clean` undoes exactly that.
 
-The sshd runs in a mount namespace of its own (`unshare --mount`): `/proc`, `/sys`, `/dev`,
-`/dev/pts` and `/dev/shm` are mounted inside the rootfs only there, so they vanish with the
+The sshd runs in a mount namespace of its own (`unshare --mount`): `/proc`, `/sys` (a small
+one describing a Pi 4's Cortex-A72 cores, see MOUNT_SCRIPT), `/dev`, `/dev/pts` and `/dev/shm`
+are mounted inside the rootfs only there, so they vanish with the
 sshd and never show in this machine's mount table; it shares this machine's network, listening
 on `127.0.0.20:2222` (`HALP_ARM64_ADDRESS`, `HALP_ARM64_PORT`), so the device's workers are
 reachable from an x86 host device on this machine like a Pi on a switch.
@@ -249,10 +250,24 @@ def answers(timeout_s: float = 2.0) -> bool:
         return False
 
 
+# /sys is not this machine's (an x86 sysfs makes oneDNN's xbyak_aarch64 in torch's aarch64 wheel
+# crash on import: "Can't open MIDR_EL1 sysfs entry", then SIGSEGV) but a small one of a
+# Raspberry Pi 4's CPUs: Cortex-A72 r0p3 (MIDR_EL1 0x410fd083), as many as this machine lends
+# the device.
 MOUNT_SCRIPT = """set -e
 r={root}
 mount -t proc proc "$r/proc"
-mount -t sysfs -o ro sysfs "$r/sys"
+mount -t tmpfs -o size=1m,mode=755 sysfs "$r/sys"
+c="$r/sys/devices/system/cpu"
+mkdir -p "$c"
+echo 0-{last} > "$c/present"; echo 0-{last} > "$c/possible"; echo 0-{last} > "$c/online"
+for i in $(seq 0 {last}); do
+    mkdir -p "$c/cpu$i/regs/identification"
+    echo 0x00000000410fd083 > "$c/cpu$i/regs/identification/midr_el1"
+    echo 0x0000000000000000 > "$c/cpu$i/regs/identification/revidr_el1"
+    echo 1 > "$c/cpu$i/online"
+done
+mount -o remount,ro "$r/sys"
 mount --bind /dev "$r/dev"
 mount -t devpts -o newinstance,ptmxmode=0666 devpts "$r/dev/pts"
 mount -t tmpfs -o mode=1777 tmpfs "$r/dev/shm"
@@ -266,7 +281,8 @@ def start_sshd() -> int:
         return pid
     if pid is not None:
         stop_sshd()
-    script = MOUNT_SCRIPT.format(root=ROOTFS, config=SSHD_CONFIG)
+    cpus = len(os.sched_getaffinity(0))
+    script = MOUNT_SCRIPT.format(root=ROOTFS, config=SSHD_CONFIG, last=cpus - 1)
     with SSHD_LOG.open("a") as log:
         log.write(f"--- start {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         log.flush()
