@@ -62,9 +62,10 @@ ARM64 := $(PYTHON) -m hw.arm64_device
 arm64-device:
 	$(ARM64) up
 
-# Runs what a Pi user runs against it (setup, check, profile, hardware runs with an x86 host).
+# Runs what a Pi user runs against it (setup, check, profile, hardware runs with an x86 host);
+# ARM64_CHECK='--skip profile --runs vgg16' narrows it.
 arm64-check: arm64-device
-	PYTHONPATH=$(CURDIR) $(PY) -m hw.arm64_check
+	PYTHONPATH=$(CURDIR) $(PY) -m hw.arm64_check $(ARM64_CHECK)
 
 arm64-clean:
 	$(ARM64) clean

@@ -277,6 +277,10 @@ def main(argv: list[str] | None = None) -> int:
     if not answers_at(ADDRESS, 2222) and not answers():
         say("the arm64 device is not up: run `make arm64-device` first")
         return 1
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # so that every `finally` runs: the x86 sshd is stopped
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     env = {**os.environ, "HALP_HW_KNOWN_HOSTS": str(WORK / "known_hosts"),
            "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
     host = X86Host()
@@ -317,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
                 done.append(label)
     except Failure as exc:
         say(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        say("interrupted; stopped what it started")
         return 1
     finally:
         host.stop()
