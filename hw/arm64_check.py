@@ -105,16 +105,10 @@ def step(what: str, argv: list[str], timeout_s: float, env: dict[str, str] | Non
     try:
         out, _ = process.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
+        interrupt(process)
         raise Failure(f"{what} took longer than {timeout_s:.0f} s; stopped it") from None
     except BaseException:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
+        interrupt(process)
         raise
     took = time.monotonic() - began
     if process.returncode != 0:
@@ -125,6 +119,21 @@ def step(what: str, argv: list[str], timeout_s: float, env: dict[str, str] | Non
 
 
 TIMES: dict[str, float] = {}
+
+
+def interrupt(process: subprocess.Popen[str]) -> None:
+    """Ctrl-C first (`halp` then stops what it started on the devices and removes its
+    folders there), SIGTERM, then SIGKILL, each given its time."""
+    for sig, wait_s in ((signal.SIGINT, 60.0), (signal.SIGTERM, 20.0), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 # ---- the x86 host device ---------------------------------------------------------------------
