@@ -46,7 +46,6 @@ X86 = CACHE / "x86"
 X86_ADDRESS, X86_PORT = "127.0.0.21", 2223
 REMOTE_DIR = CACHE / "device"  # the scenario's remote_dir, as the x86 host device sees it
 SSHD = Path("/usr/sbin/sshd")
-PRIVSEP = Path("/run/sshd")
 TORCH = "torch==2.13.0"
 # Python 3.11 (bookworm's, as on Raspberry Pi OS), manylinux for aarch64 up to glibc 2.36.
 PLATFORMS = ["manylinux2014_aarch64", "linux_aarch64",
@@ -142,7 +141,6 @@ class X86Host:
 
     def __init__(self) -> None:
         self.popen: subprocess.Popen[bytes] | None = None
-        self.made_privsep = False
 
     def prepare(self) -> None:
         X86.mkdir(parents=True, exist_ok=True)
@@ -153,7 +151,7 @@ class X86Host:
         (X86 / "authorized_keys").write_text(Path(f"{CLIENT_KEY}.pub").read_text())
         (X86 / "sshd_config").write_text("\n".join([
             f"ListenAddress {X86_ADDRESS}:{X86_PORT}", f"HostKey {host_key}",
-            f"PidFile {X86}/sshd.pid", f"AuthorizedKeysFile {X86}/authorized_keys",
+            "PidFile none", f"AuthorizedKeysFile {X86}/authorized_keys",
             "PermitRootLogin prohibit-password", "PubkeyAuthentication yes",
             "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no",
             "StrictModes no", "MaxSessions 50", "MaxStartups 50:30:100",
@@ -188,11 +186,14 @@ class X86Host:
         (inner / "x86-host-packages.pth").write_text(f"{shim}\n")
 
     def start(self) -> None:
-        if not PRIVSEP.is_dir():
-            PRIVSEP.mkdir(mode=0o755)
-            self.made_privsep = True
+        # sshd needs its privilege separation folder /run/sshd for every login. This machine's
+        # is shared with whatever else starts sshds here (the hw tests' labs make and remove
+        # it), so this sshd gets a /run of its own, in a mount namespace of its own.
+        script = (f"mount -t tmpfs -o mode=755,size=1m tmpfs /run && mkdir -m 755 /run/sshd "
+                  f"&& exec {SSHD} -D -e -f {X86 / 'sshd_config'}")
         log = (X86 / "sshd.log").open("a")
-        self.popen = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(X86 / "sshd_config")],
+        self.popen = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "--",
+                                       "sh", "-c", script],
                                       stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                       start_new_session=True)
         (X86 / "sshd.pid.check").write_text(f"{self.popen.pid}\n")
@@ -219,8 +220,6 @@ class X86Host:
                 self.popen.wait(timeout=10)
             self.popen = None
             (X86 / "sshd.pid.check").unlink(missing_ok=True)
-        if self.made_privsep:
-            shutil.rmtree(PRIVSEP, ignore_errors=True)
 
 
 def answers_at(address: str, port: int) -> bool:
