@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SYSTEM_PACKAGES := mininet cgroup-tools openssh-server iperf3
 
-.PHONY: setup run test system-deps lint bench figures clean
+.PHONY: setup run test system-deps lint bench figures clean arm64-device arm64-check arm64-clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,3 +53,19 @@ figures: setup
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis
+
+# An arm64 "Raspberry Pi" on this x86 machine (hw/README.md, "An arm64 device on this machine"):
+# Debian bookworm arm64 under qemu-user in /var/cache/halp-arm64, its own sshd on
+# 127.0.0.20:2222. Root only. The first build takes minutes; later runs only start sshd.
+ARM64 := $(PYTHON) -m hw.arm64_device
+
+arm64-device:
+	$(ARM64) up
+
+# Runs what a Pi user runs against it (setup, check, profile, hardware runs with an x86 host);
+# ARM64_CHECK='--skip profile --runs vgg16' narrows it.
+arm64-check: arm64-device
+	PYTHONPATH=$(CURDIR) $(PY) -m hw.arm64_check $(ARM64_CHECK)
+
+arm64-clean:
+	$(ARM64) clean

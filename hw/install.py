@@ -8,13 +8,22 @@ though zip timestamps differ. Then, on every device at once (`setup_device`):
 1. check the base interpreter (`devices[].python`, Python 3.11 or newer);
 2. make the venv `<remote_dir>/venv` unless it exists (`--system-site-packages` on request,
    e.g. to use a torch that the system's packages provide);
-3. install torch unless a suitable one is importable: the pinned version (`torch==2.13.0`) on
-   x86_64, plain `torch` from the registry on a Raspberry Pi (aarch64);
+3. install torch unless the pinned version (`torch==2.13.0`) is importable, on every
+   architecture: the controller and every device must build bit-identical weights. On aarch64
+   (a Raspberry Pi) PyPI's torch 2.13.0 is a CUDA build whose dependencies (cuda-toolkit,
+   nvidia-cudnn-cu13, nvidia-nccl-cu13, triton, ...) are about 2.4 GB of wheels that torch
+   loads on import even without a GPU; they install like any other dependency;
 4. unless `<remote_dir>/installed.json` names this wheel's digest: copy the wheel across, install
    it without dependencies, then its other dependencies from the wheel's own metadata;
 5. install the shared token `<remote_dir>/token` (mode 0600) that the permanent workers of
    `hw/halp-worker.service` and the host use when `backends.hw.start_workers` is false; the
    controller keeps the original in `~/.config/halp/hw-token`.
+
+With `wheels` (`halp hw setup --wheels DIR`: a folder of wheels, e.g. made on the controller with
+`pip download --platform manylinux_2_28_aarch64 --python-version 3.11 --only-binary=:all: -d DIR
+torch==2.13.0 ...`), the device needs no internet: the folder's wheels are copied to
+`<remote_dir>/wheelhouse` (only those not there yet, by name and size) and every `pip install`
+there runs with `--no-index --find-links` on it.
 
 Devices that share one machine and one remote_dir (two names for one board, or a test lab) are
 installed once; the others say whose installation they share.
@@ -46,6 +55,9 @@ from hw.ssh import CONNECT_TIMEOUT_S, Device, connect_all
 SOURCES = ("pyproject.toml", "halp", "sim", "emu", "hw")
 MIN_PYTHON = (3, 11)
 PIP_TIMEOUT_S = 3600.0  # torch on a Raspberry Pi over a slow link
+IMPORT_TIMEOUT_S = 900.0  # a first `import torch` on a Pi's SD card (or under emulation)
+COPY_TIMEOUT_S = 3600.0  # the wheelhouse (2.8 GB for aarch64) over a slow link
+WHEELHOUSE = "wheelhouse"
 INSTALLED = "installed.json"
 
 
@@ -162,12 +174,62 @@ PY_VERSION = "import sys; print('%d.%d.%d' % sys.version_info[:3])"
 TORCH_VERSION = "import torch; print(torch.__version__)"
 
 
+ARCHES = ("x86_64", "aarch64", "armv7l", "i686", "ppc64le", "s390x", "riscv64")
+
+
+def fits(wheel_name: str, machine: str) -> bool:
+    """Whether a wheel's platform tag (`..._aarch64.whl`, `...-any.whl`) suits `machine`."""
+    platform = wheel_name.removesuffix(".whl").rsplit("-", 1)[-1]
+    named = [a for a in ARCHES if a in platform]
+    return not named or machine in named
+
+
+async def copy_wheelhouse(device: Device, home: str, wheels: Path, machine: str,
+                          log: Callable[[str], None]) -> tuple[str, int]:
+    """Copy the local folder's wheels for the device's architecture that it lacks (by name
+    and size) into `<home>/wheelhouse`; returns that folder and how many were copied."""
+    q = shlex.quote
+    remote = f"{home}/{WHEELHOUSE}"
+    await device.run(f"mkdir -p {q(remote)}", what=f"creating {remote}")
+    _, out, _ = await device.run(f"cd {q(remote)} && for f in *.whl; do [ -f \"$f\" ] && "
+                                 "echo \"$(stat -c %s \"$f\") $f\"; done; true",
+                                 what="listing the wheelhouse")
+    there = {}
+    for line in out.splitlines():
+        bytes_, _, name = line.partition(" ")
+        if bytes_.isdigit():
+            there[name] = int(bytes_)
+    copied = 0
+    todo = [p for p in sorted(wheels.glob("*.whl"))
+            if fits(p.name, machine) and there.get(p.name) != p.stat().st_size]
+    if todo:
+        size = sum(p.stat().st_size for p in todo)
+        log(f"copying {len(todo)} wheels ({size / 1e6:.0f} MB) to {remote}")
+    for path in todo:
+        try:
+            await asyncio.wait_for(device.put(path, f"{remote}/{path.name}.part"), COPY_TIMEOUT_S)
+        except TimeoutError:
+            raise BackendError(f"{device.name}: copying {path.name} took longer than "
+                               f"{COPY_TIMEOUT_S:.0f} s") from None
+        await device.run(f"mv -f {q(remote)}/{q(path.name)}.part {q(remote)}/{q(path.name)}",
+                         what="storing a wheel")
+        copied += 1
+    return remote, copied
+
+
 async def setup_device(device: Device, home: str, wheel: Wheel, token: str,
-                       system_site_packages: bool, force: bool) -> list[str]:
-    """Install on one device; returns what it did, as short phrases."""
+                       system_site_packages: bool, force: bool,
+                       wheels: Path | None = None,
+                       log: Callable[[str], None] | None = None) -> list[str]:
+    """Install on one device; returns what it did, as short phrases. `log` hears about
+    every step that may take long (on a Pi: minutes)."""
     t = device.target
     did: list[str] = []
     q = shlex.quote
+
+    def say(msg: str) -> None:
+        if log is not None:
+            log(f"{device.name}: {msg}")
     _, machine, _ = await device.run("uname -m", what="uname -m")
     machine = machine.strip()
     status, out, err = await device.run(f"{q(t.python)} -c {q(PY_VERSION)}", check=False)
@@ -185,17 +247,23 @@ async def setup_device(device: Device, home: str, wheel: Wheel, token: str,
         await device.run(f"{q(t.python)} -m venv{flag} {q(venv)}", timeout_s=300,
                          what="creating the venv (on Debian: apt install python3-venv)")
         did.append(f"created {venv}")
+    pip = f"{q(python)} -m pip install --quiet --disable-pip-version-check"
+    if wheels is not None:
+        house, copied = await copy_wheelhouse(device, home, wheels, machine, say)
+        pip += f" --no-index --find-links {q(house)}"
+        did.append(f"copied {copied} wheels to {house}" if copied else f"wheels in {house}")
     status, out, _ = await device.run(f"{q(python)} -c {q(TORCH_VERSION)}", check=False,
-                                      timeout_s=300)
+                                      timeout_s=IMPORT_TIMEOUT_S)
     have = out.strip() if status == 0 else None
-    want = wheel.torch if machine in ("x86_64", "amd64") else "torch"
+    want = wheel.torch
     pinned = want.partition("==")[2]
     if have is None or (pinned and have.split("+")[0] != pinned):
-        await device.run(f"{q(python)} -m pip install --quiet {q(want)}", timeout_s=PIP_TIMEOUT_S,
-                         what=f"pip install {want}")
-        _, out, _ = await device.run(f"{q(python)} -c {q(TORCH_VERSION)}", timeout_s=300,
-                                     what="importing torch")
-        did.append(f"installed torch {out.strip()}")
+        say(f"pip install {want} ({machine}; minutes on a Pi)")
+        await device.run(f"{pip} {q(want)}", timeout_s=PIP_TIMEOUT_S, what=f"pip install {want}")
+        _, out, _ = await device.run(f"{q(python)} -c {q(TORCH_VERSION)}",
+                                     timeout_s=IMPORT_TIMEOUT_S, what="importing torch")
+        did.append(f"installed torch {out.strip()} ({machine})")
+        say(f"torch {out.strip()} imports")
     else:
         did.append(f"torch {have} present")
     _, out, _ = await device.run(f"cat {q(home)}/{INSTALLED} 2>/dev/null; true")
@@ -204,19 +272,19 @@ async def setup_device(device: Device, home: str, wheel: Wheel, token: str,
     except ValueError:
         installed = {}
     importable = (await device.run(f"{q(python)} -c 'import halp.cli'", check=False,
-                                   timeout_s=120))[0] == 0
+                                   timeout_s=IMPORT_TIMEOUT_S))[0] == 0
     if force or installed.get("digest") != wheel.digest or not importable:
+        say(f"installing {wheel.name} and its dependencies")
         await device.run(f"mkdir -p {q(home)}/wheels")
         remote = f"{home}/wheels/{wheel.name}"
         await device.put(wheel.path, remote)
-        await device.run(f"{q(python)} -m pip install --quiet --no-deps --force-reinstall "
-                         f"{q(remote)}", timeout_s=PIP_TIMEOUT_S, what=f"pip install {wheel.name}")
+        await device.run(f"{pip} --no-deps --force-reinstall {q(remote)}",
+                         timeout_s=PIP_TIMEOUT_S, what=f"pip install {wheel.name}")
         if wheel.others:
-            await device.run(f"{q(python)} -m pip install --quiet "
-                             + " ".join(q(r) for r in wheel.others), timeout_s=PIP_TIMEOUT_S,
-                             what="pip install of halp's dependencies")
-        await device.run(f"{q(python)} -c 'import halp.cli, halp.runtime'", timeout_s=300,
-                         what="importing halp")
+            await device.run(f"{pip} " + " ".join(q(r) for r in wheel.others),
+                             timeout_s=PIP_TIMEOUT_S, what="pip install of halp's dependencies")
+        await device.run(f"{q(python)} -c 'import halp.cli, halp.runtime'",
+                         timeout_s=IMPORT_TIMEOUT_S, what="importing halp")
         record = {"digest": wheel.digest, "wheel": wheel.name, "installed_at": time.time(),
                   "python": version, "machine": machine}
         await device.write(f"{home}/{INSTALLED}", json.dumps(record) + "\n")
@@ -231,7 +299,8 @@ async def setup_device(device: Device, home: str, wheel: Wheel, token: str,
 
 
 async def _setup_all(inv: Inventory, wheel: Wheel, token: str, system_site_packages: bool,
-                     force: bool, log: Callable[[str], None]) -> list[Outcome]:
+                     force: bool, log: Callable[[str], None],
+                     wheels: Path | None = None) -> list[Outcome]:
     devices = await connect_all(list(inv.targets), min(CONNECT_TIMEOUT_S, inv.timeout_s))
     try:
         homes = await asyncio.gather(*(d.resolve_home(inv.remote_dir) for d in devices))
@@ -248,7 +317,7 @@ async def _setup_all(inv: Inventory, wheel: Wheel, token: str, system_site_packa
             began = time.monotonic()
             try:
                 outcome.did = await setup_device(device, home, wheel, token, system_site_packages,
-                                                 force)
+                                                 force, wheels, log)
                 outcome.did.append(f"{time.monotonic() - began:.0f} s")
             except BackendError as exc:
                 outcome.error = str(exc).removeprefix(f"{device.name}: ")
@@ -279,15 +348,21 @@ def read_wheel(path: Path) -> Wheel:
 
 
 def setup(scenario: Scenario, system_site_packages: bool = False, force: bool = False,
-          wheel: Path | None = None, log: Callable[[str], None] | None = None) -> list[Outcome]:
+          wheel: Path | None = None, log: Callable[[str], None] | None = None,
+          wheels: Path | None = None) -> list[Outcome]:
     """Install the project on every device of the scenario; one Outcome per device. `wheel`
-    installs that wheel instead of building this checkout's."""
+    installs that wheel instead of building this checkout's; `wheels` is a folder of wheels the
+    devices install from instead of the package index."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     inv = inventory(scenario)
     token = local_token().read_text()
+    if wheels is not None and not any(wheels.glob("*.whl")):
+        raise BackendError(f"--wheels {wheels}: no .whl files there")
     if wheel is not None:
         built = read_wheel(wheel)
-        return asyncio.run(_setup_all(inv, built, token, system_site_packages, force, log))
+        return asyncio.run(_setup_all(inv, built, token, system_site_packages, force, log,
+                                      wheels))
     with tempfile.TemporaryDirectory(prefix="halp-hw-wheel-") as tmp:
         built = build_wheel(Path(tmp), log)
-        return asyncio.run(_setup_all(inv, built, token, system_site_packages, force, log))
+        return asyncio.run(_setup_all(inv, built, token, system_site_packages, force, log,
+                                      wheels))

@@ -50,7 +50,7 @@ async def _profile(scenario: Scenario, device_name: str, name: str, out: Path,
         await device.put(GUARD, f"{folder}/guard.py")
         argv = [python, "-m", "halp.cli", "profile", "--out", f"{folder}/profiles/{name}.yaml",
                 "--name", name, "--threads", str(t.threads), *extra]
-        log(f"{t.device}: halp profile {' '.join(argv[3:])}")
+        log(f"{t.device}: halp profile {' '.join(argv[4:])}")
         env = {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(t.threads)}
         process = await device.start(argv, python=python, guard=f"{folder}/guard.py",
                                      log=f"{folder}/profile.log", cwd=folder, env=env,

@@ -1,6 +1,6 @@
 """`halp hw setup|check|profile SCENARIO`: prepare and inspect the devices of a hardware run.
 
-    halp hw setup SCENARIO [--system-site-packages] [--force] [--wheel FILE]
+    halp hw setup SCENARIO [--system-site-packages] [--force] [--wheel FILE] [--wheels DIR]
         install the project on every device over SSH (a wheel of this checkout, a venv in
         backends.hw.remote_dir, torch from the registry); says per device what it did, and
         does nothing the second time
@@ -33,6 +33,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--force", action="store_true", help="reinstall halp even if up to date")
     s.add_argument("--wheel", type=Path, metavar="FILE",
                    help="install this wheel instead of building one from this checkout")
+    s.add_argument("--wheels", type=Path, metavar="DIR",
+                   help="a folder of wheels (torch and the other dependencies, for the devices' "
+                        "architecture) to install from instead of the package index: for "
+                        "devices without internet")
     s.set_defaults(func=run_setup)
 
     c = hw.add_parser("check", help="reachability, versions, model digest, clocks, bandwidth")
@@ -63,7 +67,7 @@ def run_setup(args: argparse.Namespace) -> int:
 
     scenario = scenario_from_args(args)
     outcomes = setup(scenario, system_site_packages=args.system_site_packages, force=args.force,
-                     wheel=args.wheel)
+                     wheel=args.wheel, wheels=args.wheels)
     for outcome in outcomes:
         print(outcome.line())
     return 1 if any(o.error for o in outcomes) else 0

@@ -38,12 +38,20 @@ HEADER = """\
 # a probe before and one after measuring).
 """
 
+EMULATED_HEADER = """\
+# MEASURED UNDER EMULATION (provenance.emulated): the device's instructions were translated by
+# an emulator (e.g. an arm64 userland under qemu-user on an x86 machine), so these times are the
+# translator's, not the hardware's. NO TIMING REFERENCE: good for testing the tooling only.
+"""
+
 
 def write_profile(profile: Profile, path: str | Path, header: str = HEADER) -> Path:
     """Write `profile` as YAML, with a comment header saying how it was measured."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     body = yaml.dump(_plain(profile.to_dict()), Dumper=_Dumper, sort_keys=False, width=1000)
+    if profile.provenance.get("emulated"):
+        header = EMULATED_HEADER + header
     path.write_text(header + body)
     return path
 

@@ -24,6 +24,7 @@ from halp.latency.profile_fit import fit_profile
 from halp.latency.timing import (
     BackgroundLoad,
     cpu_model,
+    emulation,
     measure,
     measure_copy_s_per_byte,
     measure_message_overhead_s,
@@ -57,9 +58,15 @@ def measure_profile(models: Sequence[ModelSpec], name: str, *,
     copy = measure_copy_s_per_byte(threads, cpu_share=cpu_share)
     message = measure_message_overhead_s()
     calls = sum(s.calls for s in samples)
+    emulated = emulation()
     provenance = {
         "kind": "measured",
+        # Under emulation (an arm64 userland run by qemu-user on x86, say) every number below
+        # is the translator's speed, not a device's: such a profile is no timing reference.
+        **({"emulated": emulated, "timing": "NO TIMING REFERENCE: measured under emulation; "
+            "use it to test the tooling, never to plan or validate"} if emulated else {}),
         "cpu": cpu_model(),
+        "machine": platform.machine(),
         "threads": threads,
         "cpu_share": cpu_share,
         "clock": "thread CPU time / cpu_share" if cpu_share < 1 else "wall",

@@ -283,6 +283,29 @@ def _busy_cpu_s() -> float | None:
     return busy / os.sysconf("SC_CLK_TCK")
 
 
+X86 = ("x86_64", "amd64", "i386", "i686")
+
+
+def emulation() -> str | None:
+    """How this process's CPU is emulated, or None when it runs natively. Under qemu-user
+    (binfmt_misc) the kernel's /proc/cpuinfo still describes the real CPU, so an arm64 Python
+    reading an x86 vendor (or the reverse) runs translated, hundreds of times slower per op
+    than on real hardware and with other relative costs: no timing reference."""
+    machine = platform.machine().lower()
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    keys = {line.split(":", 1)[0].strip().lower() for line in info.splitlines() if ":" in line}
+    x86_cpu = "vendor_id" in keys or "genuineintel" in info.lower() or "authenticamd" in info.lower()
+    arm_cpu = "cpu implementer" in keys
+    if machine not in X86 and x86_cpu:
+        return f"qemu-user: {machine} code translated on an x86-64 CPU ({cpu_model()})"
+    if machine in X86 and arm_cpu:
+        return f"user-mode emulation: {machine} code translated on an Arm CPU"
+    return None
+
+
 def cpu_model() -> str:
     """The name of this machine's CPU, for a profile's provenance."""
     try:
