@@ -4,8 +4,9 @@ machine") runs what a Raspberry Pi user runs: `make arm64-check` (`hw/arm64_chec
 Runs only where the device's image exists (`/var/cache/halp-arm64/rootfs`, built by `make
 arm64-device`, root only) and skips otherwise, even under HALP_REQUIRE_EMU=1: CI cannot afford
 the build (a Debian arm64 userland, 2.8 GB of aarch64 wheels) nor the half hour the emulated
-check takes. So the default `make test` leaves it out unless the image is there; `pytest -m
-arm64` selects it alone. It starts the device's sshd if needed and leaves it as it found it.
+check takes. `make test` leaves it out (pytest's addopts say `-m "not arm64"`); `make
+arm64-check` runs the check and `pytest -m arm64` this test. It starts the device's sshd if
+needed and leaves it as it found it.
 """
 
 from __future__ import annotations
