@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from halp.cli import main
+from halp.cli.sweep_cmd import SOME_FAILED
 
 from support import require_ray
 
@@ -142,7 +143,7 @@ def test_sweep_on_a_local_ray_instance_keeps_errors_as_rows_and_stops_it(tmp_pat
     try:
         assert main(["sweep", str(REPO / "scenarios" / "default.yaml"),
                      "--set", "method.name=halp,nosuchmethod", "--set", "workload.requests=2",
-                     "--ray", "local", "--out", str(tmp_path)]) == 0
+                     "--ray", "local", "--out", str(tmp_path)]) == SOME_FAILED
     finally:
         remove(Path(temp))
     halp, unknown = read_rows(tmp_path)
