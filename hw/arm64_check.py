@@ -36,7 +36,8 @@ import sys
 import time
 from pathlib import Path
 
-from hw.arm64_device import ADDRESS, CACHE, CLIENT_KEY, KNOWN_HOSTS, answers, descendants
+from halp.processes import descendants
+from hw.arm64_device import ADDRESS, CACHE, CLIENT_KEY, KNOWN_HOSTS, answers
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = ROOT / "scenarios" / "hw_arm64.yaml"

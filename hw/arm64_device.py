@@ -42,6 +42,8 @@ import sys
 import time
 from pathlib import Path
 
+from halp.processes import descendants
+
 CACHE = Path(os.environ.get("HALP_ARM64_DIR", "/var/cache/halp-arm64"))
 ROOTFS = CACHE / "rootfs"
 ADDRESS = os.environ.get("HALP_ARM64_ADDRESS", "127.0.0.20")
@@ -312,22 +314,6 @@ def start_sshd() -> int:
     raise Failure(f"the device's sshd did not answer on {ADDRESS}:{PORT} within "
                   f"{SSHD_START_S:.0f} s (see {SSHD_LOG})")
 
-
-def descendants(pid: int) -> list[int]:
-    tree: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            tree.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in tree.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
 
 
 def alive(pid: int) -> bool:

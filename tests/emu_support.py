@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from halp.errors import BackendError
+from halp.processes import descendants
 
 from support import skip_or_fail
 
@@ -70,29 +71,6 @@ class MachineState:
         return left
 
 
-def _children() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        tree.setdefault(ppid, []).append(int(entry.name))
-    return tree
-
-
-def _descendants(pid: int) -> list[int]:
-    tree, out, todo = _children(), [], [pid]
-    while todo:
-        for child in tree.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
 def _cmdline(pid: int) -> str:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -108,7 +86,7 @@ def snapshot() -> MachineState:
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     cgroups = frozenset(str(p) for d in CGROUP_DIRS if d.is_dir()
                         for p in d.iterdir() if p.is_dir())
-    kids = _descendants(os.getpid())
+    kids = descendants(os.getpid())
     held = set()
     for pid in kids:
         try:

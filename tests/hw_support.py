@@ -32,6 +32,8 @@ from pathlib import Path
 
 import pytest
 
+from halp.processes import descendants
+
 from support import skip_or_fail
 
 SSHD = Path("/usr/sbin/sshd")
@@ -228,24 +230,6 @@ class Lab:
             if not left or time.monotonic() > deadline:
                 return left
             time.sleep(0.2)
-
-
-def descendants(pid: int) -> list[int]:
-    tree: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        tree.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in tree.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
 
 
 def processes_mentioning(text: str) -> list[str]:
