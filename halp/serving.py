@@ -63,13 +63,14 @@ def read_plans(text: str, where: str) -> list[Plan]:
     """The plans of a `--plans` file (a list of plans, or one plan); `where` names it."""
     try:
         data = json.loads(text)
-    except ValueError:
-        raise BackendError(f"plans file {where} is not JSON") from None
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than a plan ever is
+        raise BackendError(f"plans file {where} is not JSON, or not a plan's") from None
     raw = data if isinstance(data, list) else [data]
     try:
         plans = [Plan.from_dict(p) for p in raw]
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise BackendError(f"plans file {where}: not a list of plans ({exc})") from None
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+        raise BackendError(f"plans file {where}: not a list of plans "
+                           f"({str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__})") from None
     if not plans:
         raise BackendError(f"plans file {where}: holds no plan")
     return plans
