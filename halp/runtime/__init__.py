@@ -20,13 +20,16 @@ Host (on the host device; for the emulator, inside the host's Mininet node)::
 
     --endpoints: {"pi1": "tcp://10.0.0.2:5555", "pi2": "10.0.0.3:5555"}. Every secondary a
     plan uses needs an entry; the host connects to every scenario secondary listed (a policy
-    may use it later); unknown names are ignored. --plans: a JSON list of plans (Plan.to_dict);
-    one plan is served for every request, several must equal what the scenario's policy
-    serves; without it the host plans with `policy_for(scenario)`. --timeout defaults to
+    may use it later); unknown names are ignored. --plans: a JSON list of plans (Plan.to_dict,
+    `halp.serving.plans_json`), served by `halp.serving.policy_from_plans`: the scenario's own
+    policy when it serves exactly these plans (model selection keeps choosing per request),
+    else the one plan given, for every request; without it the host plans with
+    `policy_for(scenario)`. --timeout defaults to
     backends.<backend>.timeout, --warmup to backends.emu.warmup_requests (emu) or 0 (hw).
     DIR gets ops.jsonl and requests.jsonl as requests finish (`halp.trace.TraceWriter`) and
     runtime.json (the trace meta: per-worker clock offset and uncertainty, model digests,
-    mismatches). stdout: a line per request (`request 3 done in 41.2 ms (...)`) and a summary;
+    mismatches). stdout: `serving t0=SECONDS` when serving begins (`halp.runtime.lines`), a
+    line per request (`request 3 done in 41.2 ms (...)`) and a summary;
     stderr: progress log. Exit 0; 2 with one line (`BackendError`) on any failure, including
     outputs that differ from the monolithic model; SIGTERM ends it cleanly (exit 2).
 
