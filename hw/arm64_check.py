@@ -36,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-from halp.processes import descendants
+from halp.processes import stop_tree
 from hw.arm64_device import ADDRESS, CACHE, CLIENT_KEY, KNOWN_HOSTS, answers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -209,16 +209,7 @@ class X86Host:
 
     def stop(self) -> None:
         if self.popen is not None:
-            for pid in [self.popen.pid, *descendants(self.popen.pid)]:
-                try:
-                    os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-            try:
-                self.popen.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout=10)
+            stop_tree(self.popen)
             self.popen = None
             (X86 / "sshd.pid.check").unlink(missing_ok=True)
 

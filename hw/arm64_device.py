@@ -42,7 +42,7 @@ import sys
 import time
 from pathlib import Path
 
-from halp.processes import descendants
+from halp.processes import descendants, signal_tree
 
 CACHE = Path(os.environ.get("HALP_ARM64_DIR", "/var/cache/halp-arm64"))
 ROOTFS = CACHE / "rootfs"
@@ -332,11 +332,7 @@ def stop_sshd() -> bool:
         return False
     pids = [pid, *descendants(pid)]
     for sig, wait_s in ((signal.SIGTERM, STOP_S), (signal.SIGKILL, STOP_S)):
-        for p in pids:
-            try:
-                os.kill(p, sig)
-            except ProcessLookupError:
-                pass
+        signal_tree(pid, sig)
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline and any(alive(p) for p in pids):
             time.sleep(0.2)

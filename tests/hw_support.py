@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from halp.processes import descendants
+from halp.processes import signal_tree, stop_tree
 
 from support import skip_or_fail
 
@@ -126,26 +126,13 @@ class Sshd:
         """Stop this sshd by its pid; its sessions end with it (they are its children)."""
         if self.popen is None:
             return
-        for pid in [*descendants(self.popen.pid), self.popen.pid]:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        try:
-            self.popen.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait(timeout=10)
+        stop_tree(self.popen)
         self.popen = None
 
     def crash(self) -> None:
         """Power loss: SIGKILL to the daemon and everything it started."""
         assert self.popen is not None
-        for pid in [self.popen.pid, *descendants(self.popen.pid)]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        signal_tree(self.popen.pid, signal.SIGKILL)
         self.popen.wait(timeout=10)
         self.popen = None
 

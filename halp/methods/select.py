@@ -16,21 +16,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from pydantic import TypeAdapter
+
 from halp.accuracy import known_variants, spec_of, top1
 from halp.cluster import Cluster
 from halp.latency.model import LatencyModel
 from halp.methods import PlannedMethod, Prepared, plan_for, prepare
 from halp.plan import Plan
 from halp.policy import Observation, Served
-from halp.scenario import (
-    DeepthingsMethod,
-    HalpMethod,
-    ModnnMethod,
-    OffloadMethod,
-    Scenario,
-    SelectMethod,
-    StandaloneMethod,
-)
+from halp.scenario import ErlMethod, HalpMethod, MethodConfig, Scenario, SelectMethod
 from halp.schedule import estimate
 
 MOBILENET_VARIANTS = [v for v in known_variants() if v != "vgg16"]
@@ -147,9 +141,11 @@ class SelectPolicy:
                 for c in self.candidates(self.cluster.bandwidth_bps)]
 
 
+_METHODS = TypeAdapter(MethodConfig)
+
+
 def _base_config(name: str) -> PlannedMethod:
-    configs: dict[str, PlannedMethod] = {"halp": HalpMethod(name="halp"), "equal": HalpMethod(name="equal"),
-            "standalone": StandaloneMethod(name="standalone"), "modnn": ModnnMethod(name="modnn"),
-            "deepthings": DeepthingsMethod(name="deepthings"),
-            "offload": OffloadMethod(name="offload")}
-    return configs[name]
+    """The base method (`SelectMethod.base`) with its default options."""
+    config = _METHODS.validate_python({"name": name})
+    assert not isinstance(config, SelectMethod | ErlMethod)  # base names neither
+    return config
