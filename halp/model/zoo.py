@@ -1,4 +1,10 @@
-"""The model zoo: VGG-16 and the 16 MobileNet-V1 variants, defined here (no torchvision).
+"""The model zoo: VGG-16, the 16 MobileNet-V1 variants, and ResNet-18, -34, -50, MobileNet-V2
+and GoogLeNet at any resolution from 32 to 1024, all defined here (no torchvision).
+
+The last five have torchvision's module names and structure (`resnet.py`, `mobilenet_v2.py`,
+`googlenet.py`), so a `state_dict` saved from torchvision's model of the same name is a
+weights file for ours, and gives the same outputs (tests/test_model_families.py); GoogLeNet's
+training-only auxiliary classifiers are dropped from such a file.
 
 Weights are random from a fixed seed, so every device that builds the same `ModelSpec`
 holds the same numbers without downloading anything; a user's `state_dict` can replace them.
@@ -11,6 +17,7 @@ import hashlib
 import importlib
 import importlib.util
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
@@ -19,12 +26,29 @@ import torch
 from torch import nn
 
 from halp.errors import HalpError, ModelError
+from halp.model.googlenet import googlenet
+from halp.model.mobilenet_v2 import mobilenet_v2
+from halp.model.resnet import resnet18, resnet34, resnet50
 from halp.tensorfile import load_state_dict_checked, load_tensor_file, state_dict_of
 from halp.userfiles import MB, checked_file
 
 MOBILENET_WIDTHS = (1.0, 0.75, 0.5, 0.25)
 MOBILENET_RESOLUTIONS = (224, 192, 160, 128)
-MODEL_NAMES = ("vgg16", "mobilenet_v1", "custom")
+# torchvision's ImageNet models, by torchvision's names, with the names papers give them
+TORCHVISION_MODELS: dict[str, tuple[str, Callable[[], nn.Module]]] = {
+    "resnet18": ("ResNet-18", resnet18),
+    "resnet34": ("ResNet-34", resnet34),
+    "resnet50": ("ResNet-50", resnet50),
+    "mobilenet_v2": ("MobileNet-V2", mobilenet_v2),
+    "googlenet": ("GoogLeNet", googlenet),
+}
+# Their global pooling takes any side; below 32, their total stride, the last stage would
+# convolve mostly padding, and 1024 bounds what one request costs.
+TORCHVISION_RESOLUTIONS = range(32, 1024 + 1)
+# Keys of a torchvision state_dict for parts only training uses, which our models leave out,
+# dropped from a weights file before its keys are checked: GoogLeNet's auxiliary classifiers.
+TRAINING_ONLY_PREFIXES: dict[str, tuple[str, ...]] = {"googlenet": ("aux1.", "aux2.")}
+MODEL_NAMES = ("vgg16", "mobilenet_v1", *TORCHVISION_MODELS, "custom")
 MAX_FACTORY_FILE_BYTES = 10 * MB  # a custom model's Python file
 
 # (output channels, stride) of MobileNet-V1's 13 depthwise-separable blocks.
@@ -58,9 +82,12 @@ class ModelSpec:
 
     @property
     def variant(self) -> str:
-        """Short name used in reports: "vgg16", "0.5_160" for MobileNet-V1."""
+        """Short name used in reports: "vgg16", "0.5_160" for MobileNet-V1, "resnet18" at 224
+        and "resnet18_160" at other resolutions."""
         if self.name == "mobilenet_v1":
             return f"{float(self.width)!r}_{self.resolution}"
+        if self.name in TORCHVISION_MODELS and self.resolution != 224:
+            return f"{self.name}_{self.resolution}"
         if self.name == "custom":  # the factory without its folder: plans name no host path
             if self.factory_file is not None:
                 return f"{self.factory_file.stem}:{self.factory.rpartition(':')[2]}"  # type: ignore[union-attr]
@@ -236,6 +263,14 @@ def build_model(spec: ModelSpec) -> nn.Module:
             raise ModelError(f"MobileNet-V1 resolution must be one of {MOBILENET_RESOLUTIONS}, "
                              f"got {spec.resolution}")
         model = mobilenet_v1(spec.width)
+    elif spec.name in TORCHVISION_MODELS:
+        title, build = TORCHVISION_MODELS[spec.name]
+        if spec.resolution not in TORCHVISION_RESOLUTIONS:
+            raise ModelError(f"{title} resolution must be from {TORCHVISION_RESOLUTIONS.start} "
+                             f"to {TORCHVISION_RESOLUTIONS.stop - 1}, got {spec.resolution}")
+        if spec.width != 1.0:
+            raise ModelError(f"{title} has no width multiplier, got width {spec.width}")
+        model = build()
     elif spec.name == "custom":
         model = _load_factory(spec.factory)
     else:
@@ -244,10 +279,18 @@ def build_model(spec: ModelSpec) -> nn.Module:
     if spec.weights:
         try:
             state = state_dict_of(load_tensor_file(spec.weights), spec.weights)
+            state = without_training_only(state, TRAINING_ONLY_PREFIXES.get(spec.name, ()))
             load_state_dict_checked(model, state, spec.weights)
         except HalpError as exc:
             raise ModelError(f"model.weights: {exc}") from None
     return model.eval()
+
+
+def without_training_only(state: Mapping[str, torch.Tensor],
+                          prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """`state` without the keys of training-only parts (those starting with one of `prefixes`):
+    torchvision's GoogLeNet saves its auxiliary classifiers, which inference never runs."""
+    return {key: value for key, value in state.items() if not key.startswith(prefixes)}
 
 
 def model_digest(model: nn.Module) -> str:
