@@ -38,6 +38,8 @@ from halp.model.zoo import (
     MAX_FACTORY_FILE_BYTES,
     MOBILENET_RESOLUTIONS,
     MOBILENET_WIDTHS,
+    TORCHVISION_MODELS,
+    TORCHVISION_RESOLUTIONS,
     ModelSpec,
 )
 from halp.names import SAFE_NAME, SAFE_NAME_RULE
@@ -149,12 +151,14 @@ def _numeric(annotation: Any) -> bool:
 
 
 class ModelConfig(Strict):
-    name: Literal["vgg16", "mobilenet_v1", "custom"]
+    name: Literal["vgg16", "mobilenet_v1", "resnet18", "resnet34", "resnet50", "mobilenet_v2",
+                  "googlenet", "custom"]
     width: float = Field(1.0, gt=0, le=1.0)  # MobileNet-V1's multipliers are at most 1
     resolution: int | None = Field(None, ge=1, le=MAX_SIDE)
     weights: str | None = None  # a state_dict file, relative to the scenario
     # custom: "file.py:function" (relative to the scenario) or "package.module:function" (a
-    # module beside the scenario, else on the Python path) returning an nn.Sequential
+    # module beside the scenario, else on the Python path) returning any nn.Module that
+    # torch.fx can trace (halp.model.trace)
     factory: str | None = None
     input_shape: tuple[Annotated[int, Field(ge=1, le=MAX_CHANNELS)],
                        Annotated[int, Field(ge=1, le=MAX_SIDE)],
@@ -173,6 +177,13 @@ class ModelConfig(Strict):
                 raise ValueError("VGG-16 has no width multiplier")
             if self.resolution not in (None, 224):
                 raise ValueError("VGG-16 takes 224x224 inputs")
+        elif self.name in TORCHVISION_MODELS:
+            title = TORCHVISION_MODELS[self.name][0]
+            if self.width != 1.0:
+                raise ValueError(f"{title} has no width multiplier")
+            if self.resolution is not None and self.resolution not in TORCHVISION_RESOLUTIONS:
+                raise ValueError(f"{title} takes resolutions from {TORCHVISION_RESOLUTIONS.start} "
+                                 f"to {TORCHVISION_RESOLUTIONS.stop - 1}, got {self.resolution}")
         elif not self.factory or not self.input_shape:
             raise ValueError("a custom model needs factory: 'module:function' and input_shape: [C, H, W]")
         return self

@@ -41,6 +41,7 @@ from halp.latency.model import LatencyModel
 from halp.methods.erl import observation, plan_from_shares, project
 from halp.methods.halp import choose_cuts
 from halp.model.graph import ModelGraph
+from halp.model.trace import trace_model
 from halp.model.zoo import ModelSpec, build_model
 from halp.plan import Plan
 from halp.scenario import Scenario
@@ -61,7 +62,7 @@ def graph_of(spec: ModelSpec) -> ModelGraph:
     """The layer graph of a model, built once per process (the weights play no part)."""
     key = replace(spec, seed=0, weights=None)
     if key not in _GRAPHS:
-        _GRAPHS[key] = ModelGraph.from_module(build_model(key), key.shape, key.variant)
+        _GRAPHS[key] = trace_model(build_model(key), key.shape, key.variant)
     return _GRAPHS[key]
 
 

@@ -7,6 +7,7 @@ from torch import nn
 from halp.latency.ops import Sample
 from halp.latency.timing import measure_graphs
 from halp.model.graph import ModelGraph
+from halp.model.trace import trace_model
 
 
 def tiny_graph() -> ModelGraph:
@@ -17,7 +18,7 @@ def tiny_graph() -> ModelGraph:
         nn.Conv2d(32, 64, 1), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10),
     ).eval()
-    return ModelGraph.from_module(module, (3, 64, 64), "tiny")
+    return trace_model(module, (3, 64, 64), "tiny")
 
 
 def tiny_samples(graph: ModelGraph) -> list[Sample]:

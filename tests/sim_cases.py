@@ -15,6 +15,7 @@ from torch import nn
 from halp.cluster import Cluster, Device
 from halp.latency.profile import load_profile
 from halp.model.graph import ModelGraph
+from halp.model.trace import trace_model
 from halp.network import BandwidthTrace
 from halp.scenario import (
     DeepthingsMethod,
@@ -53,7 +54,7 @@ def tiny_module(height: int = 8) -> nn.Sequential:
 
 def tiny_graph(height: int = 8) -> ModelGraph:
     """Boundaries: 0 input (1x8x8), 4 after conv-relu-conv-relu (2xHx8), 7 the output (3)."""
-    return ModelGraph.from_module(tiny_module(height), (1, height, 8), "tiny")
+    return trace_model(tiny_module(height), (1, height, 8), "tiny")
 
 
 def write_profile(folder: Path) -> Path:

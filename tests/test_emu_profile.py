@@ -11,7 +11,7 @@ from test_latency_profiler import parse
 from halp.cli import main, profile_cmd
 from halp.latency.probe import LAYERS, probe_machine, slowdowns
 from halp.latency.profile import profile_from_dict
-from halp.model.graph import ModelGraph
+from halp.model.trace import trace_model
 from halp.model.zoo import ModelSpec, build_model
 
 from emu_support import emu_required, machine_state  # noqa: F401  (fixtures)
@@ -45,7 +45,7 @@ def test_a_profile_measured_on_a_quarter_core_says_so_and_predicts_a_slower_devi
     assert set(inside) == set(LAYERS) and all(r > 3.2 for r in inside.values()), inside
     assert "quota_probe" not in bare.provenance
     spec = ModelSpec("mobilenet_v1", 1.0, 224)
-    graph = ModelGraph.from_module(build_model(spec), spec.shape, spec.variant)
+    graph = trace_model(build_model(spec), spec.shape, spec.variant)
     regions = list(graph.layer_regions(0, len(graph), graph.full(len(graph))))
     whole = sum(limited.layer_s(*r) for r in regions)
     fast = sum(bare.layer_s(*r) for r in regions)

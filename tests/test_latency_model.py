@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from halp.model.graph import ModelGraph
+from halp.model.trace import trace_model
 from halp.model.zoo import ModelSpec, build_model
 
 from support import cluster
@@ -15,7 +15,7 @@ from support import cluster
 @pytest.mark.parametrize("spec", [ModelSpec("vgg16"), ModelSpec("mobilenet_v1", 0.5, 160)],
                          ids=lambda s: s.variant)
 def test_row_fast_path_equals_layer_sum(spec):
-    graph = ModelGraph.from_module(build_model(spec), spec.shape, spec.variant)
+    graph = trace_model(build_model(spec), spec.shape, spec.variant)
     c, latency = cluster([1.0, 2.0])
     profile = c.device("d1").profile
     rng = random.Random(0)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from halp.execute import execute, max_error
 from halp.methods import halp as halp_method
 from halp.methods import plan_for
-from halp.model.graph import ModelGraph
+from halp.model.trace import trace_model
 from halp.model.zoo import ModelSpec, build_model
 from halp.plan import Compute, Transfer, validate
 from halp.scenario import DeepthingsMethod, HalpMethod, ModnnMethod, OffloadMethod, StandaloneMethod
@@ -31,7 +31,7 @@ def model(name: str):
     if name not in _MODELS:
         spec = ModelSpec("vgg16") if name == "vgg16" else ModelSpec("mobilenet_v1", 0.5, 160)
         m = build_model(spec)
-        _MODELS[name] = (m, ModelGraph.from_module(m, spec.shape, spec.variant))
+        _MODELS[name] = (m, trace_model(m, spec.shape, spec.variant))
     return _MODELS[name]
 
 

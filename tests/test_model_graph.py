@@ -8,8 +8,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 from halp.errors import ModelError
-from halp.model.graph import ModelGraph, region
+from halp.model.graph import region
 from halp.model.slicing import assemble, run_region
+from halp.model.trace import trace_model
 
 
 def chain(draw_layers, channels: int = 3):
@@ -39,7 +40,7 @@ def random_model(layers, size):
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 1.5)
-    return model, ModelGraph.from_module(model, (3, size, size))
+    return model, trace_model(model, (3, size, size))
 
 
 def sliceable_model(layers, size):
@@ -107,7 +108,7 @@ def test_a_two_dimensional_tile_equals_that_tile_of_the_whole_output():
 
 def test_vgg_row_after_two_convolutions_needs_five_input_rows():
     from halp.model.zoo import ModelSpec, build_model
-    graph = ModelGraph.from_module(build_model(ModelSpec("vgg16")), (3, 224, 224))
+    graph = trace_model(build_model(ModelSpec("vgg16")), (3, 224, 224))
     one_row = graph.rows(4, 50, 51)
     # Two 3x3 convolutions: one output row reads five input rows.
     assert graph.rows_needed(0, 4, one_row).rows.size == 5
@@ -119,7 +120,7 @@ def test_a_linear_layer_computes_any_range_of_its_features():
     torch.manual_seed(1)
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
                           nn.Linear(16, 10), nn.ReLU(), nn.Linear(10, 6)).eval()
-    graph = ModelGraph.from_module(model, (3, 8, 8))
+    graph = trace_model(model, (3, 8, 8))
     x = torch.randn(1, 3, 8, 8)
     whole = model(x).detach()
     end, flat = len(graph), 3  # boundary 3: the flat map of 16 features

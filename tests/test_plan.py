@@ -9,7 +9,8 @@ import pytest
 
 from halp.errors import PlanError
 from halp.methods import plan_for
-from halp.model.graph import ModelGraph, Region, region
+from halp.model.graph import Region, region
+from halp.model.trace import trace_model
 from halp.model.zoo import ModelSpec, build_model
 from halp.plan import Compute, Plan, Transfer, covers, validate
 from halp.scenario import DeepthingsMethod, HalpMethod, ModnnMethod
@@ -20,7 +21,7 @@ from support import cluster
 @pytest.fixture(scope="module")
 def graph():
     spec = ModelSpec("mobilenet_v1", 0.25, 128)
-    return ModelGraph.from_module(build_model(spec), spec.shape, spec.variant)
+    return trace_model(build_model(spec), spec.shape, spec.variant)
 
 
 @pytest.mark.parametrize("method", [HalpMethod(name="halp"), ModnnMethod(name="modnn"),

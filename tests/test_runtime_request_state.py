@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from runtime_support import whole_model_on
 
-from halp.model.graph import ModelGraph
+from halp.model.trace import trace_model
 from halp.model.zoo import ModelSpec, build_model
 from halp.runtime.request_state import RequestState, RequestTable
 from halp.runtime.wire import WireError
@@ -15,7 +15,7 @@ SPEC = ModelSpec("mobilenet_v1", width=0.25, resolution=128, seed=3)
 
 @pytest.fixture(scope="module")
 def plan():
-    graph = ModelGraph.from_module(build_model(SPEC), SPEC.shape, SPEC.variant)
+    graph = trace_model(build_model(SPEC), SPEC.shape, SPEC.variant)
     return whole_model_on(graph, SPEC.variant, "w1")  # in -> t1 (h->w1) -> c2 (w1) -> t3 (w1->h)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from halp.cli.common import print_json
-from halp.model.graph import ModelGraph
+from halp.model.trace import trace_model
 from halp.model.zoo import MODEL_NAMES, ModelSpec, build_model
 
 
@@ -24,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     shape = tuple(args.input_shape) if args.input_shape else None
     spec = ModelSpec(args.name, args.width, args.resolution, factory=args.factory, input_shape=shape)
-    graph = ModelGraph.from_module(build_model(spec), spec.shape, spec.variant)
+    graph = trace_model(build_model(spec), spec.shape, spec.variant)
     summary = {"model": spec.variant, "macs": graph.macs, "flops": 2 * graph.macs,
                "params": graph.params, "layers": len(graph), "input_shape": list(spec.shape),
                "spatial_layers": graph.spatial_end}

@@ -46,7 +46,10 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= args.threads <= 64:
         raise HalpError(f"--threads {args.threads}: use 1 to 64")
     token = auth.load_token(args.token)
+    from halp.model.trace import warm_up
     from halp.runtime.worker import serve_forever
+
+    warm_up()  # before it says it listens: a host's handshake then waits for the model alone
 
     log = logging.getLogger("halp.worker")
     handler = logging.StreamHandler(sys.stderr)

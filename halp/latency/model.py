@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from halp.model.graph import RESHAPE, ModelGraph, Region, region
+from halp.model.graph import RESHAPE, LayerSpec, ModelGraph, Region, region
 
 if TYPE_CHECKING:
     from halp.cluster import Cluster
+    from halp.latency.profile import Profile
 
 
 class LatencyModel:
@@ -25,7 +26,7 @@ class LatencyModel:
     def __init__(self, cluster: Cluster):
         self.cluster = cluster
         self._memo: dict[tuple, float] = {}
-        self._rows: dict[tuple, list[tuple[float, float, float]]] = {}
+        self._rows: dict[tuple, list[list[tuple[float, float, float]]]] = {}
 
     def at(self, cluster: Cluster) -> LatencyModel:
         """The model of `cluster`, the same devices at other speeds or bandwidths: it shares the
@@ -50,30 +51,15 @@ class LatencyModel:
             hit = self._memo[key] = (dev.profile.op_overhead_s + total) / dev.speed
         return hit
 
-    def _row_costs(self, device: str, graph: ModelGraph) -> list[tuple[float, float, float]]:
-        """Per layer (fixed, per input row, per output row) seconds at full width."""
+    def _row_costs(self, device: str, graph: ModelGraph) -> list[list[tuple[float, float, float]]]:
+        """Per stage, per op (one for a single op, one per op of a block): (fixed, per input
+        row, per output row) seconds at full width."""
         key = (device, id(graph))
         if key not in self._rows:
             profile = self.cluster.device(device).profile
-            costs = []
-            for layer in graph.layers:
-                if layer.kind == RESHAPE:
-                    costs.append((0.0, 0.0, 0.0))
-                    continue
-                if not layer.spatial:  # reads its whole input whatever rows it produces
-                    full_in = region((0, layer.in_height), (0, layer.in_width))
-                    w_out = (0, layer.out_width)
-                    one = profile.layer_s(layer, full_in, region((0, 1), w_out))
-                    per_out = profile.layer_s(layer, full_in, region((0, 2), w_out)) - one
-                    costs.append((one - per_out, 0.0, per_out))
-                    continue
-                w_in, w_out = (0, layer.in_width), (0, layer.out_width)
-                base = profile.layer_s(layer, region((0, 0), w_in), region((0, 1), w_out))
-                one_in = profile.layer_s(layer, region((0, 1), w_in), region((0, 1), w_out))
-                two_out = profile.layer_s(layer, region((0, 0), w_in), region((0, 2), w_out))
-                per_in, per_out = one_in - base, two_out - base
-                costs.append((base - per_out, per_in, per_out))
-            self._rows[key] = costs
+            self._rows[key] = [[_op_row_cost(profile, node.spec) for node in layer.nodes]
+                               if layer.nodes else [_op_row_cost(profile, layer)]
+                               for layer in graph.layers]
         return self._rows[key]
 
     def _rows_s(self, device: str, graph: ModelGraph, start: int, stop: int, r0: int, r1: int) -> float:
@@ -81,7 +67,13 @@ class LatencyModel:
         total = 0.0
         a, b = r0, r1
         for layer in reversed(graph.layers[start:stop]):
-            fixed, per_in, per_out = costs[layer.index]
+            if layer.nodes:
+                (a, b), sizes = graph.block_op_rows(layer, (a, b))
+                total += sum(fixed + per_in * rows_in + per_out * rows_out
+                             for (fixed, per_in, per_out), (rows_in, rows_out)
+                             in zip(costs[layer.index], sizes, strict=True) if rows_out)
+                continue
+            fixed, per_in, per_out = costs[layer.index][0]
             rows_out = b - a
             if layer.spatial:
                 k, s, p = layer.kernel[0], layer.stride[0], layer.padding[0]
@@ -102,3 +94,22 @@ class LatencyModel:
     def transfer_s(self, src: str, dst: str, nbytes: float, bandwidth_bps: float | None = None) -> float:
         bps = self.cluster.bandwidth(src, dst) if bandwidth_bps is None else bandwidth_bps
         return self.message_s() + nbytes * 8.0 / bps + self.cluster.delay_s
+
+
+def _op_row_cost(profile: Profile, layer: LayerSpec) -> tuple[float, float, float]:
+    """(fixed, per input row, per output row) seconds of one op at full width: a profile's
+    features are linear in the rows an op reads and writes."""
+    if layer.kind == RESHAPE:
+        return (0.0, 0.0, 0.0)
+    if not layer.spatial:  # reads its whole input whatever rows it produces
+        full_in = region((0, layer.in_height), (0, layer.in_width))
+        w_out = (0, layer.out_width)
+        one = profile.layer_s(layer, full_in, region((0, 1), w_out))
+        per_out = profile.layer_s(layer, full_in, region((0, 2), w_out)) - one
+        return (one - per_out, 0.0, per_out)
+    w_in, w_out = (0, layer.in_width), (0, layer.out_width)
+    base = profile.layer_s(layer, region((0, 0), w_in), region((0, 1), w_out))
+    one_in = profile.layer_s(layer, region((0, 1), w_in), region((0, 1), w_out))
+    two_out = profile.layer_s(layer, region((0, 0), w_in), region((0, 2), w_out))
+    per_in, per_out = one_in - base, two_out - base
+    return (base - per_out, per_in, per_out)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from halp.latency.fit import Observation
 from halp.latency.profile import layer_features
 from halp.model.graph import RESHAPE, ModelGraph, Region
+from halp.model.trace import trace_model
 from halp.model.zoo import ModelSpec, build_model
 
 # The slice heights timed by default, as fractions of each map's height.
@@ -80,7 +81,7 @@ def layer_terms(graph: ModelGraph, start: int, stop: int, out: Region):
 
 def graph_of(spec: ModelSpec) -> ModelGraph:
     """The layer graph of a zoo model: what `plan_ops` chooses ops from."""
-    return ModelGraph.from_module(build_model(spec), spec.shape, spec.variant)
+    return trace_model(build_model(spec), spec.shape, spec.variant)
 
 
 def plan_ops(graph: ModelGraph, heights: Sequence[float], max_run: int, rng: random.Random,

@@ -27,8 +27,10 @@ from halp.model.graph import (
     BYTES_PER_ELEMENT,
     CONV,
     DWCONV,
+    ELEMENTWISE,
     KINDS,
     LINEAR,
+    MERGE,
     RESHAPE,
     LayerSpec,
     Region,
@@ -85,6 +87,8 @@ class Profile:
         if layer.kind == RESHAPE or out.empty:
             return 0.0
         coef = self.coefficients.get(layer.kind)
+        if coef is None and layer.kind == MERGE:  # measured before merges were a kind of their own
+            coef = self.coefficients.get(ELEMENTWISE)
         if coef is None:
             raise HalpError(f"profile {self.name} has no coefficients for {layer.kind} layers")
         values = self.features(layer, held, out)

@@ -16,6 +16,7 @@ from halp.errors import PlanError
 from halp.latency.model import LatencyModel
 from halp.methods import deepthings, erl, halp, modnn, offload, standalone
 from halp.model.graph import ModelGraph
+from halp.model.trace import trace_model
 from halp.model.zoo import ModelSpec, build_model
 from halp.plan import Plan, validate
 from halp.scenario import (
@@ -44,7 +45,7 @@ class Prepared:
 def prepare(scenario: Scenario, spec: ModelSpec | None = None, cluster: Cluster | None = None) -> Prepared:
     spec = spec or scenario.model_spec()
     model = build_model(spec)
-    graph = ModelGraph.from_module(model, spec.shape, spec.variant)
+    graph = trace_model(model, spec.shape, spec.variant)
     cluster = cluster or scenario.cluster()
     return Prepared(spec, model, graph, cluster, LatencyModel(cluster))
 

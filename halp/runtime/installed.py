@@ -16,6 +16,7 @@ import torch
 
 from halp.errors import PlanError
 from halp.model.graph import ModelGraph
+from halp.model.trace import trace_model
 from halp.model.zoo import ModelSpec, build_model, model_digest
 from halp.plan import Plan, validate
 from halp.runtime.files import localise
@@ -52,7 +53,7 @@ class ModelCache:
             self._built.move_to_end(spec)
             return self._built[spec]
         module = build_model(localise(spec, self.files))
-        graph = ModelGraph.from_module(module, spec.shape, spec.variant)
+        graph = trace_model(module, spec.shape, spec.variant)
         built = BuiltModel(module, graph, model_digest(module))
         self._built[spec] = built
         while len(self._built) > self.limit:
