@@ -166,7 +166,11 @@ def compare(scenario: Scenario, methods: list[str], backend: str, out: Path | No
     purpose."""
     prepared = prepare(scenario)
     checks = Checks(seed=scenario.seed) if verify else None
-    alone_s = simulated_alone_s = standalone_s(scenario, prepared, checks)
+    try:
+        alone_s = simulated_alone_s = standalone_s(scenario, prepared, checks)
+    except PlanMismatch as exc:
+        raise PlanMismatch(f"{exc} (the stand-alone plan: every speedup's reference); nothing "
+                           "was run", exc.verdict) from None
     source = "simulated"
     if backend != "sim" and STANDALONE in methods:  # measure the reference first, then use it
         methods = [STANDALONE, *(m for m in methods if m != STANDALONE)]

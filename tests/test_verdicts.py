@@ -191,6 +191,18 @@ def test_compare_refuses_every_method_when_one_computes_something_else(tmp_path,
     assert not out.exists()
 
 
+def test_compare_refuses_when_the_stand_alone_reference_computes_something_else(tmp_path,
+                                                                                 capsys):
+    path = scenario_file(tmp_path, "skip", "halp")
+    out = tmp_path / "cmp"
+
+    code = main(["compare", str(path), "--methods", "halp,modnn", "--out", str(out)])
+
+    line = one_line(capsys)
+    assert code == 2 and "plan standalone for net:skip computes something else" in line
+    assert "every speedup's reference" in line and not out.exists()
+
+
 def test_compare_without_the_wrong_method_runs_and_says_it_verified(tmp_path, capsys):
     path = scenario_file(tmp_path, "rowmean", "standalone")
     out = tmp_path / "cmp"
