@@ -4,7 +4,8 @@
 product, `point` simulates one grid point (in a worker process or as a Ray task, so it must stay
 importable as `halp.sweep.point`), `run_grid` runs them all, and `write_csv` / `plot` write the
 rows. A point that fails is a row with its `error`, never an exception: one bad variant does
-not lose the others.
+not lose the others. A point whose plan computes something else than its model is such a row
+(`halp.verdicts`), unless the sweep runs with `verify=False`; the `verified` column says which.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from halp.experiment import execute, single_request_s, standalone_s
 from halp.methods import prepare_reusing
 from halp.scenario import load_scenario, parse_override
 from halp.serving import policy_for
+from halp.verdicts import Checks
 
 METRICS = ["requests", "mean_s", "p50_s", "p95_s", "max_s", "single_request_s",
-           "standalone_latency_s", "speedup", "deadline_hit_rate", "error"]
+           "standalone_latency_s", "speedup", "deadline_hit_rate", "verified", "error"]
 
 
 # ---- the grid -----------------------------------------------------------------------------
@@ -74,22 +76,26 @@ def grid(axes: dict[str, list[Any]]) -> list[dict[str, Any]]:
 
 
 # ---- one point (runs in a worker process) -------------------------------------------------
-def point(path: str, fixed: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """Simulate one grid point; a failure becomes the row's `error`."""
+def point(path: str, fixed: dict[str, Any], values: dict[str, Any],
+          verify: bool = True) -> dict[str, Any]:
+    """Simulate one grid point, its plans checked exact first unless not `verify`; a failure
+    becomes the row's `error`."""
     row: dict[str, Any] = {key: value for key, value in values.items()}
     try:
         scenario = load_scenario(path).with_values({**fixed, **values})
         prepared = prepare_reusing(scenario)
         policy = policy_for(scenario, prepared)
+        checks = Checks(seed=scenario.seed) if verify else None
+        single = single_request_s(scenario, prepared, checks)
         report = execute(scenario, "sim", None, policy=policy,
-                         standalone=standalone_s(scenario, prepared))
+                         standalone=standalone_s(scenario, prepared, checks), verify=verify,
+                         checks=checks)
         lat = report["latency_s"]
         row.update({"requests": report["requests"], "mean_s": lat["mean"], "p50_s": lat["p50"],
-                    "p95_s": lat["p95"], "max_s": lat["max"],
-                    "single_request_s": single_request_s(scenario, prepared),
+                    "p95_s": lat["p95"], "max_s": lat["max"], "single_request_s": single,
                     "standalone_latency_s": report["standalone_latency_s"],
                     "speedup": report["speedup"], "deadline_hit_rate": report["deadline_hit_rate"],
-                    "error": ""})
+                    "verified": report["verified"], "error": ""})
     except HalpError as exc:
         return failed(values, str(exc))
     return row
@@ -126,21 +132,23 @@ class Progress:
 
 
 def run_grid(path: str, fixed: dict[str, Any], points: list[dict[str, Any]], jobs: int,
-             ray_address: str | None = None, quiet: bool = False) -> list[dict[str, Any]]:
+             ray_address: str | None = None, quiet: bool = False,
+             verify: bool = True) -> list[dict[str, Any]]:
     """One row per point, in the points' order whatever order they finish in."""
     progress = Progress(len(points), quiet)
     if ray_address:
-        return _run_ray(path, fixed, points, ray_address, progress)
+        return _run_ray(path, fixed, points, ray_address, progress, verify)
     if jobs <= 1 or len(points) == 1:
         rows = []
         for values in points:
-            rows.append(point(path, fixed, values))
+            rows.append(point(path, fixed, values, verify))
             progress.step()
         return rows
     results: list[dict[str, Any] | None] = [None] * len(points)
     context = multiprocessing.get_context("spawn")  # no fork after torch has started threads
     with ProcessPoolExecutor(max_workers=min(jobs, len(points)), mp_context=context) as pool:
-        futures = {pool.submit(point, path, fixed, values): i for i, values in enumerate(points)}
+        futures = {pool.submit(point, path, fixed, values, verify): i
+                   for i, values in enumerate(points)}
         for future in as_completed(futures):
             i = futures[future]
             try:
@@ -152,7 +160,7 @@ def run_grid(path: str, fixed: dict[str, Any], points: list[dict[str, Any]], job
 
 
 def _run_ray(path: str, fixed: dict[str, Any], points: list[dict[str, Any]], address: str,
-             progress: Progress) -> list[dict[str, Any]]:
+             progress: Progress, verify: bool = True) -> list[dict[str, Any]]:
     """Each point as a Ray task; a task Ray could not run (a lost node) becomes an error row."""
     try:
         import ray  # type: ignore[import-not-found]
@@ -172,7 +180,7 @@ def _run_ray(path: str, fixed: dict[str, Any], points: list[dict[str, Any]], add
         except (ValueError, RuntimeError) as exc:
             raise HalpError(f"--ray {address}: {_first_line(exc)}") from None
         remote = ray.remote(point)
-        refs = [remote.remote(path, fixed, values) for values in points]
+        refs = [remote.remote(path, fixed, values, verify) for values in points]
         order = {ref: i for i, ref in enumerate(refs)}
         results: list[dict[str, Any]] = [{} for _ in points]
         pending = list(refs)

@@ -7,6 +7,10 @@ latency under the workload (mean, p95), the latency of one request on an idle cl
 (simulated), speedup against stand-alone, and the deadline hit rate. The stand-alone latency is
 simulated, except on a measured backend (emu, hw) with method standalone among the methods:
 that method runs first, and its measured mean latency is the reference of every speedup.
+
+Every method is planned and its plans checked exact (`halp.verdicts`) before any runs: one
+method whose plan computes something else refuses the whole comparison in one line, nothing
+run or written (`--no-verify` skips the check, and the outputs say so).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from halp.cli.common import (
     scenario_from_args,
     warn_if_emulated_differently,
 )
-from halp.cli.run_cmd import ms
+from halp.cli.run_cmd import add_no_verify, ms, verified_line
 from halp.errors import HalpError
 from halp.experiment import compare
 from halp.outdirs import new_folder
@@ -41,6 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="sim", choices=list(BACKENDS))
     p.add_argument("--out", type=Path, help="output folder (default runs/compare-<name>-<time>)")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    add_no_verify(p)
     p.set_defaults(func=run)
 
 
@@ -71,6 +76,7 @@ def table(result: dict[str, Any]) -> list[str]:
                      f"{ms(r['single_request_s']):>9} {alone:>7.2f}x {hit:>9}")
     lines.append("speedup = stand-alone latency / mean latency under the workload; 1-req = one "
                  "request on an idle cluster, simulated")
+    lines.append(verified_line(result))
     return lines
 
 
@@ -81,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     ready_backend(args.backend, scenario)  # what cannot run here is one line, said first
     warn_if_emulated_differently(scenario, args.backend)
     result = compare(scenario, methods, args.backend, out,
-                     started=None if args.json else _started, failed=_failed)
+                     started=None if args.json else _started, failed=_failed, verify=args.verify)
     failures = sum("error" in r for r in result["methods"])
     if failures == len(result["methods"]):
         raise HalpError("every method failed; see the lines above")

@@ -6,7 +6,10 @@ format: open it in https://ui.perfetto.dev). Speedup is against the stand-alone 
 same scenario, simulated in the same run (method standalone, one request); on a measured
 backend the line says so (`halp compare` with method standalone measures it instead).
 
-The run itself is `halp.experiment.execute`, which `halp compare` and `halp sweep` reuse.
+The run itself is `halp.experiment.execute`, which `halp compare` and `halp sweep` reuse. It
+first checks that every plan it will serve computes what the whole model computes
+(`halp.verdicts`, as `halp verify`, cached) and refuses in one line otherwise; `--no-verify`
+skips that, and the report and the summary then say the plans were not verified.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from halp.experiment import execute
 from halp.outdirs import new_folder
 
 SUMMARY_KEYS = ("method", "backend", "requests", "latency_s", "standalone_latency_s", "speedup",
-                "deadline_hit_rate", "mean_top1", "choices", "prediction_error_mean")
+                "deadline_hit_rate", "mean_top1", "choices", "prediction_error_mean", "verified",
+                "verification")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,11 +40,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="sim (default), emu or hw")
     p.add_argument("--out", type=Path, help="output folder (default runs/<name>-<backend>-<time>)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_no_verify(p)
     p.set_defaults(func=run)
+
+
+def add_no_verify(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-verify", dest="verify", action="store_false",
+                        help="do not check first that the plans compute what the whole model "
+                             "computes (the report then says they were not verified)")
 
 
 def ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1e3:.1f}"
+
+
+def verified_line(report: dict[str, Any]) -> str:
+    """Whether the plans were checked exact, and how."""
+    if not report.get("verified"):
+        return "plans not verified (--no-verify)"
+    v = report["verification"]
+    made = v["checked_while_serving"]
+    return (f"plans verified exact: {v['plans']}, {v['cache_hits']} of them from the cache"
+            + (f", {made} made while serving" if made else ""))
 
 
 def describe(report: dict[str, Any]) -> list[str]:
@@ -62,6 +83,7 @@ def describe(report: dict[str, Any]) -> list[str]:
         error = report["prediction_error_mean"]
         lines.append(f"  models served: {counts}; mean top-1 {top1}"
                      + (f"; predicted latency off by {error:.0%} on average" if error is not None else ""))
+    lines.append(f"  {verified_line(report)}")
     return lines
 
 
@@ -70,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or new_folder(f"{scenario.name}-{args.backend}")
     ready_backend(args.backend, scenario)  # what cannot run here is one line, said first
     warn_if_emulated_differently(scenario, args.backend)
-    report = execute(scenario, args.backend, out)
+    report = execute(scenario, args.backend, out, verify=args.verify)
     if args.json:
         print_json({**{k: report[k] for k in SUMMARY_KEYS}, "out": report["out"],
                     "utilisation": report["utilisation"]})

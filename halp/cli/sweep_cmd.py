@@ -11,7 +11,9 @@ the others).
 
 A point that fails is a row with its error, and the others still run. The exit status says how
 it went: 0 every point ran, 1 some failed (named on stderr: `3 of 12 points failed`), 2 every
-point failed or the sweep could not start.
+point failed or the sweep could not start. A point whose plan computes something else than its
+model (`halp.verdicts`, as `halp verify`) is such a failed row; `--no-verify` skips the check,
+and the `verified` column and the last line say so.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import sys
 from pathlib import Path
 
 from halp.cli.common import print_json
+from halp.cli.run_cmd import add_no_verify
 from halp.errors import HalpError
 from halp.outdirs import new_folder
 from halp.scenario import load_scenario
@@ -42,6 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(pip install ray)")
     p.add_argument("--out", type=Path, help="output folder (default runs/sweep-<name>-<time>)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    add_no_verify(p)
     p.set_defaults(func=run)
 
 
@@ -56,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     for values in points[:1]:  # a bad key or value fails here, before any worker starts
         scenario.with_values({**fixed, **values})
     out = args.out or new_folder(f"sweep-{scenario.name}")
-    rows = run_grid(path, fixed, points, args.jobs, args.ray, quiet=args.json)
+    rows = run_grid(path, fixed, points, args.jobs, args.ray, quiet=args.json,
+                    verify=args.verify)
     out.mkdir(parents=True, exist_ok=True)
     keys = list(axes)
     write_csv(rows, keys, out / "sweep.csv")
@@ -64,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     failed = [r for r in rows if r.get("error")]
     if args.json:
         print_json({"scenario": scenario.name, "axes": axes, "fixed": fixed, "rows": rows,
-                    "out": str(out)})
+                    "verified": args.verify, "out": str(out)})
     else:
         wheres = ["  ".join(f"{k}={r[k]}" for k in keys) for r in rows]
         width = max(len(w) for w in wheres)
@@ -72,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
             result = (f"failed: {r['error']}" if r.get("error") else
                       f"mean {r['mean_s'] * 1e3:9.1f} ms  speedup {r['speedup'] or 0:5.2f}x")
             print(f"{where:<{width}}  {result}")
+        print("plans of every point that ran verified exact" if args.verify else "plans not verified (--no-verify)")
         print(f"wrote {out / 'sweep.csv'} and {out / 'sweep.png'}")
     if not failed:
         return 0
