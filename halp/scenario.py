@@ -539,6 +539,9 @@ class Scenario(Strict):
             for name in self.dynamics.links:
                 if name not in names or name == hosts[0]:
                     raise ValueError(f"dynamics.links: {shown(name)} is not a secondary")
+        if isinstance(self.method, SelectMethod) and self.model.name not in ("mobilenet_v1", "vgg16"):
+            raise ValueError(f"method select chooses among the variants of halp/data/top1.yaml "
+                             f"(MobileNet-V1 and VGG-16); model {self.model.name} has none there")
         offload = self.method
         if isinstance(offload, OffloadMethod) and offload.device is not None:
             if offload.device not in names or offload.device == hosts[0]:

@@ -21,8 +21,9 @@ from halp.trace import TraceWriter
 
 from emu_support import machine_state, require_emu  # noqa: F401  (fixture)
 
-# MobileNet-V1 0.25 at 128 px: small enough for half a core. The host is planned slow so that
-# HALP hands rows to the secondaries; two requests 20 ms apart are in flight together.
+# MobileNet-V1 0.25 at 128 px (a chain) and ResNet-18 at 112 px (residual blocks): small enough
+# for half a core. The host is planned slow so that HALP hands rows to the secondaries; two
+# requests 20 ms apart are in flight together.
 SCENARIO = """\
 name: conformance
 seed: 3
@@ -37,16 +38,20 @@ workload: {requests: 2, arrival: periodic, interval: 20ms}
 backends: {emu: {timeout: 60s}, hw: {timeout: 60s}}
 """
 METHODS = ["halp", "modnn"]
+MODELS = {"mobilenet_v1": {}, "resnet18": {"model.name": "resnet18", "model.width": 1.0,
+                                           "model.resolution": 112}}
 
 
 @pytest.fixture(scope="module")
 def policies(tmp_path_factory):
-    """The scenario per method, and the one policy (so the same plans) every backend runs."""
+    """The scenario per model and method, and the one policy (so the same plans) every
+    backend runs."""
     base = load_scenario(write_scenario(tmp_path_factory.mktemp("conformance"), SCENARIO))
     out = {}
-    for method in METHODS:
-        scenario = base.with_values({"method.name": method})
-        out[method] = (scenario, policy_for(scenario))
+    for model, changes in MODELS.items():
+        for method in METHODS:
+            scenario = base.with_values({**changes, "method.name": method})
+            out[model, method] = (scenario, policy_for(scenario))
     return out
 
 
@@ -76,6 +81,7 @@ def runnable(request):
     return lambda scenario: scenario
 
 
+@pytest.mark.parametrize("model", list(MODELS))
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("backend", [
     "sim",
@@ -83,9 +89,9 @@ def runnable(request):
     pytest.param("hw", marks=pytest.mark.hw),
 ])
 def test_every_backend_runs_the_plans_it_is_given_and_keeps_their_contract(
-        backend, method, policies, runnable, tmp_path):
+        backend, method, model, policies, runnable, tmp_path):
     # Prepare: the plans are made once, here; the backend gets them through the policy.
-    scenario, policy = policies[method]
+    scenario, policy = policies[model, method]
     scenario = runnable(scenario)
     (plan,) = [s.plan for s in policy.served()]
     # Execute
@@ -102,7 +108,7 @@ def test_every_backend_runs_the_plans_it_is_given_and_keeps_their_contract(
 
 
 def test_a_trace_that_breaks_its_plan_is_named_for_each_breach(policies):
-    scenario, policy = policies["modnn"]
+    scenario, policy = policies["mobilenet_v1", "modnn"]
     plan = policy.served()[0].plan
     trace = load_backend("sim").run(scenario, policy, TraceWriter(None, "sim", "modnn"))
     assert problems(trace, plan) == []

@@ -1,4 +1,5 @@
-"""`halp model NAME`: the layer table and counts of a zoo model."""
+"""`halp model NAME`: the stage table and counts of a zoo model (a block is a residual block or
+an inception module: the ops between two places where a single tensor crosses)."""
 
 from __future__ import annotations
 
@@ -36,9 +37,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"{spec.variant}: {graph.macs / 1e6:.1f} M MACs, {graph.params / 1e6:.3f} M parameters, "
           f"{len(graph)} layers ({graph.spatial_end} row-splittable), input {spec.shape}")
     if args.layers:
-        print(f"{'#':>3} {'op':<18} {'kind':<11} {'in':<16} {'out':<16} {'k/s/p':<10} {'MMACs':>9}")
+        print(f"{'#':>3} {'op':<18} {'kind':<11} {'in':<16} {'out':<16} {'k/s/p':<10} {'MMACs':>9}  where")
         for layer in graph.layers:
-            ksp = f"{layer.kernel[0]}/{layer.stride[0]}/{layer.padding[0]}" if layer.windowed else ""
-            print(f"{layer.index:>3} {layer.op:<18} {layer.kind:<11} {str(layer.in_shape):<16} {str(layer.out_shape):<16} "
-                  f"{ksp:<10} {layer.macs / 1e6:>9.2f}")
+            ksp = f"{layer.kernel[0]}/{layer.stride[0]}/{layer.padding[0]}" if layer.windowed and not layer.nodes else ""
+            op = f"Block ({len(layer.nodes)} ops)" if layer.nodes else layer.op
+            print(f"{layer.index:>3} {op:<18} {layer.kind:<11} {str(layer.in_shape):<16} {str(layer.out_shape):<16} "
+                  f"{ksp:<10} {layer.macs / 1e6:>9.2f}  {layer.where}")
     return 0
