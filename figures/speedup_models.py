@@ -9,14 +9,14 @@ devices).
 Emulated, when `HALP_FIGURE_EMU_REQUESTS=N` is set (root and Mininet): each model on the three
 devices of scenarios/emu_vgg16_3dev.yaml (a quarter of a core each, profile emu-q measured
 inside such a host; 100 Mbps star), stand-alone, HALP and MoDNN served in turn on one emulated
-network and one set of workers, in two rounds of N/2 requests each (the machine's speed drifts
-over minutes, so methods alternate), requests far enough apart that none waits for the one
-before. Speed-up is the median stand-alone latency over the method's median. Beside each, the
-simulator's prediction for those same devices. Drawn as markers at three devices over the
-simulated Pi 4 curves: speedup_models_emu.png and speedup_models_emu.csv. A quarter core
+network and one set of workers, in two rounds of N/2 requests each, rounded up (the machine's
+speed drifts over minutes, so methods alternate), requests far enough apart that none waits for
+the one before. Speed-up is the median stand-alone latency over the method's median. Beside
+each, the simulator's prediction for those same devices. Drawn as markers at three devices over
+the simulated Pi 4 curves: speedup_models_emu.png and speedup_models_emu.csv. A quarter core
 computes about 4x faster than the derived Pi 4, so the same 100 Mbps weighs more there: the
-emulated points are to be read against their own simulated prediction (open markers), not the
-Pi 4 line. Without the variable only the simulated part is drawn.
+emulated points are to be read against their own simulated prediction (open markers), not the Pi
+4 line. Without the variable only the simulated part is drawn.
 """
 
 from __future__ import annotations
@@ -100,7 +100,8 @@ def simulated(models: Sequence[tuple[dict[str, Any], str]], devices: Sequence[in
 def emu_scenario(model: dict[str, Any], title: str, method: str) -> Scenario:
     """scenarios/emu_vgg16_3dev.yaml with this model and method, one request."""
     name = "emu-" + re.sub(r"[^A-Za-z0-9]+", "-", title).strip("-").lower() + "-3dev"
-    return scenario(EMU_SCENARIO, model=model, **{"method.name": method}).with_values({"name": name})
+    changes = {"model": model, "method.name": method}
+    return scenario(EMU_SCENARIO, **changes).with_values({"name": name})
 
 
 def predicted_on_emulated_devices(models: Sequence[tuple[dict[str, Any], str]]
