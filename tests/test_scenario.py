@@ -27,7 +27,7 @@ workload: {requests: 5, arrival: periodic, interval: 500ms, deadline: 1s}
 
 # (replacement applied to GOOD, field the message must name, a word of the reason)
 BAD = [
-    ("model: {name: mobilenet_v1, width: 0.5, resolution: 160}", "model: {name: resnet50}", "model.name", "unknown model"),
+    ("model: {name: mobilenet_v1, width: 0.5, resolution: 160}", "model: {name: resnet51}", "model.name", "unknown model"),
     ("width: 0.5", "width: 0.6", "model", "width"),
     ("resolution: 160", "resolution: 150", "model", "resolution"),
     ("bandwidth: 100Mbps", "bandwidth: -100Mbps", "network.bandwidth", "positive"),

@@ -21,17 +21,19 @@ from halp.scenario import load_scenario
 from halp.serving import policy_for
 from halp.verdicts import Checks, PlanMismatch, cache_dir, model_key, plan_digest
 
-# Two models whose graph (a chain of their layers) is not what they compute: `skip` adds its
-# input to its output in its own forward, so no plan of it is exact; `rowmean` has a layer
-# that looks elementwise but mixes rows, so the whole-map plan is exact and split plans are not.
+# Two models with a layer that claims to be torch.nn's own (so torch.fx keeps it whole and the
+# testbed runs it as that layer) but computes something else: `skip`'s convolution adds one in
+# its own forward, which the testbed's convolution runner never calls, so no plan of it is exact;
+# `rowmean` has a layer that looks elementwise but mixes rows, so the whole-map plan is exact and
+# split plans are not. (A model whose own forward adds a skip is traced as what it does.)
 NET = """\
 import torch
 from torch import nn
 
 
-class Skipped(nn.Sequential):
+class Skipped(nn.Conv2d):
     def forward(self, x):
-        return super().forward(x) + x
+        return super().forward(x) + 1.0
 
 
 class RowMean(nn.ReLU):
@@ -39,8 +41,11 @@ class RowMean(nn.ReLU):
         return torch.relu(x - x.mean(dim=2, keepdim=True))
 
 
+Skipped.__module__ = RowMean.__module__ = "torch.nn.modules.lying"
+
+
 def skip():
-    return Skipped(nn.Conv2d(3, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 3, 3, padding=1))
+    return nn.Sequential(Skipped(3, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 3, 3, padding=1))
 
 
 def rowmean():
