@@ -21,6 +21,8 @@ class Device:
     profile: Profile
     speed: float = 1.0  # multiplies the profile's speed: 2.0 is twice as fast
     cpu_share: float = 1.0  # share of one core the emulator gives this device
+    threads: int = 1  # torch threads it computes with (its power model counts busy cores)
+    memory_bytes: float | None = None  # what a plan may hold on it (halp.memory); None: no limit
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,11 @@ class Cluster:
     @property
     def names(self) -> list[str]:
         return [d.name for d in self.devices]
+
+    @property
+    def memory_limited(self) -> bool:
+        """Does any device have a memory limit that plans must respect?"""
+        return any(d.memory_bytes is not None for d in self.devices)
 
     @property
     def secondaries(self) -> list[str]:
@@ -61,6 +68,11 @@ class Cluster:
 
     def with_speeds(self, speeds: dict[str, float]) -> Cluster:
         devices = tuple(replace(d, speed=speeds.get(d.name, d.speed)) for d in self.devices)
+        return replace(self, devices=devices)
+
+    def with_memory(self, memory_bytes: float | None) -> Cluster:
+        """The same cluster with every device given `memory_bytes` (None: no limit)."""
+        devices = tuple(replace(d, memory_bytes=memory_bytes) for d in self.devices)
         return replace(self, devices=devices)
 
     def only(self, names: list[str]) -> Cluster:

@@ -8,6 +8,11 @@ here (method standalone, one request), unless the caller measured it on the same
 Every file is strict JSON (`allow_nan=False`): a NaN or an infinity is a bug to fix where it
 is computed, and fails loudly here rather than writing a file no JSON reader accepts.
 
+Reports carry what each device must hold (`memory`: weights and peak activations of the plans
+served, `halp.memory`) and the energy of a request (`energy`, `halp.energy`: the profiles' power
+models applied to the trace's times, simulated or measured); `compare` says which methods fit
+a device of 512 MB, 1 GB and 2 GB (`fits`).
+
 No time is reported for a plan that computes something else than its model: unless the caller
 says `verify=False`, every plan a run serves (and the stand-alone plan of its speedup) is
 checked exact first (`halp.verdicts`, cached), and the report says whether it was (`verified`).
@@ -16,13 +21,17 @@ checked exact first (`halp.verdicts`, cached), and the report says whether it wa
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from halp.backends import load_backend, ready_backend
-from halp.errors import HalpError, ScenarioError
+from halp.energy import energy_report, powers_of
+from halp.errors import HalpError, PlanError, ScenarioError
+from halp.latency.model import LatencyModel
+from halp.memory import memory_report, plan_memory
 from halp.methods import Prepared, make_plan, prepare
 from halp.outdirs import below
 from halp.policy import Policy, Served
@@ -122,6 +131,10 @@ def execute(scenario: Scenario, backend: str, out: Path | None, policy: Policy |
     if standalone is None:  # measured: this run is the reference
         standalone = latency_stats(trace.latencies())["mean"]
     report = summarise(trace, standalone)
+    cluster = first.prepared.cluster
+    report["memory"] = memory_report([plan_memory(s.plan, s.prepared.graph) for s in served],
+                                     cluster)
+    report["energy"] = energy_report(trace, powers_of(cluster), measured=backend != "sim")
     models = sorted({r.model for r in trace.requests}) or [first.plan.model]
     report.update(verification(checks if verify else None, backend))
     report.update({"standalone_source": standalone_source,
@@ -175,6 +188,7 @@ def compare(scenario: Scenario, methods: list[str], backend: str, out: Path | No
     if backend != "sim" and STANDALONE in methods:  # measure the reference first, then use it
         methods = [STANDALONE, *(m for m in methods if m != STANDALONE)]
     planned: dict[str, tuple[Scenario, Policy, float]] = {}
+    fit: dict[str, dict[str, str]] = {}
     errors: dict[str, HalpError] = {}
     wrong: list[Verdict] = []
     for method in methods:
@@ -184,6 +198,7 @@ def compare(scenario: Scenario, methods: list[str], backend: str, out: Path | No
             if checks is not None:
                 wrong += [v for v in checks.check_plans(policy.served()) if not v.exact]
             planned[method] = (variant, policy, single_request_s(variant, prepared, checks))
+            fit[method] = fit_marks(variant, prepared, policy)
         except PlanMismatch as exc:  # the one-request plan: the policy's own, planned again
             assert exc.verdict is not None
             wrong.append(exc.verdict)
@@ -208,6 +223,7 @@ def compare(scenario: Scenario, methods: list[str], backend: str, out: Path | No
                              standalone_source="measured" if reference else source,
                              verify=verify, checks=checks)
             report["single_request_s"] = single
+            report["fits"] = fit[method]
             if reference and report["standalone_latency_s"]:
                 alone_s, source = report["standalone_latency_s"], "measured"
         except HalpError as exc:
@@ -231,6 +247,33 @@ def compare(scenario: Scenario, methods: list[str], backend: str, out: Path | No
     return result
 
 
+# The device sizes `compare` marks each method against.
+FIT_SIZES = (("512MB", 512e6), ("1GB", 1e9), ("2GB", 2e9))
+
+
+def fit_marks(scenario: Scenario, prepared: Prepared, policy: Policy) -> dict[str, str]:
+    """Per size of FIT_SIZES, whether the method fits devices of that much memory: "yes" when
+    every plan it serves needs at most that of every device; "re-planned" when not, but its
+    planner, told that every device has that much, finds a plan that fits (`halp.methods`);
+    "no" when it cannot (`select` is not re-planned)."""
+    needs = [m.total_bytes for s in policy.served()
+             for m in plan_memory(s.plan, s.prepared.graph).values()]
+    largest = max(needs, default=0)
+    marks = {}
+    for label, size in FIT_SIZES:
+        if largest <= size:
+            marks[label] = "yes"
+            continue
+        limited = prepared.cluster.with_memory(size)
+        try:
+            make_plan(scenario, dataclasses.replace(prepared, cluster=limited,
+                                                    latency=LatencyModel(limited)))
+            marks[label] = "re-planned"
+        except PlanError:
+            marks[label] = "no"
+    return marks
+
+
 def refusal(wrong: list[Verdict]) -> str:
     """One line refusing a comparison: the first wrong plan, and which other methods' are."""
     line = wrong[0].refusal()
@@ -242,7 +285,9 @@ def refusal(wrong: list[Verdict]) -> str:
 
 
 CSV_COLUMNS = ["method", "requests", "mean_s", "p50_s", "p95_s", "max_s", "single_request_s",
-               "standalone_latency_s", "speedup", "deadline_hit_rate", "verified", "error"]
+               "standalone_latency_s", "speedup", "deadline_hit_rate", "energy_j",
+               "memory_need_bytes", "memory_need_device", *(f"fits_{label}" for label, _ in FIT_SIZES),
+               "verified", "error"]
 
 
 def row_of(report: dict[str, Any]) -> dict[str, Any]:
@@ -252,6 +297,10 @@ def row_of(report: dict[str, Any]) -> dict[str, Any]:
             "max_s": lat.get("max"), "single_request_s": report.get("single_request_s"),
             "standalone_latency_s": report.get("standalone_latency_s"),
             "speedup": report.get("speedup"), "deadline_hit_rate": report.get("deadline_hit_rate"),
+            "energy_j": (report.get("energy") or {}).get("mean_j"),
+            "memory_need_bytes": (report.get("memory") or {}).get("largest_bytes"),
+            "memory_need_device": (report.get("memory") or {}).get("largest_device"),
+            **{f"fits_{label}": (report.get("fits") or {}).get(label) for label, _ in FIT_SIZES},
             "verified": report.get("verified"), "error": report.get("error", "")}
 
 

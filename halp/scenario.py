@@ -45,7 +45,7 @@ from halp.model.zoo import (
 from halp.names import SAFE_NAME, SAFE_NAME_RULE
 from halp.network import MAX_TRACE_BYTES, MAX_TRACE_ROWS, BandwidthTrace, read_trace
 from halp.tensorfile import MAX_TENSOR_FILE_BYTES
-from halp.units import MAX_BANDWIDTH_BPS, MIN_BANDWIDTH_BPS
+from halp.units import MAX_BANDWIDTH_BPS, MAX_MEMORY_BYTES, MIN_BANDWIDTH_BPS, MIN_MEMORY_BYTES
 from halp.userfiles import checked_file
 from halp.yamlfile import MAX_YAML_BYTES, YamlError, YamlSyntaxError, parse_yaml, read_yaml
 
@@ -54,7 +54,8 @@ from halp.yamlfile import MAX_YAML_BYTES, YamlError, YamlSyntaxError, parse_yaml
 # the field and the bound. They are far beyond any real study; they exist so that a typo or a
 # hostile file fails in one line instead of overflowing, running for days or filling memory.
 # README.md ("Limits") lists them. Bandwidths: MIN_BANDWIDTH_BPS..MAX_BANDWIDTH_BPS (1 bps to
-# 1 Tbps, halp.units, shared with trace files).
+# 1 Tbps, halp.units, shared with trace files); a device's memory MIN_MEMORY_BYTES..
+# MAX_MEMORY_BYTES (1 kB to 1 TB).
 MAX_DURATION_S = 1e6  # any time, duration or timeout: eleven and a half days
 MAX_DELAY_S = 60.0  # one-way delay and jitter of a transfer: no edge network takes a minute
 MIN_STEP_S = 1e-3  # a generated link's step: finer than a shaper follows, and cheap to bound
@@ -124,6 +125,10 @@ Duration = Annotated[float, _unit(units.duration_s), _within(0, MAX_DURATION_S, 
 PositiveDuration = Annotated[Duration, _within(0, MAX_DURATION_S, units.format_s, positive=True)]
 Delay = Annotated[Duration, _within(0, MAX_DELAY_S, units.format_s)]
 Step = Annotated[Duration, _within(MIN_STEP_S, MAX_DURATION_S, units.format_s)]
+# A device's memory for the plan ("1GB", "512MiB"): planners respect it (halp.memory).
+Memory = Annotated[float, _unit(units.memory_bytes),
+                   _within(MIN_MEMORY_BYTES, MAX_MEMORY_BYTES, units.format_bytes),
+                   PlainSerializer(lambda v: f"{v:.12g}B", when_used="json")]
 
 
 class Strict(BaseModel):
@@ -196,6 +201,9 @@ class DeviceConfig(Strict):
     speed: float = Field(1.0, gt=0, le=MAX_SPEED)
     cpu_share: float = Field(1.0, gt=0, le=64)
     threads: int = Field(1, ge=1, le=64)
+    # What a plan may hold on the device (its weights and activations, halp.memory); a plan
+    # that needs more is never chosen. Absent: no limit.
+    memory: Memory | None = None
     # Hardware backend: where the device is and how to reach it.
     address: str | None = None
     port: int = Field(5555, ge=1, le=65535)
@@ -607,7 +615,7 @@ class Scenario(Strict):
                 profile = load_profile(d.profile, self.base)
             except HalpError as exc:
                 raise HalpError(f"devices.{i}.profile: {exc}") from None
-            devices.append(Device(d.name, profile, d.speed, d.cpu_share))
+            devices.append(Device(d.name, profile, d.speed, d.cpu_share, d.threads, d.memory))
         traces = {d.name: self.link_trace(d.name) for d in self.devices if d.name != self.host}
         return Cluster(devices=tuple(devices), host=self.host, network=self.network.kind,
                        bandwidth_bps={k: t.rate_at(0.0) for k, t in traces.items()},

@@ -36,6 +36,7 @@ class OpRecord:
     end: float
     bytes: int = 0
     uncertainty_s: float = 0.0  # clock-offset uncertainty (hardware), 0 elsewhere
+    peer: str = ""  # the receiver of a transfer ("" for other ops, and in older traces)
 
     @property
     def duration(self) -> float:

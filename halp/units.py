@@ -1,4 +1,5 @@
-"""The one place that parses units: bandwidths ("100Mbps") and durations ("250ms").
+"""The one place that parses units: bandwidths ("100Mbps"), durations ("250ms") and memory
+sizes ("1GB": powers of 1000; "1GiB": powers of 1024).
 
 Everything inside the testbed is in seconds, bits per second and bytes. A quantity parses to a
 finite number or is refused: `1e400Mbps` is not an infinite bandwidth.
@@ -15,6 +16,9 @@ MAX_QUANTITY_TEXT = 64
 # The bandwidths a scenario or a trace may hold: a bit per second up to a terabit per second.
 MIN_BANDWIDTH_BPS = 1.0
 MAX_BANDWIDTH_BPS = 1e12
+# The memory a device may be given: a kilobyte up to a terabyte (a Pi has 1 to 8 GB).
+MIN_MEMORY_BYTES = 1e3
+MAX_MEMORY_BYTES = 1e12
 
 _NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 
@@ -23,6 +27,8 @@ _BANDWIDTH = {
     "bit/s": 1.0, "kbit/s": 1e3, "mbit/s": 1e6, "gbit/s": 1e9,
 }
 _DURATION = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0}
+_MEMORY = {"b": 1.0, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
+           "kib": 2.0**10, "mib": 2.0**20, "gib": 2.0**30, "tib": 2.0**40}
 
 
 def _parse(text: object, table: dict[str, float], what: str, example: str) -> float:
@@ -63,6 +69,23 @@ def duration_s(text: object) -> float:
     if value < 0:
         raise HalpError(f"duration must not be negative, got {text!r}")
     return value
+
+
+def memory_bytes(text: object) -> float:
+    """Parse "1GB" (1e9 bytes) or "1GiB" (2**30) into bytes (must be positive; its range is
+    the caller's)."""
+    value = _parse(text, _MEMORY, "memory size", "1GB")
+    if value <= 0:
+        raise HalpError(f"memory size must be positive, got {text!r}")
+    return value
+
+
+def format_bytes(n: float) -> str:
+    """Bytes as a short size that parses back within 0.1%: "512MB", "1.5GB", "800B"."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.4g}{unit}"
+    return f"{n:.4g}B"
 
 
 def format_s(seconds: float) -> str:

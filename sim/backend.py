@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from halp.cluster import Cluster
 from halp.model.graph import ModelGraph
-from halp.plan import Plan
+from halp.plan import Plan, Transfer
 from halp.policy import Policy, Served
 from halp.scenario import Scenario
 from halp.trace import OpRecord, RequestRecord, Trace, TraceWriter
@@ -34,7 +34,8 @@ def request_records(request: Request, deadline: float | None) -> tuple[list[OpRe
     c = request.compiled
     plan: Plan = c.plan
     ops = [OpRecord(request.id, op.id, op.kind, c.resource[i], c.device[i], request.start[i],
-                    request.end[i], c.nbytes[i]) for i, op in enumerate(plan.ops)]
+                    request.end[i], c.nbytes[i], peer=op.dst if isinstance(op, Transfer) else "")
+           for i, op in enumerate(plan.ops)]
     served = request.info if isinstance(request.info, Served) else None
     record = RequestRecord(
         request=request.id, arrival=request.arrival, finish=request.finish, method=plan.method,

@@ -4,7 +4,9 @@ Every method runs the scenario's workload on the chosen backend (the simulator b
 each in its own run folder under the output folder, with one model and cluster prepared once.
 Writes `compare.json`, `compare.csv` and the bar chart `compare.png`, and prints a table:
 latency under the workload (mean, p95), the latency of one request on an idle cluster
-(simulated), speedup against stand-alone, and the deadline hit rate. The stand-alone latency is
+(simulated), speedup against stand-alone, the deadline hit rate, the energy of a request
+(`halp.energy`), the largest memory a device needs and whether the method fits devices of
+512 MB, 1 GB and 2 GB (`halp.memory`; "re-planned": it fits when planned for that memory). The stand-alone latency is
 simulated, except on a measured backend (emu, hw) with method standalone among the methods:
 that method runs first, and its measured mean latency is the reference of every speedup.
 
@@ -29,7 +31,7 @@ from halp.cli.common import (
 )
 from halp.cli.run_cmd import add_no_verify, ms, verified_line
 from halp.errors import HalpError
-from halp.experiment import compare
+from halp.experiment import FIT_SIZES, compare
 from halp.outdirs import new_folder
 from halp.scenario import METHOD_NAMES
 
@@ -63,7 +65,8 @@ def table(result: dict[str, Any]) -> list[str]:
     lines = [f"{result['scenario']} on {result['backend']}: {result['requests']} request(s) per "
              f"method; stand-alone{source} {ms(result['standalone_latency_s'])} ms",
              f"{'method':<11} {'mean ms':>9} {'p95 ms':>9} {'speedup':>8} {'1-req ms':>9} "
-             f"{'1-req x':>8} {'deadline':>9}"]
+             f"{'1-req x':>8} {'deadline':>9} {'J/req':>7} {'need MB':>8} "
+             + " ".join(f"{label:>6}" for label, _ in FIT_SIZES)]
     for r in result["methods"]:
         if "error" in r:
             lines.append(f"{r['method']:<11} failed: {r['error']}")
@@ -72,12 +75,33 @@ def table(result: dict[str, Any]) -> list[str]:
         speed = f"{r['speedup']:.2f}x" if r["speedup"] else "-"
         hit = "-" if r["deadline_hit_rate"] is None else f"{r['deadline_hit_rate']:.0%}"
         alone = result["simulated_standalone_s"] / r["single_request_s"]
+        joules = r["energy"]["mean_j"]
+        need = r["memory"]["largest_bytes"]
+        marks = " ".join(f"{MARKS[r['fits'][label]]:>6}" for label, _ in FIT_SIZES)
         lines.append(f"{r['method']:<11} {ms(lat['mean']):>9} {ms(lat['p95']):>9} {speed:>8} "
-                     f"{ms(r['single_request_s']):>9} {alone:>7.2f}x {hit:>9}")
+                     f"{ms(r['single_request_s']):>9} {alone:>7.2f}x {hit:>9} "
+                     f"{'-' if joules is None else f'{joules:.2f}':>7} "
+                     f"{'-' if need is None else f'{need / 1e6:.0f}':>8} {marks}")
     lines.append("speedup = stand-alone latency / mean latency under the workload; 1-req = one "
                  "request on an idle cluster, simulated")
+    lines.append("J/req = energy of a request, all devices (" + energy_source(result) + "); need = "
+                 "the largest memory a device needs (weights + peak activations); 512MB.. = fits "
+                 "a device of that memory (yes; re = when planned for it; no)")
     lines.append(verified_line(result))
     return lines
+
+
+MARKS = {"yes": "yes", "re-planned": "re", "no": "no"}
+
+
+def energy_source(result: dict[str, Any]) -> str:
+    """Where the energy figures come from, or why there are none."""
+    for r in result["methods"]:
+        energy = r.get("energy") or {}
+        if energy.get("source"):
+            return energy["source"]
+    notes = {str((r.get("energy") or {}).get("note") or "") for r in result["methods"]} - {""}
+    return "; ".join(sorted(notes)) or "none"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""`halp plan SCENARIO`: per segment and device, the rows, FLOPs, bytes and predicted times."""
+"""`halp plan SCENARIO`: per segment and device, the rows, FLOPs, bytes and predicted times;
+and per device the memory the plan needs (weights and peak activations, `halp.memory`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 from collections import defaultdict
 
 from halp.cli.common import add_scenario, print_json, scenario_from_args
+from halp.memory import plan_memory
 from halp.plan import Compute, Gather, Transfer
 from halp.schedule import estimate
 from halp.serving import policy_for
@@ -50,9 +52,25 @@ def summarise(plan, prepared) -> dict:
     for (seg, device), r in sorted(rows.items()):
         layers = list(segments[seg]) if seg < len(segments) else [segments[-1][1], len(graph)]
         table.append({"segment": seg, "layers": layers, "device": device, **r})
+    limits = {d.name: d.memory_bytes for d in prepared.cluster.devices}
+    memory = {d: {**m.to_dict(), "limit_bytes": limits.get(d)}
+              for d, m in plan_memory(plan, graph).items()}
     return {"method": plan.method, "model": plan.model, "ops": len(plan.ops),
             "predicted_latency_s": timing.makespan, "segments": [list(s) for s in segments],
-            "table": table}
+            "table": table, "memory": memory}
+
+
+def memory_lines(memory: dict) -> list[str]:
+    """The per-device memory table of `summarise`."""
+    lines = ["memory per device for one request (weights of what it computes + peak of the "
+             "activations it holds):",
+             f"{'device':<10} {'weights MB':>11} {'activ. MB':>10} {'total MB':>9} {'limit MB':>9}"]
+    for device, m in memory.items():
+        limit = "-" if m["limit_bytes"] is None else f"{m['limit_bytes'] / 1e6:.0f}"
+        lines.append(f"{device:<10} {m['weights_bytes'] / 1e6:>11.1f} "
+                     f"{m['peak_activation_bytes'] / 1e6:>10.1f} {m['total_bytes'] / 1e6:>9.1f} "
+                     f"{limit:>9}")
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,6 +89,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"{r['segment']:>3} {r['layers'][0]:>3}-{r['layers'][1]:<5} {r['device']:<10} "
                   f"{rows:<24} {r['flops'] / 1e9:>7.3f} {r['bytes_in'] / 1e3:>9.1f} "
                   f"{r['bytes_out'] / 1e3:>9.1f} {r['busy_s'] * 1e3:>9.2f}")
+        for line in memory_lines(summary["memory"]):
+            print(line)
+        left_out = served.plan.meta.get("left_out_for_memory")
+        if left_out:
+            print(f"left out, their memory too small for their part: {', '.join(left_out)}")
         if args.ops:
             print(served.plan)
     return 0

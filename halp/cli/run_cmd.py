@@ -29,8 +29,8 @@ from halp.experiment import execute
 from halp.outdirs import new_folder
 
 SUMMARY_KEYS = ("method", "backend", "requests", "latency_s", "standalone_latency_s", "speedup",
-                "deadline_hit_rate", "mean_top1", "choices", "prediction_error_mean", "verified",
-                "verification")
+                "deadline_hit_rate", "mean_top1", "choices", "prediction_error_mean", "memory",
+                "energy", "verified", "verification")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -83,8 +83,27 @@ def describe(report: dict[str, Any]) -> list[str]:
         error = report["prediction_error_mean"]
         lines.append(f"  models served: {counts}; mean top-1 {top1}"
                      + (f"; predicted latency off by {error:.0%} on average" if error is not None else ""))
-    lines.append(f"  {verified_line(report)}")
+    lines += [f"  {memory_line(report['memory'])}", f"  {energy_line(report['energy'])}",
+              f"  {verified_line(report)}"]
     return lines
+
+
+def memory_line(memory: dict[str, Any]) -> str:
+    """The largest memory a device needs (halp.memory)."""
+    device = memory.get("largest_device")
+    if device is None:
+        return "memory: -"
+    m = memory["per_device"][device]
+    return (f"memory: at most {m['total_bytes'] / 1e6:.1f} MB on a device ({device}: weights "
+            f"{m['weights_bytes'] / 1e6:.1f} MB + activations {m['peak_activation_bytes'] / 1e6:.1f} MB)")
+
+
+def energy_line(energy: dict[str, Any]) -> str:
+    """Energy per request (halp.energy), and where it comes from."""
+    if energy.get("mean_j") is None:
+        return f"energy: {energy.get('note') or '-'}"
+    parts = ", ".join(f"{d} {j:.2f}" for d, j in energy["mean_per_device_j"].items())
+    return f"energy per request: {energy['mean_j']:.2f} J ({parts} J); {energy['source']}"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,6 +13,11 @@ but not with the kernel: it lets a 1x1 (pointwise) convolution run at a lower FL
 3x3 one, which it does (less arithmetic per byte moved). A fused run of layers adds
 `op_overhead_s` once. Every profile file says where and how it was measured,
 or, when derived, from what and under which assumption.
+
+A profile may also carry a power model (`power:`, `PowerModel`): what the device draws idle,
+per core busy computing, and while its network interface sends or receives, each figure with
+its source in `provenance.power`. A profile without one gives no energy figures
+(`halp.energy`).
 """
 
 from __future__ import annotations
@@ -56,6 +61,33 @@ PROVENANCE_RANGES = {"cpu_share": (0.0, 64.0), "cfs_period_us": (1000.0, 1_000_0
 # The provenance's probes: seconds per probe layer (halp.latency.probe).
 PROVENANCE_PROBES = ("probe", "quota_probe")
 MAX_PROFILE_BYTES = MAX_YAML_BYTES
+# A power model's watts: no edge device draws a kilowatt; and the cores it counts.
+POWER_WATTS_RANGE = (0.0, 1000.0)
+POWER_CORES_RANGE = (1.0, 1024.0)
+POWER_WATTS = ("idle_w", "busy_core_w", "send_w", "receive_w")
+POWER_KEYS = (*POWER_WATTS, "cores")
+
+
+@dataclass(frozen=True)
+class PowerModel:
+    """What a device draws, in watts: `idle_w` whenever it is on, and on top of that
+    `busy_core_w` per core busy computing (up to `cores`), `send_w` while its network
+    interface sends and `receive_w` while it receives. Additive, so a device that computes
+    while it sends draws both."""
+
+    idle_w: float
+    busy_core_w: float
+    cores: int
+    send_w: float
+    receive_w: float
+
+    def compute_w(self, threads: int) -> float:
+        """Watts above idle while computing with `threads` threads (one core each)."""
+        return self.busy_core_w * min(threads, self.cores)
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {"idle_w": self.idle_w, "busy_core_w": self.busy_core_w, "cores": self.cores,
+                "send_w": self.send_w, "receive_w": self.receive_w}
 
 
 @dataclass(frozen=True)
@@ -68,6 +100,7 @@ class Profile:
     provenance: dict[str, Any] = field(default_factory=dict)
     held_out_mape: float | None = None
     path: str | None = None
+    power: PowerModel | None = None  # None: no energy figures for this device
 
     @property
     def cpu_quota(self) -> tuple[float, float] | None:
@@ -95,12 +128,15 @@ class Profile:
         return sum(coef.get(name, 0.0) * v for name, v in zip(FEATURES, values, strict=True))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "name": self.name, "provenance": self.provenance,
             "op_overhead_s": self.op_overhead_s, "message_overhead_s": self.message_overhead_s,
             "copy_s_per_byte": self.copy_s_per_byte, "held_out_mape": self.held_out_mape,
             "coefficients": self.coefficients,
         }
+        if self.power is not None:
+            data["power"] = self.power.to_dict()
+        return data
 
 
 def round_significant(value: float, digits: int = 4) -> float:
@@ -175,6 +211,7 @@ def profile_from_dict(data: Any, where: str) -> Profile:
         for layer, seconds in (probe or {}).items():
             _number(seconds, where, f"provenance.{key}.{str(layer)[:40]}", *PROFILE_SECONDS_RANGE)
     held_out = data.get("held_out_mape")
+    power = power_from_dict(data["power"], provenance, where) if data.get("power") is not None else None
     return Profile(
         name=str(data.get("name", Path(where).stem)),
         coefficients=coefficients,
@@ -188,7 +225,34 @@ def profile_from_dict(data: Any, where: str) -> Profile:
         held_out_mape=None if held_out is None else _number(held_out, where, "held_out_mape",
                                                             0.0, MAX_PERCENT),
         path=where,
+        power=power,
     )
+
+
+def power_from_dict(data: Any, provenance: dict[str, Any], where: str) -> PowerModel:
+    """A profile's `power:` section: every key, finite and in range (POWER_WATTS_RANGE,
+    POWER_CORES_RANGE), each with its source in `provenance.power`; else one line naming the
+    file and the key."""
+    if not isinstance(data, dict):
+        raise HalpError(f"{where}: power: needs a mapping of {', '.join(POWER_KEYS)}")
+    for key in data:
+        if key not in POWER_KEYS:
+            raise HalpError(f"{where}: power.{str(key)[:40]}: unknown key; use {', '.join(POWER_KEYS)}")
+    missing = [k for k in POWER_KEYS if k not in data]
+    if missing:
+        raise HalpError(f"{where}: power.{missing[0]}: required (a power model needs "
+                        f"{', '.join(POWER_KEYS)})")
+    watts = {k: _number(data[k], where, f"power.{k}", *POWER_WATTS_RANGE) for k in POWER_WATTS}
+    cores = _number(data["cores"], where, "power.cores", *POWER_CORES_RANGE)
+    if cores != int(cores):
+        raise HalpError(f"{where}: power.cores: a whole number of cores, got {cores:g}")
+    sources = provenance.get("power")
+    for key in POWER_KEYS:
+        text = sources.get(key) if isinstance(sources, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            raise HalpError(f"{where}: provenance.power.{key}: say where the figure comes from "
+                            "(a measurement, a citation, or what is assumed)")
+    return PowerModel(cores=int(cores), **watts)
 
 
 def _number(value: Any, where: str, key: str, low: float, high: float) -> float:

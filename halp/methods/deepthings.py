@@ -6,7 +6,8 @@ overlap at the input and need no exchange). Tiles are assigned to devices by lis
 on the latency model (each tile goes to the device predicted to finish it first, its transfers
 included), which is what DeepThings' work stealing converges to. The host gathers the tiles
 and runs the rest of the network. Unless the scenario fixes `fused_layers`, the cut is chosen
-among the graph's cut points by the predicted latency of the whole plan.
+among the graph's cut points by the predicted latency of the whole plan (among the cuts whose
+plan fits every device's memory, when devices have limits).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from halp.cluster import SHARED, Cluster
 from halp.errors import PlanError
 from halp.latency.model import LatencyModel
+from halp.memory import fits
 from halp.methods.common import PlanBuilder, bounds, proportional
 from halp.model.graph import ModelGraph, Range, Region
 from halp.plan import Plan
@@ -78,4 +80,6 @@ def plan(graph: ModelGraph, cluster: Cluster, latency: LatencyModel, model: str,
         return plan_at(graph, cluster, latency, model, fused_layers, grid)
     candidates = [c for c in graph.cut_points() if c > 0]
     plans = [plan_at(graph, cluster, latency, model, c, grid) for c in candidates]
+    if cluster.memory_limited:  # only cuts whose plan fits every device, when any does
+        plans = [p for p in plans if fits(p, graph, cluster)] or plans
     return min(plans, key=lambda p: estimate(p, graph, latency).makespan)

@@ -3,7 +3,8 @@
 The host computes layers [0, cut), sends the whole map at `cut` to the chosen secondary, which
 computes [cut, end) and returns the output. Unless the scenario fixes them, the cut (any layer
 boundary, the fully connected part included) and the secondary are chosen to minimise the
-predicted latency: head + transfer + tail + return. A cut at the end means no offloading.
+predicted latency: head + transfer + tail + return. A cut at the end means no offloading. When
+devices have memory limits, the fastest (cut, secondary) whose plan fits them all is chosen.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from halp.cluster import Cluster
 from halp.errors import PlanError
 from halp.latency.model import LatencyModel
+from halp.memory import fits
 from halp.methods.common import PlanBuilder
 from halp.model.graph import ModelGraph
 from halp.plan import Plan
@@ -36,16 +38,28 @@ def plan(graph: ModelGraph, cluster: Cluster, latency: LatencyModel, model: str,
     cuts = [cut] if cut is not None else list(range(end + 1))
     if not devices:
         devices, cuts = [host], [end]
-    predicted, best_cut, best_device = min(
-        (predicted_s(graph, latency, host, d, c), c, d) for d in devices for c in cuts)
+    candidates = sorted((predicted_s(graph, latency, host, d, c), c, d) for d in devices for c in cuts)
+    if cluster.memory_limited:  # the fastest split whose plan fits every device, if any does
+        for predicted, c, d in candidates:
+            built = build(graph, cluster, model, c, d, predicted)
+            if fits(built, graph, cluster):
+                return built
+    predicted, best_cut, best_device = candidates[0]
+    return build(graph, cluster, model, best_cut, best_device, predicted)
+
+
+def build(graph: ModelGraph, cluster: Cluster, model: str, cut: int, device: str,
+          predicted: float) -> Plan:
+    """The plan that offloads layers [cut, end) to `device`."""
+    host, end = cluster.host, len(graph)
     b = PlanBuilder(graph, "offload", model, host, cluster.names)
     source = b.input()
-    if best_cut > 0:
-        source = b.compute(host, 0, best_cut, graph.full(best_cut), [source])
-    if best_cut < end:
-        b.segments.append((best_cut, end))
-        t = b.transfer(host, best_device, best_cut, graph.full(best_cut), [source])
-        c = b.compute(best_device, best_cut, end, graph.full(end), [t])
-        source = b.transfer(best_device, host, end, graph.full(end), [c])
-    return b.build(source, cut=best_cut, device=best_device if best_cut < end else host,
+    if cut > 0:
+        source = b.compute(host, 0, cut, graph.full(cut), [source])
+    if cut < end:
+        b.segments.append((cut, end))
+        t = b.transfer(host, device, cut, graph.full(cut), [source])
+        c = b.compute(device, cut, end, graph.full(end), [t])
+        source = b.transfer(device, host, end, graph.full(end), [c])
+    return b.build(source, cut=cut, device=device if cut < end else host,
                    predicted_s=predicted)

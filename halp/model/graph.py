@@ -237,6 +237,15 @@ def _numel(shape: tuple[int, ...]) -> int:
     return n
 
 
+def shape_bytes(shape: tuple[int, ...], reg: Region) -> int:
+    """Bytes of region `reg` of a map of `shape` (a stage's or a block op's), float32."""
+    if reg.empty:
+        return 0
+    if len(shape) < 3:
+        return _numel(shape) * reg.rows.size // _height(shape) * BYTES_PER_ELEMENT
+    return _numel(shape[:-2]) * reg.rows.size * reg.cols.size * BYTES_PER_ELEMENT
+
+
 def _needed(out: Range, k: int, s: int, p: int, size: int) -> Range:
     start = out.start * s - p
     stop = (out.stop - 1) * s - p + k
@@ -297,12 +306,7 @@ class ModelGraph:
 
     def region_bytes(self, boundary: int, reg: Region) -> int:
         """Bytes of `reg` of the map at `boundary`, float32."""
-        shape = self.shape(boundary)
-        if reg.empty:
-            return 0
-        if len(shape) < 3:
-            return _numel(shape) * reg.rows.size // _height(shape) * BYTES_PER_ELEMENT
-        return _numel(shape[:-2]) * reg.rows.size * reg.cols.size * BYTES_PER_ELEMENT
+        return shape_bytes(self.shape(boundary), reg)
 
     @property
     def spatial_end(self) -> int:

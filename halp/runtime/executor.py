@@ -609,7 +609,8 @@ class _Run:
                                resource=resource_of(op, self.network), device=device,
                                start=start - origin, end=end - origin,
                                bytes=moved,
-                               uncertainty_s=uncertainty))
+                               uncertainty_s=uncertainty,
+                               peer=op.dst if isinstance(op, Transfer) else ""))
         error, relative = self._compare(request, item, outcome.output)
         # queue_s: from arrival until the request was dispatched (late only while the previous
         # decision or a new plan's installation ran past the arrival); policy_s and install_s
