@@ -5,6 +5,7 @@ layout loads into ours unchanged and gives the logits torchvision's own code gav
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import torch.fx
 from model_support import layout_of, load_reference, seeded_input, seeded_state_dict
 from torch import nn
 
+from halp.cli import main
 from halp.errors import ModelError
 from halp.model.zoo import ModelSpec, build_model
 
@@ -140,3 +142,14 @@ def test_the_variant_names_a_resolution_other_than_224():
     assert ModelSpec("resnet50").variant == "resnet50"
     assert ModelSpec("googlenet", resolution=160).variant == "googlenet_160"
     assert build_model(ModelSpec("mobilenet_v2", resolution=1024)) is not None  # the largest
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_GMACS_224))
+def test_halp_model_reports_torchvisions_macs_and_parameters(name, capsys):
+    """`halp model NAME --json`: the traced graph's counts, as torchvision publishes them
+    (GFLOPS there are multiply-accumulates, to two decimals)."""
+    assert main(["model", name, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+
+    assert round(report["macs"] / 1e9, 2) == PUBLISHED_GMACS_224[name]
+    assert report["params"] == PUBLISHED_PARAMS[name]
