@@ -13,6 +13,7 @@ line naming where it is in the module, the op, and what to do.
 
 from __future__ import annotations
 
+import linecache
 import logging
 import operator
 from collections.abc import Callable
@@ -85,10 +86,27 @@ def _trace(module: nn.Module, name: str) -> torch.fx.GraphModule:
     try:
         graph = torch.fx.Tracer().trace(module)
     except Exception as exc:  # the user's forward: whatever it raises is one line
-        raise ModelError(f"{name}: torch.fx cannot trace the model's forward: {_first_line(exc)}; "
-                         "write forward without control flow that depends on tensor values "
-                         "(see torch.fx's limitations)") from None
+        raise ModelError(f"{name}: {_failing_code(module, exc)}torch.fx cannot trace the model's "
+                         f"forward: {_first_line(exc)}; write forward without control flow that "
+                         "depends on tensor values (see torch.fx's limitations)") from None
     return torch.fx.GraphModule(module, graph)
+
+
+def _failing_code(module: nn.Module, exc: BaseException) -> str:
+    """Where tracing failed: the innermost frame of the traceback that runs code of one of the
+    model's modules (not torch's calling machinery), as "path (Class, line N: source): "."""
+    paths = {id(m): path for path, m in module.named_modules()}
+    found = ""
+    tb = exc.__traceback__
+    while tb is not None:
+        frame, code = tb.tb_frame, tb.tb_frame.f_code
+        owner = frame.f_locals.get(code.co_varnames[0]) if code.co_argcount else None  # `self`
+        if id(owner) in paths and code.co_filename != nn.modules.module.__file__:
+            source = linecache.getline(code.co_filename, tb.tb_lineno).strip()
+            found = (f"{paths[id(owner)] or 'forward'} ({type(owner).__name__}, line {tb.tb_lineno}"
+                     f"{': ' + source if source else ''}): ")
+        tb = tb.tb_next
+    return found
 
 
 def _check_modules(traced: torch.fx.GraphModule, name: str) -> None:
