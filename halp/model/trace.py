@@ -516,6 +516,10 @@ def _reshape(node: torch.fx.Node, op: str, shape: tuple[int, ...], out: tuple[in
     if len(shape) == 1 and len(out) == 1:
         spec = _spec(node, op, RESHAPE, shape, out)
         return _Op(spec, names, row_local(spec, lambda x: x))
+    if len(shape) == 1 and len(out) >= 3:
+        raise ModelError(f"{where}: turns the flat vector {list(shape)} back into a map {list(out)} "
+                         "(as squeeze-and-excitation does with its per-channel scale); a map made "
+                         "from a flat vector cannot be split by rows")
     if len(shape) >= 3 and len(out) == 1:
         if op == "flatten" and _argument(node, 1, "start_dim", 0) != 1:
             raise ModelError(f"{where}: only a flatten from dim 1 is supported")
