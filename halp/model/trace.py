@@ -75,6 +75,7 @@ def trace_model(module: nn.Module, input_shape: tuple[int, int, int], name: str 
     traced = _trace(module, name)
     _check_modules(traced, name)
     _shapes(traced, input_shape, name)
+    _check_in_place(traced, name)
     ops, output = _ops(traced, name)
     layers = _stages(ops, output, tuple(input_shape), name)
     runners = {op.spec.name: op.runner for op in ops}
@@ -117,6 +118,41 @@ def _check_modules(traced: torch.fx.GraphModule, name: str) -> None:
             if not isinstance(module, SUPPORTED_MODULES):
                 raise ModelError(f"{name}: {node.target} ({type(module).__name__}): this layer cannot "
                                  f"be split by rows; supported: {SUPPORTED}")
+
+
+IN_PLACE_OPERATORS = (operator.iadd, operator.isub, operator.imul, operator.itruediv)
+
+
+def _check_in_place(traced: torch.fx.GraphModule, name: str) -> None:
+    """Refuse an op that changes a map in place which forward reads again afterwards: the
+    traced graph records the op but not the change (`x.relu_()` alone, then `x + y`), so those
+    later reads would run on the unchanged map."""
+    order = {node: i for i, node in enumerate(traced.graph.nodes)}
+    for node in traced.graph.nodes:
+        changed = node.args[0] if node.args else None
+        if not isinstance(changed, torch.fx.Node) or _shape(changed) is None or not _in_place(node):
+            continue
+        later = [user for user in changed.users if order[user] > order[node]]
+        if later:
+            reader = "the output" if later[0].op == "output" else _where(later[0])
+            raise ModelError(f"{name}: {_where(node)} ({_called(node)}): changes a map in place that "
+                             f"{reader} reads afterwards, which the traced graph cannot see; use "
+                             "the result instead (x = x.relu(), not x.relu_())")
+
+
+def _in_place(node: torch.fx.Node) -> bool:
+    """`x.relu_()`, `torch.relu_(x)`, `F.relu(x, inplace=True)`, `x += y`."""
+    if node.op not in ("call_method", "call_function"):
+        return False
+    if node.kwargs.get("inplace") is True or node.target in IN_PLACE_OPERATORS:
+        return True
+    called = _called(node)
+    return called.endswith("_") and not called.startswith("__")
+
+
+def _called(node: torch.fx.Node) -> str:
+    """The method or function a node calls, as written (`relu_`, `iadd`)."""
+    return str(node.target) if node.op == "call_method" else getattr(node.target, "__name__", str(node.target))
 
 
 class _Shapes(torch.fx.Interpreter):
