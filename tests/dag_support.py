@@ -658,6 +658,15 @@ class RowSplit(nn.Module):
         return torch.cat([self.conv(top), bottom], dim=2)
 
 
+class Reversed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        return torch.cat(torch.split(self.conv(x), 2, dim=1)[::-1], 1)
+
+
 class Net(nn.Module):
     def __init__(self, block):
         super().__init__()
@@ -723,6 +732,10 @@ def in_place():
     return Net(InPlace())
 
 
+def split_slice():
+    return Net(Reversed())
+
+
 def pair():
     return Pair()
 '''
@@ -738,6 +751,7 @@ REFUSALS = [
     ("in_place", ["layer1.0.relu_", "relu_", "in place", "layer1.0.add"]),
     ("pair", ["forward must return one tensor", "tuple"]),
     ("row_split", ["layer1.0.chunk", "chunk", "dim=2"]),
+    ("split_slice", ["layer1.0.getitem", "indexes a split with slice(None, None, -1)", "integer"]),
 ]
 
 

@@ -269,10 +269,10 @@ def _ops(traced: torch.fx.GraphModule, name: str) -> tuple[list[_Op], str]:
             if isinstance(source, torch.fx.Node) and source.name in shapes:
                 raise ModelError(f"{where} (getitem): indexes a feature map; only the pieces of a "
                                  "channel split (torch.chunk, torch.split) can be split by rows")
-        if out is None and not (node.op == "call_function" and node.target is operator.getitem
-                                and getattr(node.args[0], "name", None) in splits):
+            if getattr(source, "name", None) in splits and not isinstance(node.args[1], int):
+                raise ModelError(f"{where} (getitem): indexes a split with {node.args[1]!r}; use an integer")
+        if out is None:
             continue  # a size or a number made from sizes: reshapes read their traced shapes
-        assert out is not None
         made = _describe(traced, node, op, shapes, splits, out, where)
         shapes[node.name] = out
         ops.append(made)
@@ -311,8 +311,7 @@ def _describe(traced: torch.fx.GraphModule, node: torch.fx.Node, op: str,
     if node.op == "call_function" and node.target is operator.getitem:
         origin, ranges = splits[str(getattr(node.args[0], "name", ""))]
         index = node.args[1]
-        if not isinstance(index, int):
-            raise ModelError(f"{where} (getitem): indexes a split with {index!r}; use an integer")
+        assert isinstance(index, int)  # _ops refused others
         c0, c1 = ranges[index]
         spec = _spec(node, "split", RESHAPE, shapes[origin], out)
         return _Op(spec, (origin,), row_local(spec, lambda x, a=c0, b=c1: x[:, a:b]))
