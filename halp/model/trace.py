@@ -13,6 +13,7 @@ line naming where it is in the module, the op, and what to do.
 
 from __future__ import annotations
 
+import linecache
 import logging
 import operator
 from collections.abc import Callable
@@ -74,6 +75,7 @@ def trace_model(module: nn.Module, input_shape: tuple[int, int, int], name: str 
     traced = _trace(module, name)
     _check_modules(traced, name)
     _shapes(traced, input_shape, name)
+    _check_in_place(traced, name)
     ops, output = _ops(traced, name)
     layers = _stages(ops, output, tuple(input_shape), name)
     runners = {op.spec.name: op.runner for op in ops}
@@ -85,10 +87,27 @@ def _trace(module: nn.Module, name: str) -> torch.fx.GraphModule:
     try:
         graph = torch.fx.Tracer().trace(module)
     except Exception as exc:  # the user's forward: whatever it raises is one line
-        raise ModelError(f"{name}: torch.fx cannot trace the model's forward: {_first_line(exc)}; "
-                         "write forward without control flow that depends on tensor values "
-                         "(see torch.fx's limitations)") from None
+        raise ModelError(f"{name}: {_failing_code(module, exc)}torch.fx cannot trace the model's "
+                         f"forward: {_first_line(exc)}; write forward without control flow that "
+                         "depends on tensor values (see torch.fx's limitations)") from None
     return torch.fx.GraphModule(module, graph)
+
+
+def _failing_code(module: nn.Module, exc: BaseException) -> str:
+    """Where tracing failed: the innermost frame of the traceback that runs code of one of the
+    model's modules (not torch's calling machinery), as "path (Class, line N: source): "."""
+    paths = {id(m): path for path, m in module.named_modules()}
+    found = ""
+    tb = exc.__traceback__
+    while tb is not None:
+        frame, code = tb.tb_frame, tb.tb_frame.f_code
+        owner = frame.f_locals.get(code.co_varnames[0]) if code.co_argcount else None  # `self`
+        if id(owner) in paths and code.co_filename != nn.modules.module.__file__:
+            source = linecache.getline(code.co_filename, tb.tb_lineno).strip()
+            found = (f"{paths[id(owner)] or 'forward'} ({type(owner).__name__}, line {tb.tb_lineno}"
+                     f"{': ' + source if source else ''}): ")
+        tb = tb.tb_next
+    return found
 
 
 def _check_modules(traced: torch.fx.GraphModule, name: str) -> None:
@@ -99,6 +118,41 @@ def _check_modules(traced: torch.fx.GraphModule, name: str) -> None:
             if not isinstance(module, SUPPORTED_MODULES):
                 raise ModelError(f"{name}: {node.target} ({type(module).__name__}): this layer cannot "
                                  f"be split by rows; supported: {SUPPORTED}")
+
+
+IN_PLACE_OPERATORS = (operator.iadd, operator.isub, operator.imul, operator.itruediv)
+
+
+def _check_in_place(traced: torch.fx.GraphModule, name: str) -> None:
+    """Refuse an op that changes a map in place which forward reads again afterwards: the
+    traced graph records the op but not the change (`x.relu_()` alone, then `x + y`), so those
+    later reads would run on the unchanged map."""
+    order = {node: i for i, node in enumerate(traced.graph.nodes)}
+    for node in traced.graph.nodes:
+        changed = node.args[0] if node.args else None
+        if not isinstance(changed, torch.fx.Node) or _shape(changed) is None or not _in_place(node):
+            continue
+        later = [user for user in changed.users if order[user] > order[node]]
+        if later:
+            reader = "the output" if later[0].op == "output" else _where(later[0])
+            raise ModelError(f"{name}: {_where(node)} ({_called(node)}): changes a map in place that "
+                             f"{reader} reads afterwards, which the traced graph cannot see; use "
+                             "the result instead (x = x.relu(), not x.relu_())")
+
+
+def _in_place(node: torch.fx.Node) -> bool:
+    """`x.relu_()`, `torch.relu_(x)`, `F.relu(x, inplace=True)`, `x += y`."""
+    if node.op not in ("call_method", "call_function"):
+        return False
+    if node.kwargs.get("inplace") is True or node.target in IN_PLACE_OPERATORS:
+        return True
+    called = _called(node)
+    return called.endswith("_") and not called.startswith("__")
+
+
+def _called(node: torch.fx.Node) -> str:
+    """The method or function a node calls, as written (`relu_`, `iadd`)."""
+    return str(node.target) if node.op == "call_method" else getattr(node.target, "__name__", str(node.target))
 
 
 class _Shapes(torch.fx.Interpreter):
@@ -215,10 +269,10 @@ def _ops(traced: torch.fx.GraphModule, name: str) -> tuple[list[_Op], str]:
             if isinstance(source, torch.fx.Node) and source.name in shapes:
                 raise ModelError(f"{where} (getitem): indexes a feature map; only the pieces of a "
                                  "channel split (torch.chunk, torch.split) can be split by rows")
-        if out is None and not (node.op == "call_function" and node.target is operator.getitem
-                                and getattr(node.args[0], "name", None) in splits):
+            if getattr(source, "name", None) in splits and not isinstance(node.args[1], int):
+                raise ModelError(f"{where} (getitem): indexes a split with {node.args[1]!r}; use an integer")
+        if out is None:
             continue  # a size or a number made from sizes: reshapes read their traced shapes
-        assert out is not None
         made = _describe(traced, node, op, shapes, splits, out, where)
         shapes[node.name] = out
         ops.append(made)
@@ -257,8 +311,7 @@ def _describe(traced: torch.fx.GraphModule, node: torch.fx.Node, op: str,
     if node.op == "call_function" and node.target is operator.getitem:
         origin, ranges = splits[str(getattr(node.args[0], "name", ""))]
         index = node.args[1]
-        if not isinstance(index, int):
-            raise ModelError(f"{where} (getitem): indexes a split with {index!r}; use an integer")
+        assert isinstance(index, int)  # _ops refused others
         c0, c1 = ranges[index]
         spec = _spec(node, "split", RESHAPE, shapes[origin], out)
         return _Op(spec, (origin,), row_local(spec, lambda x, a=c0, b=c1: x[:, a:b]))
@@ -498,6 +551,10 @@ def _reshape(node: torch.fx.Node, op: str, shape: tuple[int, ...], out: tuple[in
     if len(shape) == 1 and len(out) == 1:
         spec = _spec(node, op, RESHAPE, shape, out)
         return _Op(spec, names, row_local(spec, lambda x: x))
+    if len(shape) == 1 and len(out) >= 3:
+        raise ModelError(f"{where}: turns the flat vector {list(shape)} back into a map {list(out)} "
+                         "(as squeeze-and-excitation does with its per-channel scale); a map made "
+                         "from a flat vector cannot be split by rows")
     if len(shape) >= 3 and len(out) == 1:
         if op == "flatten" and _argument(node, 1, "start_dim", 0) != 1:
             raise ModelError(f"{where}: only a flatten from dim 1 is supported")
