@@ -126,16 +126,15 @@ class OpSpec:
         return [(op, op.needed(self.out), self.out)]
 
     def inputs(self) -> list[tuple[tuple[int, ...], Region]]:
-        """(shape of the map, region of it read) of each input, in the order `run` takes them:
+        """(shape of the map, region of it read) of each input, in the order `runner` takes them:
         the stage input; or each input of the block's op (the block's input or an earlier op's
         output), as the block runs it."""
-        op = self.op
-        if op is None:
+        if self.node is None:
             return [(self.graph.shape(self.start), self.graph.rows_needed(self.start, self.stop, self.out))]
         block = self.graph.layers[self.start]
-        reads = op.needed(self.out)
-        return [(block.in_shape if i < 0 else block.nodes[i].spec.out_shape, reads)
-                for i in block.nodes[self.node].inputs]  # type: ignore[index]
+        node = block.nodes[self.node]
+        reads = node.spec.needed(self.out)
+        return [(block.in_shape if i < 0 else block.nodes[i].spec.out_shape, reads) for i in node.inputs]
 
     def runner(self) -> Callable[[Sequence[torch.Tensor]], torch.Tensor]:
         """What a device runs to compute `out` from inputs holding the regions `inputs` says,
