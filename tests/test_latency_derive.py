@@ -21,3 +21,17 @@ def test_derived_profile_scales_work_terms_and_fixed_costs_apart():
     assert derived.copy_s_per_byte == pytest.approx(1.5e-10)
     assert derived.provenance["kind"] == "derived" and derived.provenance["from"] == "base"
     assert derived.held_out_mape is None
+
+
+def test_merges_are_scaled_as_every_kind_or_said_to_fall_back_to_elementwise():
+    merge = {"intercept_s": 2e-6, "s_per_out_byte": 1e-11}
+    with_merge = Profile("m", {"elementwise": {"s_per_flop": 1e-10}, "merge": merge})
+    without = Profile("e", {"elementwise": {"s_per_flop": 1e-10}})
+
+    derived = derive_profile(with_merge, "slow", compute_scale=50.0, overhead_scale=8.0, copy_scale=1.0,
+                             provenance={})
+    assert derived.coefficients["merge"] == pytest.approx({"intercept_s": 1.6e-5, "s_per_out_byte": 5e-10})
+    assert "scaled" in derived.provenance["merge"]
+    derived = derive_profile(without, "slow", compute_scale=50.0, overhead_scale=8.0, copy_scale=1.0,
+                             provenance={})
+    assert "merge" not in derived.coefficients and "elementwise" in derived.provenance["merge"]

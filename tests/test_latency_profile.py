@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ import yaml
 
 from halp.errors import HalpError, ScenarioError
 from halp.latency.profile import load_profile, profile_from_dict
+from halp.model.trace import trace_model
+from halp.model.zoo import ModelSpec, build_model
 from halp.scenario import load_scenario
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,6 +43,8 @@ BAD = [
     (put(C, "linear", "s_per_in_byte", True), "coefficients.linear.s_per_in_byte", "number"),
     (put(C, "linear", "s_per_in_byte", [1]), "coefficients.linear.s_per_in_byte", "number"),
     (put(C, "conv", "s_per_parsec", 1e-9), "coefficients.conv.s_per_parsec", "unknown feature"),
+    (put(C, "merge", {"s_per_flop": float("nan")}), "coefficients.merge.s_per_flop", "finite"),
+    (put(C, "merge", {"s_per_sum": 1e-9}), "coefficients.merge.s_per_sum", "unknown feature"),
     (put(C, "attention", {"intercept_s": 1e-3}), "coefficients.attention", "unknown layer kind"),
     (put(C, "conv", 5), "coefficients.conv", "mapping"),
     (put(C, [1, 2]), "coefficients", "mapping"),
@@ -84,6 +89,22 @@ def test_a_number_written_as_text_is_read():
 @pytest.mark.parametrize("name", ["this-machine", "rpi4", "emu-q"])
 def test_every_shipped_profile_loads(name):
     assert load_profile(name).coefficients
+
+
+def test_a_merge_section_is_read_and_a_profile_without_one_predicts_merges_as_elementwise():
+    graph = trace_model(build_model(ModelSpec("resnet18")), (3, 224, 224), "resnet18")
+    block = next(layer for layer in graph.layers if layer.nodes)
+    merge = next(n.spec for n in block.nodes if n.spec.kind == "merge")
+    full = graph.full(block.index + 1)
+    old = profile_from_dict(copy.deepcopy(BASE), "old.yaml")
+    assert "merge" not in old.coefficients
+    assert old.layer_s(merge, full, full) == old.layer_s(replace(merge, kind="elementwise"), full, full) > 0
+
+    data = copy.deepcopy(BASE)
+    data["coefficients"]["merge"] = {"intercept_s": 4e-6, "s_per_out_byte": "2e-10"}
+    new = profile_from_dict(data, "new.yaml")
+    assert new.coefficients["merge"] == {"intercept_s": 4e-6, "s_per_out_byte": 2e-10}
+    assert new.layer_s(merge, full, full) == pytest.approx(4e-6 + 2e-10 * 4 * 64 * 56 * 56)
 
 
 def test_a_scenario_whose_profile_has_a_nan_names_the_device_the_file_and_the_key(tmp_path):

@@ -20,7 +20,8 @@ def parse(*argv: str) -> argparse.Namespace:
 
 
 @pytest.mark.parametrize("argv, message", [
-    (("--model", "resnet50"), "vgg16 or mobilenet_v1"),
+    (("--model", "resnet99"), "vgg16, mobilenet_v1, resnet18, resnet34, resnet50, mobilenet_v2 or googlenet"),
+    (("--model", "custom"), "profile with zoo models"),
     (("--model", "mobilenet_v1", "--width", "0.3"), "MobileNet-V1 widths"),
     (("--model", "mobilenet_v1", "--resolution", "abc"), "comma-separated numbers"),
 ])
@@ -47,6 +48,24 @@ def test_cli_quick_profile_writes_a_loadable_file(tmp_path):
     assert set(profile.provenance["probe"]) == set(LAYERS)
     ratios = slowdowns(profile.provenance["probe"], probe_machine(repeats=5))
     assert set(ratios) == set(LAYERS) and all(0.5 < r < 2.0 for r in ratios.values()), ratios
+
+
+def test_model_names_are_zoo_models_each_once_in_order():
+    specs = profile_cmd.model_specs("resnet18, googlenet,mobilenet_v1,resnet18,mobilenet_v2,resnet34,resnet50,vgg16",
+                                    (1.0, 0.25), (128,))
+    assert [s.variant for s in specs] == ["resnet18", "googlenet", "1.0_128", "0.25_128", "mobilenet_v2",
+                                          "resnet34", "resnet50", "vgg16"]
+
+
+def test_cli_quick_profile_of_a_residual_network_fits_its_merges(tmp_path):
+    out = tmp_path / "resnet.yaml"
+    assert profile_cmd.run(parse("--model", "resnet18", "--quick", "--repeats", "1", "--out", str(out))) == 0
+
+    profile = profile_from_dict(yaml.safe_load(out.read_text()), str(out))
+    assert profile.provenance["models"] == ["resnet18"]
+    assert profile.provenance["command"].startswith("halp profile --model resnet18 --out")
+    assert {"conv", "pool", "elementwise", "linear", "merge"} <= set(profile.coefficients)
+    assert profile.held_out_mape is not None
 
 
 def test_cli_derivation_needs_the_assumed_time(tmp_path):

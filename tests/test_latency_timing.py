@@ -6,12 +6,12 @@ import random
 
 import numpy as np
 import pytest
-from latency_support import tiny_graph, tiny_samples
+from latency_support import tiny_dag_graph, tiny_dag_samples, tiny_graph, tiny_samples
 
 from halp.errors import HalpError
 from halp.latency.ops import plan_ops
 from halp.latency.timing import measure_copy_s_per_byte, measure_message_overhead_s, time_ops
-from halp.model.graph import ModelGraph
+from halp.model.graph import MERGE, RESHAPE, ModelGraph
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +52,38 @@ def test_message_overhead_and_copy_cost_are_plausible():
 
     assert 1e-7 < message < 5e-3  # between 0.1 us and 5 ms for a 64-byte loopback message
     assert 1e-13 < copy < 1e-8  # between 100 MB/s and 10 TB/s
+
+
+@pytest.fixture(scope="module")
+def dag() -> ModelGraph:
+    return tiny_dag_graph()
+
+
+@pytest.fixture(scope="module")
+def dag_samples(dag):
+    return tiny_dag_samples(dag)
+
+
+def test_a_block_samples_kinds_are_its_ops_and_its_merge_is_timed_alone(dag, dag_samples):
+    for block in (layer for layer in dag.layers if layer.nodes):
+        ops = [n.spec for n in block.nodes]
+        whole = [s for s in dag_samples if (s.start, s.stop) == (block.index, block.index + 1) and s.node is None]
+        assert whole
+        for s in whole:
+            assert s.kinds == tuple(op.kind for op in ops if op.kind != RESHAPE)
+            assert MERGE in s.kinds and s.fused and s.kind == "conv"
+            assert s.segments == sum(1 for op in ops if op.kind in ("conv", "dwconv", "pool")) > 1
+            assert len(s.terms) == len(ops)
+        merge = next(i for i, n in enumerate(block.nodes) if n.spec.kind == MERGE)
+        alone = [s for s in dag_samples if s.start == block.index and s.node == merge]
+        assert alone and all(s.kinds == (MERGE,) and s.kind == MERGE and not s.fused and s.seconds > 0
+                             for s in alone)
+        # It reads all its inputs: an add of two maps reads twice what it writes.
+        for s in alone:
+            (kind, (_, _, in_bytes, out_bytes, _, _)), = s.terms
+            inputs = len(block.nodes[merge].inputs)
+            assert in_bytes == (inputs if block.nodes[merge].spec.op == "add" else 1) * out_bytes
+    # A fused run through a block lists the ops of its stages, blocks opened.
+    run = next(s for s in dag_samples if s.node is None and s.stop - s.start > 1
+               and any(layer.nodes for layer in dag.layers[s.start:s.stop]))
+    assert run.kinds == tuple(op.kind for op in dag.primitives(run.start, run.stop) if op.kind != RESHAPE)

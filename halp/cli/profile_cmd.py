@@ -3,7 +3,10 @@
     halp profile --model vgg16,mobilenet_v1 --out profiles/NAME.yaml [--width 1.0,0.5,0.25]
                  [--resolution 224,128] [--threads 1] [--repeats 5] [--quick]
 
-MobileNet-V1 is measured at every pair of the given widths and resolutions. The profile says
+`--model` names zoo models: vgg16, mobilenet_v1, resnet18, resnet34, resnet50, mobilenet_v2,
+googlenet (the last five at 224 x 224; their blocks' merges, adds and channel concatenations,
+get coefficients of their own). MobileNet-V1 is measured at every pair of the given widths and
+resolutions. The profile says
 where and how it was measured (CPU, threads, date, torch, host, this command), and how well it
 predicts fused runs it was not fitted on (`held_out_mape`, in percent).
 """
@@ -22,8 +25,10 @@ from halp.errors import HalpError
 from halp.latency.ops import DEFAULT_HEIGHTS
 from halp.latency.profile_io import write_profile
 from halp.latency.profiler import measure_profile
-from halp.model.zoo import MOBILENET_RESOLUTIONS, MOBILENET_WIDTHS, ModelSpec
+from halp.model.zoo import MOBILENET_RESOLUTIONS, MOBILENET_WIDTHS, TORCHVISION_MODELS, ModelSpec
 
+# The zoo models a profile is measured on (a custom model's factory is the scenario's business).
+PROFILE_MODELS = ("vgg16", "mobilenet_v1", *TORCHVISION_MODELS)
 DEFAULT_WIDTHS = (1.0, 0.5, 0.25)
 DEFAULT_RESOLUTIONS = (224, 128)
 QUICK: dict[str, Any] = {"heights": (1.0, 1 / 4), "repeats": 3, "max_run": 2, "widths": (1.0, 0.25),
@@ -33,7 +38,8 @@ QUICK: dict[str, Any] = {"heights": (1.0, 1 / 4), "repeats": 3, "max_run": 2, "w
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profile", help="measure this machine's layer latencies and write a profile")
     p.add_argument("--model", default="vgg16,mobilenet_v1",
-                   help="comma-separated zoo models to time (default: vgg16,mobilenet_v1)")
+                   help=f"comma-separated zoo models to time, of {', '.join(PROFILE_MODELS)} "
+                        "(default: vgg16,mobilenet_v1)")
     p.add_argument("--width", help="MobileNet-V1 widths, comma-separated (default: 1.0,0.5,0.25)")
     p.add_argument("--resolution", help="MobileNet-V1 resolutions, comma-separated (default: 224,128)")
     p.add_argument("--out", required=True, help="profile file to write, e.g. profiles/my-laptop.yaml")
@@ -158,19 +164,22 @@ def _in_emulator(args: argparse.Namespace) -> int:
 
 
 def model_specs(names: str, widths, resolutions) -> list[ModelSpec]:
+    """The models `--model` names, each once, in its order (MobileNet-V1 at every width and
+    resolution)."""
     specs: list[ModelSpec] = []
     for name in (n.strip() for n in names.split(",")):
         if not name:
             continue
         if name == "mobilenet_v1":
             specs += [ModelSpec(name, w, r) for w in widths for r in resolutions]
-        elif name == "vgg16":
+        elif name in PROFILE_MODELS:
             specs.append(ModelSpec(name))
         else:
-            raise HalpError(f"--model {name!r}: profile with zoo models, vgg16 or mobilenet_v1")
+            raise HalpError(f"--model {name[:40]!r}: profile with zoo models, "
+                            f"{', '.join(PROFILE_MODELS[:-1])} or {PROFILE_MODELS[-1]}")
     if not specs:
         raise HalpError("--model: name at least one model, e.g. vgg16,mobilenet_v1")
-    return specs
+    return list(dict.fromkeys(specs))
 
 
 def _probe_arg(text: str) -> dict[str, float]:

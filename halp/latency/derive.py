@@ -4,6 +4,12 @@
 is not at hand, such as `profiles/rpi4.yaml`). It must never pass for a measurement: its file
 says so at the top (`DERIVED_HEADER`) and in its provenance (`kind: derived`, the scales and
 the assumption).
+
+Every layer kind of the base is scaled alike, merges (adds, channel concatenations) included:
+the assumption is one slowdown of the work terms, and VGG-16, which sets it, has no merges, so
+nothing would justify scaling them apart. A base without merge coefficients (measured on chain
+models only) gives a derived profile without them: its merges are predicted with its
+elementwise coefficients (`Profile.layer_s`), and the provenance says so (`merge`).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from halp.errors import HalpError
 from halp.latency.model import LatencyModel
 from halp.latency.ops import graph_of
 from halp.latency.profile import Profile, round_significant
+from halp.model.graph import MERGE
 from halp.model.zoo import ModelSpec
 
 DERIVED_HEADER = """\
@@ -23,6 +30,8 @@ DERIVED_HEADER = """\
 # by `halp profile --derive-from` (halp.latency.derive.derive_profile) under the assumption in
 # provenance: FLOP and byte terms x compute_scale (chosen so VGG-16 takes vgg16_s_assumed),
 # fixed costs (intercepts, op and message overheads) x overhead_scale, gather x copy_scale.
+# Every layer kind is scaled alike; provenance.merge says how merges (adds, concatenations) are
+# predicted.
 # Replace it with a measured one: run `halp hw profile` on the device itself.
 """
 
@@ -32,7 +41,7 @@ def derive_profile(base: Profile, name: str, *, compute_scale: float, overhead_s
     """A profile for a device that was not measured, scaled from one that was: the terms that
     grow with the work (FLOPs, bytes) by `compute_scale`, the fixed costs (per-layer
     intercepts, per-op and per-message overheads: interpreter and dispatch time) by
-    `overhead_scale`, and the gather's cost per byte by `copy_scale`."""
+    `overhead_scale`, and the gather's cost per byte by `copy_scale`; every layer kind alike."""
     if min(compute_scale, overhead_scale, copy_scale) <= 0:
         raise HalpError("scale factors of a derived profile must be positive")
     coefficients = {
@@ -48,7 +57,11 @@ def derive_profile(base: Profile, name: str, *, compute_scale: float, overhead_s
         copy_s_per_byte=round_significant(base.copy_s_per_byte * copy_scale),
         provenance={"kind": "derived", "from": base.name, **provenance,
                     "compute_scale": round_significant(compute_scale),
-                    "overhead_scale": overhead_scale, "copy_scale": copy_scale},
+                    "overhead_scale": overhead_scale, "copy_scale": copy_scale,
+                    "merge": (f"{base.name}'s merge coefficients, scaled as every kind's"
+                              if MERGE in base.coefficients else
+                              f"none in {base.name}: merges are predicted with the elementwise "
+                              "coefficients")},
         held_out_mape=None,
     )
 

@@ -107,7 +107,10 @@ def _op_row_cost(profile: Profile, layer: LayerSpec) -> tuple[float, float, floa
         one = profile.layer_s(layer, full_in, region((0, 1), w_out))
         per_out = profile.layer_s(layer, full_in, region((0, 2), w_out)) - one
         return (one - per_out, 0.0, per_out)
-    w_in, w_out = (0, layer.in_width), (0, layer.out_width)
+    # The columns a full-width output reads: not always all of them (a 1x1 convolution of
+    # stride 2 on an even width skips the last one), and the slow path counts what is read.
+    cols = layer.needed(region((0, 1), (0, layer.out_width))).cols
+    w_in, w_out = (cols.start, cols.stop), (0, layer.out_width)
     base = profile.layer_s(layer, region((0, 0), w_in), region((0, 1), w_out))
     one_in = profile.layer_s(layer, region((0, 1), w_in), region((0, 1), w_out))
     two_out = profile.layer_s(layer, region((0, 0), w_in), region((0, 2), w_out))

@@ -6,11 +6,14 @@ A profile predicts a layer's time as a non-negative linear function of what the 
         + s_per_out_byte * out_bytes + s_per_weight_byte * weight_bytes
         + s_per_flop_per_tap * flops / taps
 
-with one set of coefficients per layer kind (conv, dwconv, pool, linear, elementwise). `taps` is
+with one set of coefficients per layer kind (conv, dwconv, pool, linear, elementwise, merge). `taps` is
 the number of kernel positions (9 for a 3x3 convolution, 1 for a 1x1 one or a layer without a
 window), so the last term is the part of the cost that grows with channels and output pixels
 but not with the kernel: it lets a 1x1 (pointwise) convolution run at a lower FLOP rate than a
-3x3 one, which it does (less arithmetic per byte moved). A fused run of layers adds
+3x3 one, which it does (less arithmetic per byte moved). A merge (an add or a channel
+concatenation inside a block) counts all its inputs in `in_bytes` and `flops`; a profile
+without a `merge` section (measured on chain models only, before merges were a kind of their
+own) predicts merges with its elementwise coefficients. A fused run of layers adds
 `op_overhead_s` once. Every profile file says where and how it was measured,
 or, when derived, from what and under which assumption.
 

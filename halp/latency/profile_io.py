@@ -19,8 +19,9 @@ from halp.latency.profile import Profile
 HEADER = """\
 # Latency profile of one device, measured and fitted by `halp profile` (halp/latency/profiler.py).
 # Ops timed: run_region on row slices of the maps (heights x the map height, random positions),
-# single layers and fused runs (a conv/dwconv/pool with the layers up to the next one, and runs
-# of 2..max_run of those, the whole spatial part, the classifier), in shuffled round-robin
+# single layers and fused runs (a conv/dwconv/pool or a block with the layers up to the next
+# one, and runs of 2..max_run of those, the whole spatial part, the classifier), each op of a
+# block alone too (merges: adds, channel concatenations), in shuffled round-robin
 # passes; per op the `statistic` (min, median, mean) of `repeats` clean calls (this thread kept
 # its core) after a warm-up, torch.set_num_threads(threads), glibc keeping freed memory.
 # Under a CPU quota (provenance.cpu_share < 1, clock "thread CPU time / cpu_share") a call's
@@ -29,6 +30,7 @@ HEADER = """\
 #   + s_per_out_byte*out_bytes + s_per_weight_byte*weight_bytes
 #   + s_per_flop_per_tap*flops/(kernel taps)          (a missing term is 0),
 # plus op_overhead_s once per fused run: non-negative least squares on relative error.
+# Kinds: conv, dwconv, pool, linear, elementwise, merge (without merge: merges as elementwise).
 # held_out_mape: mean absolute percentage error (%) on the fused runs held out of the fit.
 # copy_s_per_byte: torch.cat of row blocks. message_overhead_s: half the round trip of a
 # 64-byte ZeroMQ REQ/REP message over TCP loopback (excludes bytes / bandwidth).

@@ -41,9 +41,8 @@ import torch
 
 from halp.errors import HalpError
 from halp.latency.fit import nnls
-from halp.latency.ops import DEFAULT_HEIGHTS, OpSpec, Sample, graph_of, layer_terms, plan_ops
-from halp.model.graph import CONV, DWCONV, POOL, RESHAPE, ModelGraph
-from halp.model.slicing import run_region
+from halp.latency.ops import DEFAULT_HEIGHTS, SEGMENT_KINDS, OpSpec, Sample, graph_of, plan_ops
+from halp.model.graph import ModelGraph
 from halp.model.zoo import ModelSpec
 
 # "mean" counts every call, clean or not. Under a CPU quota (the emulator's CFS-limited hosts,
@@ -104,14 +103,17 @@ def time_ops(ops: Sequence[OpSpec], repeats: int, threads: int = 1, statistic: s
     torch.set_num_threads(threads)
     inputs: dict[tuple[int, ...], torch.Tensor] = {}
     generator = torch.Generator().manual_seed(0)
-    prepared = []
+    prepared: list[tuple[OpSpec, tuple[torch.Tensor, ...], Callable[[Sequence[torch.Tensor]], torch.Tensor]]] = []
     for op in ops:
-        held = op.graph.rows_needed(op.start, op.stop, op.out)
-        shape = op.graph.shape(op.start)
-        dims = (1, shape[0], held.rows.size, held.cols.size) if len(shape) == 3 else (1, *shape)
-        if dims not in inputs:
-            inputs[dims] = torch.randn(dims, generator=generator)
-        prepared.append((op, inputs[dims], held))
+        tensors: list[torch.Tensor] = []
+        # One tensor per shape and input position: a merge reads two maps, not one twice.
+        for position, (shape, held) in enumerate(op.inputs()):
+            dims = (1, shape[0], held.rows.size, held.cols.size) if len(shape) == 3 else (1, *shape)
+            key = (position, *dims)
+            if key not in inputs:
+                inputs[key] = torch.randn(dims, generator=generator)
+            tensors.append(inputs[key])
+        prepared.append((op, tuple(tensors), op.runner()))
     clean: list[list[float]] = [[] for _ in ops]
     every: list[list[float]] = [[] for _ in ops]
     shuffler = random.Random(len(prepared))
@@ -119,8 +121,8 @@ def time_ops(ops: Sequence[OpSpec], repeats: int, threads: int = 1, statistic: s
     gc.disable()
     try:
         with torch.inference_mode():
-            for op, x, held in prepared:  # warm-up
-                run_region(op.graph, op.start, op.stop, x, held, op.out)
+            for _, xs, run in prepared:  # warm-up
+                run(xs)
             for r in range(3 * repeats):
                 todo = [i for i in range(len(prepared)) if len(clean[i]) < repeats]
                 if not todo:
@@ -129,10 +131,11 @@ def time_ops(ops: Sequence[OpSpec], repeats: int, threads: int = 1, statistic: s
                     progress(f"pass {r + 1} over {len(todo)} ops")
                 shuffler.shuffle(todo)
                 for i in todo:
-                    op, x, held = prepared[i]
-                    x.mul_(1.0)  # the input was just produced or received: warm it
+                    op, xs, run = prepared[i]
+                    for x in xs:  # the input was just produced or received: warm it
+                        x.mul_(1.0)
                     t0, c0 = time.perf_counter(), time.thread_time()
-                    run_region(op.graph, op.start, op.stop, x, held, op.out)
+                    run(xs)
                     c1, t1 = time.thread_time(), time.perf_counter()
                     seconds = call_seconds(t1 - t0, c1 - c0, cpu_share)
                     every[i].append(seconds)
@@ -146,15 +149,13 @@ def time_ops(ops: Sequence[OpSpec], repeats: int, threads: int = 1, statistic: s
         torch.set_num_threads(previous)
     samples = []
     for (op, _, _), good, ts in zip(prepared, clean, every, strict=True):
-        layers = [lay for lay in op.graph.layers[op.start:op.stop] if lay.kind != RESHAPE]
+        kinds = op.kinds()
         samples.append(Sample(
             model=op.graph.name, start=op.start, stop=op.stop,
-            rows=(op.out.rows.start, op.out.rows.stop), height=op.graph.height(op.stop),
-            kinds=tuple(lay.kind for lay in layers),
-            segments=sum(1 for lay in layers if lay.kind in (CONV, DWCONV, POOL)),
-            terms=layer_terms(op.graph, op.start, op.stop, op.out),
+            rows=(op.out.rows.start, op.out.rows.stop), height=op.height, kinds=kinds,
+            segments=sum(1 for kind in kinds if kind in SEGMENT_KINDS), terms=op.terms(),
             seconds=summarise(good) if good else min(ts),
-            calls=len(ts), clean=len(good), clean_s=tuple(good),
+            calls=len(ts), clean=len(good), clean_s=tuple(good), node=op.node,
         ))
     return samples
 
