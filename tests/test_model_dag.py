@@ -37,7 +37,7 @@ from halp.execute import max_error
 from halp.methods import halp as halp_method
 from halp.methods import make_plan, plan_for, prepare_reusing
 from halp.model.graph import BLOCK, region
-from halp.model.slicing import run_region
+from halp.model.slicing import crop, run_region
 from halp.model.trace import trace_model
 from halp.model.zoo import ModelSpec, build_model
 from halp.plan import Compute, Plan, validate
@@ -304,3 +304,58 @@ def test_a_dag_plan_survives_json_and_still_verifies(tmp_path, method):
     assert again == plan
     validate(again, prepared.graph)
     assert verify(again, prepared) <= TOLERANCE
+
+
+# ---- 7. ops that keep rows beyond the zoo's: padding, channel slices, clones ------------------
+PADDED = '''
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Padded(nn.Module):
+    """Zero and constant padding (a module and F.pad), a channel slice each way, a clone."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.pad = nn.Conv2d(3, 8, 3), nn.ZeroPad2d(1)
+        self.c2, self.c3 = nn.Conv2d(8, 8, 3, stride=2), nn.Conv2d(4, 4, 3, padding=1)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+    def forward(self, x):
+        y = F.pad(self.pad(self.c1(x)), (2, 2, 1, 1), value=0.5)
+        y = self.c2(y)
+        a, b = y[:, :4], y[:, 4:, ...]
+        return self.head(torch.cat([self.c3(a).clone(), b], 1))
+
+
+def build():
+    return Padded()
+'''
+
+
+def test_any_row_slice_through_padding_and_channel_slices_equals_the_whole(tmp_path):
+    path = write_factory(tmp_path, PADDED, "padded")
+    spec = ModelSpec("custom", factory=f"{path}:build", input_shape=(3, 23, 19))
+    model = build_model(spec)
+    graph = trace_model(model, spec.shape, spec.variant)
+    x = torch.randn(1, 3, 23, 19, generator=torch.Generator().manual_seed(0))
+    end = graph.spatial_end
+    maps = [run_region(graph, 0, b, x, graph.full(0), graph.full(b)) if b else x for b in range(end + 1)]
+    assert any(layer.op == "pad" for layer in graph.layers)
+
+    for start in range(end):
+        for stop in range(start + 1, end + 1):
+            height = graph.height(stop)
+            for a in range(height):  # every slice: those at a padded border read no row at all
+                for b in range(a + 1, height + 1):
+                    out = graph.rows(stop, a, b)
+                    need = graph.rows_needed(start, stop, out)
+                    got = run_region(graph, start, stop, crop(maps[start], graph.full(start), need), need, out)
+                    assert torch.allclose(got, maps[stop][..., a:b, :], atol=1e-5), (start, stop, a, b)
+
+
+@pytest.mark.parametrize("method", ["halp", "modnn", "deepthings-fused"])
+def test_plans_through_padding_and_channel_slices_are_exact(tmp_path, method):
+    plan, prepared = plan_of(custom_scenario(tmp_path, "padded", PADDED, 45, 3), method)
+    assert verify(plan, prepared) <= TOLERANCE

@@ -54,6 +54,8 @@ class Region(NamedTuple):
         return self.rows.size == 0 or self.cols.size == 0
 
     def contains(self, other: Region) -> bool:
+        if other.empty:
+            return True
         return (self.rows.start <= other.rows.start and other.rows.stop <= self.rows.stop
                 and self.cols.start <= other.cols.start and other.cols.stop <= self.cols.stop)
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from halp.errors import PlanError
-from halp.model.graph import LayerSpec, ModelGraph, Region, region
+from halp.model.graph import RESHAPE, LayerSpec, ModelGraph, Region, region
 
 Runner = Callable[[Sequence[torch.Tensor], Region, Region], torch.Tensor]
 
@@ -30,6 +30,8 @@ def crop(x: torch.Tensor, held: Region, want: Region) -> torch.Tensor:
     flat map's rows are its features)."""
     if want == held:
         return x
+    if want.empty:  # nothing, in the shape a window of zero rows (at a padded border) reads
+        return _nothing(x, want)
     if not held.contains(want):
         raise PlanError(f"region {want} is not inside the held region {held}")
     r0, c0 = want.rows.start - held.rows.start, want.cols.start - held.cols.start
@@ -52,7 +54,9 @@ def run_region(graph: ModelGraph, start: int, stop: int, x: torch.Tensor, held: 
     x = crop(x, held, needed[0])
     for offset, layer in enumerate(graph.layers[start:stop]):
         have, want = needed[offset], needed[offset + 1]
-        if layer.nodes:
+        if want.empty:
+            x = _nothing(x, want, layer.out_shape)
+        elif layer.nodes:
             x = _run_block(graph, layer, x, have, want)
         else:
             x = graph.runners[layer.name]((x,), have, want)
@@ -64,11 +68,23 @@ def _run_block(graph: ModelGraph, block: LayerSpec, x: torch.Tensor, have: Regio
     _, wants = block.node_regions(want)
     values: list[torch.Tensor] = []
     for node, produced in zip(block.nodes, wants, strict=True):
+        if produced.empty:
+            values.append(_nothing(x, produced, node.spec.out_shape))
+            continue
         reads = node.spec.needed(produced)
         inputs = [crop(x, have, reads) if i < 0 else crop(values[i], wants[i], reads)
                   for i in node.inputs]
         values.append(graph.runners[node.spec.name](inputs, reads, produced))
     return values[-1]
+
+
+def _nothing(x: torch.Tensor, want: Region, shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    """An empty region of a map of `shape` (of `x`'s by default): zero rows, or zero columns,
+    but the right channels and the other size, so that a padding window can read it."""
+    if shape is not None and len(shape) < 3 or shape is None and x.dim() < 4:
+        return x.new_zeros((x.shape[0], want.rows.size))
+    lead = tuple(shape[:-2]) if shape is not None else tuple(x.shape[1:-2])
+    return x.new_zeros((x.shape[0], *lead, want.rows.size, want.cols.size))
 
 
 # ---- runners -------------------------------------------------------------------------------
@@ -87,6 +103,8 @@ def windowed(spec: LayerSpec, module: nn.Module | None = None) -> Runner:
         pads = (max(0, -left), max(0, right - spec.in_width), max(0, -top), max(0, bottom - spec.in_height))
         if any(pads):
             x = F.pad(x, pads, value=spec.pad_value)
+        if spec.kind == RESHAPE:  # padding alone: the pad above is the op
+            return x
         if isinstance(module, nn.Conv2d):
             return F.conv2d(x, module.weight, module.bias, stride=(sh, sw), padding=0,
                             dilation=module.dilation, groups=module.groups)

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import torch.fx
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode  # no public path to shapes alone
 
 from halp.errors import ModelError
 from halp.model.graph import (
@@ -50,10 +51,12 @@ ELEMENTWISE_FUNCTIONS = {"relu", "relu6", "sigmoid", "tanh", "hardswish", "hards
                          "leaky_relu", "elu", "dropout", "hardtanh", "clamp", "mish", "neg", "abs"}
 MERGE_FUNCTIONS = {"add", "sub", "mul", "truediv", "div", "iadd", "imul", "isub", "maximum", "minimum"}
 SUPPORTED_MODULES = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
-                     nn.ChannelShuffle, nn.Flatten, nn.Linear, *ELEMENTWISE_MODULES)
+                     nn.ChannelShuffle, nn.Flatten, nn.Linear, nn.ZeroPad2d, nn.ConstantPad2d,
+                     *ELEMENTWISE_MODULES)
 SUPPORTED = ("Conv2d (any kernel, stride, padding, dilation, groups), Max/AvgPool2d, "
              "adaptive and mean pooling at the end, BatchNorm2d and activations, adds and "
-             "channel concatenations, channel shuffles and splits, Flatten, Linear")
+             "channel concatenations, channel shuffles, splits and slices, symmetric constant "
+             "padding, Flatten, Linear")
 
 
 @dataclass
@@ -176,16 +179,12 @@ class _Shapes(torch.fx.Interpreter):
 def warm_up() -> None:
     """Pay torch's first use of fake tensors (most of a second) now rather than in the first
     trace: a worker does it before it says it listens."""
-    from torch._subclasses.fake_tensor import FakeTensorMode  # a private path of torch; one use
-
     with FakeTensorMode(allow_non_fake_inputs=True), torch.no_grad():
         torch.nn.functional.conv2d(torch.zeros(1, 1, 3, 3), torch.zeros(1, 1, 3, 3))
 
 
 def _shapes(traced: torch.fx.GraphModule, input_shape: tuple[int, ...], name: str) -> None:
     """Every op's output shape, from running the module on a fake input."""
-    from torch._subclasses.fake_tensor import FakeTensorMode  # a private path of torch; one use
-
     quiet = logging.getLogger("torch._subclasses.fake_tensor")
     level = quiet.level
     quiet.setLevel(logging.CRITICAL)  # it logs every failing op with a traceback
@@ -266,9 +265,9 @@ def _ops(traced: torch.fx.GraphModule, name: str) -> tuple[list[_Op], str]:
             continue
         if node.op == "call_function" and node.target is operator.getitem:
             source = node.args[0]
-            if isinstance(source, torch.fx.Node) and source.name in shapes:
-                raise ModelError(f"{where} (getitem): indexes a feature map; only the pieces of a "
-                                 "channel split (torch.chunk, torch.split) can be split by rows")
+            if isinstance(source, torch.fx.Node) and source.name in shapes and _channel_slice(node) is None:
+                raise ModelError(f"{where} (getitem): indexes a feature map other than by channels "
+                                 "(x[:, a:b]); rows and columns cannot be indexed when split by rows")
             if getattr(source, "name", None) in splits and not isinstance(node.args[1], int):
                 raise ModelError(f"{where} (getitem): indexes a split with {node.args[1]!r}; use an integer")
         if out is None:
@@ -308,6 +307,11 @@ def _inputs(node: torch.fx.Node, shapes: dict[str, tuple[int, ...]]) -> list[tor
 def _describe(traced: torch.fx.GraphModule, node: torch.fx.Node, op: str,
               shapes: dict[str, tuple[int, ...]], splits: dict[str, tuple[str, list[tuple[int, int]]]],
               out: tuple[int, ...], where: str) -> _Op:
+    channels = _channel_slice(node) if node.op == "call_function" and node.target is operator.getitem else None
+    if channels is not None:  # x[:, a:b]: some channels, every row
+        origin = str(getattr(node.args[0], "name", ""))
+        spec = _spec(node, "slice", RESHAPE, shapes[origin], out)
+        return _Op(spec, (origin,), row_local(spec, lambda x, c=channels: x[:, c]))
     if node.op == "call_function" and node.target is operator.getitem:
         origin, ranges = splits[str(getattr(node.args[0], "name", ""))]
         index = node.args[1]
@@ -326,6 +330,12 @@ def _describe(traced: torch.fx.GraphModule, node: torch.fx.Node, op: str,
         return _module_op(node, module, first, out, names, where)
     if op in ("max_pool2d", "avg_pool2d"):
         return _functional_pool(node, op, first, out, names, where)
+    if op == "pad":
+        pads, mode, value = _argument(node, 1, "pad", ()), _argument(node, 2, "mode", "constant"), \
+            _argument(node, 3, "value", None)
+        if mode != "constant":
+            raise ModelError(f"{where} (pad): mode {mode!r} cannot be split by rows (constant only)")
+        return _padding(node, op, first, out, names, where, pads, float(value or 0.0))
     if op in ("view", "reshape", "flatten"):  # run by their traced shapes: sizes are not read
         return _reshape(node, op, first, out, names, None, where)
     call = _caller(node, inputs, where)
@@ -333,8 +343,8 @@ def _describe(traced: torch.fx.GraphModule, node: torch.fx.Node, op: str,
     if op in ELEMENTWISE_FUNCTIONS and len(inputs) == 1 and first == out:
         spec = _spec(node, op, ELEMENTWISE, first, out)
         return _Op(spec, names, row_local(spec, call))
-    if op == "contiguous":
-        spec = _spec(node, op, RESHAPE, first, out)
+    if op in ("contiguous", "clone"):
+        spec = _spec(node, op, RESHAPE if op == "contiguous" else ELEMENTWISE, first, out)
         return _Op(spec, names, row_local(spec, call))
     if op in MERGE_FUNCTIONS:
         if any(shapes[n.name] != out for n in inputs):
@@ -461,6 +471,8 @@ def _module_op(node: torch.fx.Node, m: nn.Module, shape: tuple[int, ...], out: t
             raise ModelError(f"{where}: a per-channel PReLU needs a C x H x W input")
         spec = _spec(node, op, ELEMENTWISE, shape, out, params=params, weight_bytes=params * BYTES_PER_ELEMENT)
         return _Op(spec, names, row_local(spec, m))
+    if isinstance(m, nn.ZeroPad2d | nn.ConstantPad2d):
+        return _padding(node, op, shape, out, names, where, m.padding, float(getattr(m, "value", 0.0)))
     if isinstance(m, nn.ChannelShuffle):
         spec = _spec(node, op, RESHAPE, shape, out)
         return _Op(spec, names, row_local(spec, m))
@@ -480,6 +492,35 @@ def _module_op(node: torch.fx.Node, m: nn.Module, shape: tuple[int, ...], out: t
                      params=params, weight_bytes=params * BYTES_PER_ELEMENT)
         return _Op(spec, names, linear(spec, m))
     raise ModelError(f"{where}: this layer cannot be split by rows; supported: {SUPPORTED}")
+
+
+def _channel_slice(node: torch.fx.Node) -> slice | None:
+    """The channels of `x[:, a:b]` (also `x[:, a:b, :, :]`, `x[:, a:b, ...]`), None for any
+    other index."""
+    index = node.args[1]
+    if not isinstance(index, tuple) or len(index) < 2 or index[0] != slice(None):
+        return None
+    channels, rest = index[1], index[2:]
+    if not isinstance(channels, slice) or channels.step not in (None, 1):
+        return None
+    if not all(part == slice(None) or part is Ellipsis for part in rest):
+        return None
+    if not all(isinstance(v, int | None) for v in (channels.start, channels.stop)):
+        return None
+    return channels
+
+
+def _padding(node: torch.fx.Node, op: str, shape: tuple[int, ...], out: tuple[int, ...],
+             names: tuple[str, ...], where: str, pads: Any, value: float) -> _Op:
+    """Padding the same on both sides of rows and of columns is a window of one row with that
+    padding: the runner pads at the map's true border only."""
+    where = f"{where} ({op})"
+    pads = (pads,) * 4 if isinstance(pads, int) else tuple(pads)
+    if len(shape) != 3 or len(pads) != 4 or pads[0] != pads[1] or pads[2] != pads[3] or min(pads) < 0:
+        raise ModelError(f"{where}: only the same padding on both sides of rows and of columns "
+                         f"(left = right, top = bottom) of a C x H x W map can be split by rows, got {list(pads)}")
+    spec = _spec(node, op, RESHAPE, shape, out, padding=(int(pads[2]), int(pads[0])), pad_value=value)
+    return _Op(spec, names, windowed(spec))
 
 
 def _argument(node: torch.fx.Node, position: int, keyword: str, default: Any) -> Any:
