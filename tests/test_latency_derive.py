@@ -35,3 +35,83 @@ def test_merges_are_scaled_as_every_kind_or_said_to_fall_back_to_elementwise():
     derived = derive_profile(without, "slow", compute_scale=50.0, overhead_scale=8.0, copy_scale=1.0,
                              provenance={})
     assert "merge" not in derived.coefficients and "elementwise" in derived.provenance["merge"]
+
+
+# Profiles derived from published stand-alone times (profiles/published/rpi4.yaml).
+PUBLISHED = "profiles/published/rpi4.yaml"
+PI_PROFILES = {"rpi4": 1, "rpi4-4t": 4}
+
+
+def _simulated_standalone_s(profile_path, model: str, tmp_path) -> float:
+    """The simulator's stand-alone latency of `model` on one device of the profile."""
+    from halp.experiment import standalone_s
+    from halp.scenario import load_scenario
+
+    path = tmp_path / f"alone-{model}.yaml"
+    path.write_text(f"name: alone\nmodel: {{name: {model}}}\n"
+                    f"devices:\n  - {{name: d0, role: host, profile: {profile_path}}}\n"
+                    "network: {kind: star, bandwidth: 100Mbps}\nmethod: {name: standalone}\n"
+                    "workload: {requests: 1, arrival: single}\n")
+    return standalone_s(load_scenario(path))
+
+
+@pytest.mark.parametrize("name", sorted(PI_PROFILES))
+def test_pi_profile_reproduces_the_published_times_it_was_fitted_to_through_the_simulator(name, tmp_path):
+    from halp.latency.profile import REPO_ROOT, load_profile
+
+    path = REPO_ROOT / "profiles" / f"{name}.yaml"
+    profile = load_profile(str(path))
+    fitted = profile.provenance["fitted"]
+    assert {f["model"] for f in fitted} == {"vgg16", "mobilenet_v1"}
+    for figure in fitted:
+        simulated = _simulated_standalone_s(path, figure["model"], tmp_path)
+        assert simulated == pytest.approx(figure["published_s"], rel=0.10), figure
+        assert simulated == pytest.approx(figure["predicted_s"], rel=1e-3)  # provenance says it
+    # held-out figures are reported with their error, not hidden
+    held = profile.provenance["held_out"]
+    assert {f["model"] for f in held} >= {"resnet18", "resnet50"}
+    for figure in held:
+        error = 100 * (figure["predicted_s"] - figure["published_s"]) / figure["published_s"]
+        assert figure["error_pct"] == pytest.approx(error, abs=0.1)
+
+
+@pytest.mark.parametrize("name", sorted(PI_PROFILES))
+def test_pi_profile_provenance_carries_every_source_and_regenerates_from_its_command(name):
+    from halp.latency.derive import derive_from_published, read_published
+    from halp.latency.profile import REPO_ROOT, load_profile
+
+    threads = PI_PROFILES[name]
+    profile = load_profile(str(REPO_ROOT / "profiles" / f"{name}.yaml"))
+    prov = profile.provenance
+    published = read_published(str(REPO_ROOT / PUBLISHED))
+    assert prov["kind"] == "derived" and prov["threads"] == threads
+    assert prov["command"] == (f"halp profile --derive-from this-machine --published {PUBLISHED} "
+                               f"--threads {threads} --out profiles/{name}.yaml")
+    assert prov["sources"] == published["sources"] and prov["assumptions"]
+    reported = prov["fitted"] + prov["held_out"]
+    figures = [f for f in published["figures"] if f.threads == threads]
+    assert sorted((r["source"], r["model"], r["quote"]) for r in reported) == sorted(
+        (f.source, f.model, f.quote) for f in figures)
+    for figure in figures:  # every quote holds the figure it gives
+        assert f"{figure.seconds * 1000:.1f}" in figure.quote or f"{figure.seconds * 1000:.2f}" in figure.quote
+    assert profile.power is not None and set(prov["power"]) >= {"idle_w", "busy_core_w"}
+
+    again = derive_from_published(load_profile("this-machine"), name, published, threads=threads,
+                                  provenance={})
+    assert again.profile.coefficients == profile.coefficients
+    assert again.profile.op_overhead_s == profile.op_overhead_s
+
+
+def test_published_fit_refuses_groups_its_figures_cannot_separate():
+    from halp.errors import HalpError
+    from halp.latency.derive import derive_from_published, read_published
+    from halp.latency.profile import REPO_ROOT, load_profile
+
+    published = read_published(str(REPO_ROOT / PUBLISHED))
+    # neither figure has a depthwise layer: nothing sets the dwconv group's scale
+    entry = {"threads": 1, "groups": {"dwconv": ["dwconv"],
+                                      "other": ["conv", "pool", "linear", "elementwise"]},
+             "fit": ["ncnn/vgg16", "ncnn/resnet18"]}
+    with pytest.raises(HalpError, match="group dwconv a scale of .*merge them"):
+        derive_from_published(load_profile("this-machine"), "x", {**published, "profiles": [entry]},
+                              threads=1, provenance={})

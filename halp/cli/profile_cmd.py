@@ -58,6 +58,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     derive = p.add_argument_group("deriving a profile for a device that is not here (no measurement)")
     derive.add_argument("--derive-from", metavar="PROFILE",
                         help="scale this measured profile instead of measuring, e.g. this-machine")
+    derive.add_argument("--published", metavar="FILE",
+                        help="fit the scales to published stand-alone times (a YAML of figures and "
+                             "their sources, e.g. profiles/published/rpi4.yaml), for --threads")
     derive.add_argument("--vgg16-s", type=float, metavar="SECONDS",
                         help="assumed single-inference VGG-16 time on the target device; sets the "
                              "scale of the FLOP and byte terms")
@@ -77,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
     if args.statistic is None:  # under a CPU quota: the expected CPU, throttling's cost included
         limited = args.emu_cpu_share is not None or args.cpu_share != 1.0
         args.statistic = "mean" if limited else "min"
+    if args.derive_from and args.published:
+        return _derive_published(args)
     if args.derive_from:
         return _derive(args)
     if args.emu_cpu_share is not None:
@@ -141,6 +146,43 @@ def _derive(args: argparse.Namespace) -> int:
     check = vgg16_seconds(profile)
     print(f"wrote {out}: derived from {base.name} ({total:.3f} s VGG-16 there), x{compute_scale:.1f} on "
           f"FLOP and byte terms, x{args.overhead_scale:g} on fixed costs; VGG-16 predicted {check:.2f} s")
+    return 0
+
+
+def _derive_published(args: argparse.Namespace) -> int:
+    """Write a profile fitted to published stand-alone times
+    (`halp.latency.derive.derive_from_published`), with the file's power model."""
+    import dataclasses
+
+    from halp.latency.derive import PUBLISHED_HEADER, derive_from_published, read_published
+    from halp.latency.profile import load_profile, power_from_dict
+
+    if args.vgg16_s is not None:
+        raise HalpError("--published sets the scales from its figures: drop --vgg16-s")
+    out = Path(args.out)
+    base = load_profile(args.derive_from)
+    published = read_published(args.published)
+    command = (f"halp profile --derive-from {args.derive_from} --published {args.published} "
+               f"--threads {args.threads} --out {args.out}")
+    fit = derive_from_published(
+        base, args.name or out.stem, published, threads=args.threads, where=args.published,
+        provenance={"published": args.published, "date": datetime.date.today().isoformat(),
+                    "command": command, "replace_with": "halp hw profile on the device itself"})
+    profile = fit.profile
+    power = published.get("power")
+    if power is not None:
+        sources = power.get("sources") if isinstance(power, dict) else None
+        provenance = {**profile.provenance, "power": sources}
+        model = power_from_dict(power.get("values") if isinstance(power, dict) else None,
+                                provenance, f"{args.published}: power")
+        profile = dataclasses.replace(profile, provenance=provenance, power=model)
+    write_profile(profile, out, header=PUBLISHED_HEADER)
+    print(f"wrote {out}: derived from {base.name} for {args.threads} thread(s), compute scales "
+          + ", ".join(f"{g} x{s:g}" for g, s in profile.provenance["compute_scale_by_group"].items()))
+    for row in fit.rows:
+        print(f"  {'fitted  ' if row['fitted'] else 'held out'} {row['figure']:<22} published "
+              f"{row['published_s'] * 1000:8.1f} ms  predicted {row['predicted_s'] * 1000:8.1f} ms  "
+              f"{row['error_pct']:+6.1f}%")
     return 0
 
 
