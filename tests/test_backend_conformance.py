@@ -21,8 +21,9 @@ from halp.trace import TraceWriter
 
 from emu_support import machine_state, require_emu  # noqa: F401  (fixture)
 
-# MobileNet-V1 0.25 at 128 px (a chain) and ResNet-18 at 112 px (residual blocks): small enough
-# for half a core. The host is planned slow so that HALP hands rows to the secondaries; two
+# MobileNet-V1 0.25 at 128 px (a chain) and ResNet-18 at 112 px (residual blocks, whose rows the
+# plans share out: the emulator's and the hardware's outputs are exact over the wire): small
+# enough for half a core. The host is planned slow so that HALP hands rows to the secondaries; two
 # requests 20 ms apart are in flight together.
 SCENARIO = """\
 name: conformance

@@ -94,26 +94,6 @@ def test_plans_compute_exact_outputs_over_the_emulated_network(tmp_path, devices
     assert not (tmp_path / "out" / "emu" / "token").exists()
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("method", ["halp", "modnn"])
-def test_a_residual_model_is_exact_over_the_emulated_network(tmp_path, method):
-    """ResNet-18 on three devices: its plans split residual blocks by rows (a skip path
-    cropped to the rows its partner computes) and the workers compute exactly that."""
-    s = scenario(tmp_path, devices=3, method=method, model="{name: resnet18}")
-    plan = policy_for(s).served()[0].plan
-    graph = policy_for(s).served()[0].prepared.graph
-    shared_blocks = {op.start for op in plan.ops if op.kind == "compute" and op.device != "a"
-                     and any(layer.nodes for layer in graph.layers[op.start:op.stop])}
-
-    with TraceWriter(tmp_path / "out", "emu", method) as writer:
-        trace = EmulatorBackend(log=quiet).run(s, policy_for(s), writer)
-
-    assert shared_blocks, "the plan gives no residual block to a secondary"
-    assert [r.request for r in trace.requests] == [0, 1]
-    assert all(r.extra["relative_error"] <= TOLERANCE for r in trace.requests)
-    assert {op.device for op in trace.ops if op.kind == "compute"} == {"a", "b", "c"}
-
-
 USERNET = """\
 from torch import nn
 

@@ -359,3 +359,36 @@ def test_any_row_slice_through_padding_and_channel_slices_equals_the_whole(tmp_p
 def test_plans_through_padding_and_channel_slices_are_exact(tmp_path, method):
     plan, prepared = plan_of(custom_scenario(tmp_path, "padded", PADDED, 45, 3), method)
     assert verify(plan, prepared) <= TOLERANCE
+
+
+# ---- 8. tracing beside a running model ---------------------------------------------------------
+def test_tracing_leaves_models_running_in_other_threads_alone():
+    """fx patches nn.Module.__call__ for the whole process while it traces: a worker that builds
+    a model for a new session while its compute thread serves another must not break either."""
+    import threading
+
+    running = build_model(ModelSpec("mobilenet_v1", 0.25, 128))
+    x = torch.randn(1, 3, 128, 128)
+    stop, errors, calls = threading.Event(), [], [0]
+
+    def serve():
+        while not stop.is_set():
+            try:
+                with torch.no_grad():
+                    running(x)
+                calls[0] += 1
+            except Exception as exc:  # what the race raised: NameError from fx's tracer
+                errors.append(repr(exc))
+                return
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        graphs = [trace_model(build_model(ModelSpec("resnet18", resolution=64)), (3, 64, 64), "r")
+                  for _ in range(5)]
+    finally:
+        stop.set()
+        thread.join()
+
+    assert errors == [] and calls[0] > 0
+    assert all(len(g) == len(graphs[0]) for g in graphs)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import linecache
 import logging
 import operator
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -86,9 +87,31 @@ def trace_model(module: nn.Module, input_shape: tuple[int, int, int], name: str 
 
 
 # ---- tracing ------------------------------------------------------------------------------
+class _Tracer(torch.fx.Tracer):
+    """torch.fx's tracer, for this thread only. While it traces, fx patches `nn.Module.__call__`
+    and `__getattr__` for every thread of the process; a worker computing a request (or a test
+    running a model) in another thread would then meet this tracer, which refuses modules not
+    in its root. Calls from other threads run as if nothing were traced."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+
+    def call_module(self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...],
+                    kwargs: dict[str, Any]) -> Any:
+        if threading.get_ident() != self.thread:
+            return forward(*args, **kwargs)
+        return super().call_module(m, forward, args, kwargs)
+
+    def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, Any]) -> Any:
+        if threading.get_ident() != self.thread:
+            return attr_val
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
+
+
 def _trace(module: nn.Module, name: str) -> torch.fx.GraphModule:
     try:
-        graph = torch.fx.Tracer().trace(module)
+        graph = _Tracer().trace(module)
     except Exception as exc:  # the user's forward: whatever it raises is one line
         raise ModelError(f"{name}: {_failing_code(module, exc)}torch.fx cannot trace the model's "
                          f"forward: {_first_line(exc)}; write forward without control flow that "
