@@ -32,7 +32,6 @@ from typing import Any
 
 from halp.errors import HalpError, shown
 from halp.model.graph import (
-    BYTES_PER_ELEMENT,
     CONV,
     DWCONV,
     ELEMENTWISE,
@@ -42,6 +41,7 @@ from halp.model.graph import (
     RESHAPE,
     LayerSpec,
     Region,
+    shape_bytes,
 )
 from halp.names import SAFE_NAME_RULE, is_safe_name
 from halp.units import MAX_QUANTITY_TEXT
@@ -149,8 +149,8 @@ def round_significant(value: float, digits: int = 4) -> float:
 
 def layer_features(layer: LayerSpec, held: Region, out: Region) -> list[float]:
     """The regression inputs of `layer` reading `held` to produce `out`, in FEATURES order."""
-    in_bytes = _region_bytes(layer.in_shape, held)
-    out_bytes = _region_bytes(layer.out_shape, out)
+    in_bytes = float(shape_bytes(layer.in_shape, held))
+    out_bytes = float(shape_bytes(layer.out_shape, out))
     flops = layer.flops(out)
     weights = float(layer.weight_bytes)
     if layer.kind == LINEAR:  # some output features read only their rows of the weights
@@ -166,17 +166,6 @@ def _taps(layer: LayerSpec) -> float:
             out_numel *= s
         return max(1.0, layer.macs / (out_numel * (layer.in_shape[0] // layer.groups)))
     return float(layer.kernel[0] * layer.kernel[1])
-
-
-def _region_bytes(shape: tuple[int, ...], reg: Region) -> float:
-    if len(shape) == 1:  # a flat map: its rows are its features
-        return float(reg.rows.size * BYTES_PER_ELEMENT)
-    if len(shape) != 3:
-        n = 1
-        for s in shape:
-            n *= s
-        return float(n * BYTES_PER_ELEMENT)
-    return float(shape[0] * reg.rows.size * reg.cols.size * BYTES_PER_ELEMENT)
 
 
 def profile_from_dict(data: Any, where: str) -> Profile:
