@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     except HalpError as exc:
         print(f"emu_speedup: {exc}", file=sys.stderr)
         return 2
-    devices = ", ".join(f"{d.name} {d.cpu_share:g} core" for d in base.devices)
+    devices = ", ".join(f"{d.name} {d.slowdown:.3g}x slower than a core"
+                        for d in run.devices.devices)
     print(f"{base.model.name} on {len(base.devices)} emulated devices ({devices}), "
           f"{base.network.kind} {base.network.bandwidth / 1e6:g} Mbps; {args.rounds} rounds of "
           f"{args.requests} requests per method, methods in turn")

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from emu import profile
+from emu.devices import DevicePlan, plan_devices
 from emu.network import CGROUP_ROOT, EmulatedNetwork, LiveRates, require_emulator, require_netem
 from emu.processes import (
     Processes,
@@ -51,9 +52,10 @@ from emu.processes import (
     python_command,
     sigterm_raises,
 )
-from emu.topology import Topology, describe
+from emu.topology import NodeSpec, Topology, describe
 from halp.errors import BackendError
 from halp.policy import Policy
+from halp.runtime.dilation import DILATION_ENV, Dilation
 from halp.runtime.lines import HOST_SERVING, WORKER_READY
 from halp.scenario import Scenario
 from halp.serving import plans_json
@@ -69,13 +71,14 @@ class EmulatedRun:
     """Everything one run needs, and its teardown. `run()` is the whole lifecycle."""
 
     def __init__(self, scenario: Scenario, run_dir: Path, log: Callable[[str], None],
-                 tag: str | None = None):
+                 tag: str | None = None, devices: DevicePlan | None = None):
         from mininet.util import numCores
 
         self.scenario = scenario
         self.run_dir = run_dir.absolute()  # the device processes run in another directory
         self.log = log
-        self.topology: Topology = describe(scenario, tag or new_tag(), numCores())
+        self.devices = devices or devices_of(scenario, log)
+        self.topology: Topology = describe(scenario, tag or new_tag(), numCores(), self.devices)
         self.processes = Processes()
         self.cpus_awake = False
         self.secret_dir = Path(tempfile.mkdtemp(prefix="halp-emu-"))
@@ -85,14 +88,20 @@ class EmulatedRun:
         self.rate_changes: list[tuple[float, str, float]] = []  # applied (run time, link, bps)
         self.io_tasks_fd: int | None = None
 
-    def popen_args(self, threads: int) -> dict[str, Any]:
-        """Popen arguments for a device's process: its environment and the descriptor its I/O
-        threads leave the CPU quota by (unless `backends.emu.io_in_quota`)."""
+    def popen_args(self, spec: NodeSpec) -> dict[str, Any]:
+        """Popen arguments for a device's process: its environment, with its dilation (the
+        dilate model) or the descriptor its I/O threads leave the CPU quota by (the quota
+        model, unless `backends.emu.io_in_quota`)."""
+        if spec.core is not None:
+            env = child_env(spec.threads)
+            env[DILATION_ENV] = Dilation(spec.slowdown, spec.core).to_env()
+            return {"env": env}
         if self.scenario.backends.emu.io_in_quota:
-            return {"env": child_env(threads)}
+            return {"env": child_env(spec.threads)}
         if self.io_tasks_fd is None:
             self.io_tasks_fd = os.open(CGROUP_ROOT / "cpu" / "tasks", os.O_WRONLY | os.O_CLOEXEC)
-        return {"env": child_env(threads, self.io_tasks_fd), "pass_fds": (self.io_tasks_fd,)}
+        return {"env": child_env(spec.threads, self.io_tasks_fd),
+                "pass_fds": (self.io_tasks_fd,)}
 
     def release_files(self) -> None:
         shutil.rmtree(self.secret_dir, ignore_errors=True)
@@ -125,7 +134,7 @@ class EmulatedRun:
                                    str(self.token_file), "--name", spec.device,
                                    "--threads", str(spec.threads)),
                     stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                    **self.popen_args(spec.threads), cwd=str(self.secret_dir))
+                    **self.popen_args(spec), cwd=str(self.secret_dir))
             self.processes.add(Started(spec.device, "worker", popen, log_path))
 
     def wait_workers(self) -> None:
@@ -159,7 +168,7 @@ class EmulatedRun:
                               "--backend", NAME)
         popen = net.node(spec.device).popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, **self.popen_args(spec.threads), cwd=str(self.secret_dir),
+            stderr=subprocess.STDOUT, **self.popen_args(spec), cwd=str(self.secret_dir),
             text=True, bufsize=1)
         return self.processes.add(Started(spec.device, "host", popen,
                                           out.parent / f"{out.name}.log"))
@@ -168,7 +177,8 @@ class EmulatedRun:
         """One more host run, of `policy`'s plans, on the same network and workers (they stay up
         between runs): `scenario` must have the same devices and network; records go to
         `run_dir/name`."""
-        if describe(scenario, self.topology.tag, self.topology.cores) != self.topology:
+        if describe(scenario, self.topology.tag, self.topology.cores,
+                    self.devices) != self.topology:
             raise BackendError(f"{scenario.name}: not the devices and network of this run")
         files = dict(self.files)
         files["scenario"] = self.run_dir / f"{name}.yaml"
@@ -286,12 +296,27 @@ class EmulatedRun:
             trace.meta.update(json.loads(runtime.read_text()))
         trace.meta.update({"scenario": self.scenario.name, "run_dir": str(self.run_dir),
                            "tag": self.topology.tag, "network": self.topology.kind,
+                           "cpu": self.devices.to_meta(),
                            "cpus_awake": self.cpus_awake,
                            "rate_changes": [{"time_s": round(t, 4), "link": d, "bps": bps}
                                             for t, d, bps in self.rate_changes]})
         if writer is not None:
             writer.trace.meta.update(trace.meta)
         return trace
+
+
+def devices_of(scenario: Scenario, log: Callable[[str], None]) -> DevicePlan:
+    """How each device of `scenario` is held to its speed on this machine now (a probe of
+    half a second when a speed comes from a profile), said in the log before anything runs."""
+    from halp.latency.probe import probe_machine
+
+    profiles = {d.name: d.profile for d in scenario.cluster().devices}
+    devices = plan_devices(scenario, profiles, sorted(os.sched_getaffinity(0)),
+                           lambda threads: probe_machine(threads=threads))
+    for line in devices.notes:
+        log(line)
+    log(devices.summary())
+    return devices
 
 
 def _pump(stream: Any, lines: queue.Queue, log_path: Path | None) -> None:
@@ -318,23 +343,28 @@ class EmulatorBackend:
 
     def __init__(self, log: Callable[[str], None] | None = None):
         self.log = log or (lambda msg: print(f"emu: {msg}", file=sys.stderr, flush=True))
+        self._checked: tuple[Scenario, DevicePlan] | None = None  # the last `check`'s answer
 
     def check(self, scenario: Scenario) -> None:
         """Refuse, in one line and before anything is written, what this machine cannot
-        emulate."""
+        emulate; say how each device will be held to its speed."""
         require_emulator()
         from mininet.util import numCores
 
         require_netem(describe(scenario, new_tag(), numCores()).needs_netem)
+        self._checked = (scenario, devices_of(scenario, self.log))
 
     def run(self, scenario: Scenario, policy: Policy, writer: TraceWriter) -> Trace:
         """Serve the scenario's workload on emulated devices with the plans `policy` serves;
         see the module docstring."""
         require_emulator()
+        checked, self._checked = self._checked, None
+        devices = checked[1] if checked is not None and checked[0] is scenario else None
         if writer.out_dir is not None:
-            return EmulatedRun(scenario, writer.out_dir / NAME, self.log).run(policy, writer)
+            return EmulatedRun(scenario, writer.out_dir / NAME, self.log,
+                               devices=devices).run(policy, writer)
         with tempfile.TemporaryDirectory(prefix="halp-emu-run-") as tmp:
-            return EmulatedRun(scenario, Path(tmp), self.log).run(policy, writer)
+            return EmulatedRun(scenario, Path(tmp), self.log, devices=devices).run(policy, writer)
 
     def run_limited(self, args: list[str], cpu_share: float, threads: int = 1) -> int:
         """Run `halp ARGS...` inside one host limited to `cpu_share` of a core (what

@@ -1,6 +1,8 @@
 """Realise a `Topology` with Mininet: CPU-limited hosts, one bridge, HTB-shaped links.
 
-- Each device is a `CPULimitedHost` (its own network namespace and a CFS cgroup) limited to
+- Each device is a `CPULimitedHost` (its own network namespace and a CFS cgroup). A dilated
+  device (`emu.devices`) has no quota: its compute runs on a core of its own and its process
+  holds each op back itself (`halp.runtime.dilation`). Under the quota model it is limited to
   `cpu_share` of one core: Mininet's fraction is of the whole machine, so it gets
   `cpu_share / cores`, with the CFS period from `backends.emu.cfs_period_us` (10 ms by default
   instead of Mininet's 100 ms, so a 20 ms op is not stretched to a whole period). Its cgroup
@@ -256,6 +258,11 @@ class EmulatedNetwork:
                 self.check_rate(spec.device, link.rate_bps)
             quota = int((CGROUP_ROOT / "cpu" / spec.node / "cpu.cfs_quota_us").read_text())
             period = int((CGROUP_ROOT / "cpu" / spec.node / "cpu.cfs_period_us").read_text())
+            if self.topology.cpu_model == "dilate":  # no quota: its compute has a core alone
+                if quota != -1:
+                    raise BackendError(f"{spec.device}: the cgroup holds a quota ({quota}/{period} "
+                                       "us), but the device is dilated")
+                continue
             share = quota / period
             if abs(share - spec.cpu_share) > 0.02 * spec.cpu_share:
                 raise BackendError(f"{spec.device}: the cgroup gives {share:.3f} of a core "

@@ -24,10 +24,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from halp.errors import BackendError
 from halp.network import BandwidthTrace
 from halp.scenario import Scenario, TraceLink
+
+if TYPE_CHECKING:
+    from emu.devices import DevicePlan
 
 SUBNET_PREFIX = "10.77.0."
 PREFIX_LEN = 24
@@ -46,8 +50,10 @@ class NodeSpec:
     role: str  # host | secondary
     ip: str
     port: int  # where its worker listens (secondaries)
-    cpu_share: float  # of one core
+    cpu_share: float  # of one core: its CFS quota (the quota model)
     threads: int
+    core: int | None = None  # the dilate model: the core its compute runs on, alone
+    slowdown: float = 1.0  # the dilate model: times longer its ops take than on this machine
 
     @property
     def intf(self) -> str:
@@ -94,6 +100,7 @@ class Topology:
     cfs_period_us: int
     cores: int
     keep_cpus_awake: bool = True  # see `emu.network.AwakeCpus`
+    cpu_model: str = "quota"  # dilate | quota (emu.devices)
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -126,7 +133,10 @@ class Topology:
         return {n.device: n.endpoint for n in self.secondaries}
 
     def cpu_fraction(self, device: str) -> float:
-        """What Mininet's CPULimitedHost takes: a share of the whole machine."""
+        """What Mininet's CPULimitedHost takes: a share of the whole machine (-1: no quota, a
+        dilated device)."""
+        if self.cpu_model == "dilate":
+            return -1.0
         return self.node(device).cpu_share / self.cores
 
     @property
@@ -138,8 +148,9 @@ class Topology:
         for n in self.nodes:
             link = self.link(n.device)
             rate = "unshaped" if not link.shaped else _rate_text(link)
-            lines.append(f"  {n.device:<15} {n.node:<8} {n.ip:<12} cpu {n.cpu_share:g} core, "
-                         f"link {rate}")
+            cpu = (f"core {n.core}, {n.slowdown:.3g}x slower" if n.core is not None
+                   else f"cpu {n.cpu_share:.3g} core")
+            lines.append(f"  {n.device:<15} {n.node:<8} {n.ip:<12} {cpu}, link {rate}")
         if self.channel_bps is not None:
             lines.append(f"  shared channel {self.ifb}: {self.channel_bps / 1e6:g} Mbps")
         return "\n".join(lines)
@@ -152,8 +163,11 @@ def _rate_text(link: LinkSpec) -> str:
     return f"{link.trace.values[0] / 1e6:g} Mbps"
 
 
-def describe(scenario: Scenario, tag: str, cores: int) -> Topology:
-    """The topology that emulates `scenario`; `tag` makes its names unique on this machine."""
+def describe(scenario: Scenario, tag: str, cores: int, devices: DevicePlan | None = None,
+             ) -> Topology:
+    """The topology that emulates `scenario`; `tag` makes its names unique on this machine.
+    `devices`: how each device is held to its speed (`emu.devices.plan_devices`); without it,
+    a quota of its written `cpu_share` (a whole core if none)."""
     if not _TAG.match(tag):
         raise BackendError(f"topology tag {tag!r} must be 1-5 lowercase letters or digits")
     if cores < 1:
@@ -163,13 +177,17 @@ def describe(scenario: Scenario, tag: str, cores: int) -> Topology:
     host = scenario.host
     nodes, links = [], []
     for i, device in enumerate(scenario.devices):
-        if device.cpu_share > cores:
-            raise BackendError(f"devices.{device.name}.cpu_share {device.cpu_share:g} is more "
+        held = devices.device(device.name) if devices is not None else None
+        share = held.cpu_share if held is not None else device.cpu_share or 1.0
+        if share > cores:
+            raise BackendError(f"devices.{device.name}.cpu_share {share:g} is more "
                                f"than the {cores} cores of this machine")
         node = f"h{tag}{i}"
         nodes.append(NodeSpec(device=device.name, node=node, role=device.role,
                               ip=f"{SUBNET_PREFIX}{i + 1}", port=device.port,
-                              cpu_share=device.cpu_share, threads=device.threads))
+                              cpu_share=share, threads=device.threads,
+                              core=held.core if held is not None else None,
+                              slowdown=held.slowdown if held is not None else 1.0 / share))
         links.append(LinkSpec(device.name, node, _link_trace(scenario, device.name, host)))
     network = scenario.network
     channel = network.bandwidth if network.kind == "shared" else None
@@ -178,8 +196,10 @@ def describe(scenario: Scenario, tag: str, cores: int) -> Topology:
     return Topology(tag=tag, kind=network.kind, switch=f"s{tag}", nodes=tuple(nodes),
                     links=tuple(links), channel_bps=channel, delay_s=network.delay,
                     jitter_s=network.jitter, loss=network.loss,
-                    cfs_period_us=scenario.backends.emu.cfs_period_us, cores=cores,
-                    keep_cpus_awake=scenario.backends.emu.keep_cpus_awake)
+                    cfs_period_us=(devices.cfs_period_us if devices is not None
+                                   else scenario.backends.emu.cfs_period_us), cores=cores,
+                    keep_cpus_awake=scenario.backends.emu.keep_cpus_awake,
+                    cpu_model=devices.model if devices is not None else "quota")
 
 
 def _link_trace(scenario: Scenario, device: str, host: str) -> BandwidthTrace | None:
@@ -222,7 +242,7 @@ def single_host(tag: str, cpu_share: float, threads: int, cfs_period_us: int, co
     if not 0 < cpu_share <= cores:
         raise BackendError(f"--emu-cpu-share must be in (0, {cores}], got {cpu_share:g}")
     node = NodeSpec(device=device, node=f"h{tag}0", role="host", ip=f"{SUBNET_PREFIX}1",
-                    port=5555, cpu_share=cpu_share, threads=threads)
+                    port=5555, cpu_share=cpu_share, threads=threads, slowdown=1.0 / cpu_share)
     return Topology(tag=tag, kind="star", switch=f"s{tag}", nodes=(node,),
                     links=(LinkSpec(device, node.node, None),), channel_bps=None, delay_s=0.0,
                     jitter_s=0.0, loss=0.0, cfs_period_us=cfs_period_us, cores=cores)

@@ -20,7 +20,7 @@ class Device:
     name: str
     profile: Profile
     speed: float = 1.0  # multiplies the profile's speed: 2.0 is twice as fast
-    cpu_share: float = 1.0  # share of one core the emulator gives this device
+    cpu_share: float | None = None  # share of one core the emulator gives it (None: its speed's)
     threads: int = 1  # torch threads it computes with (its power model counts busy cores)
     memory_bytes: float | None = None  # what a plan may hold on it (halp.memory); None: no limit
 

@@ -199,7 +199,9 @@ class DeviceConfig(Strict):
     role: Literal["host", "secondary"] = "secondary"
     profile: str
     speed: float = Field(1.0, gt=0, le=MAX_SPEED)
-    cpu_share: float = Field(1.0, gt=0, le=64)
+    # The emulator's device: absent, it is as fast as the profile and `speed` say (emu.devices);
+    # written, it is this share of one of the machine's cores.
+    cpu_share: float | None = Field(None, gt=0, le=64)
     threads: int = Field(1, ge=1, le=64)
     # What a plan may hold on the device (its weights and activations, halp.memory); a plan
     # that needs more is never chosen. Absent: no limit.
@@ -486,6 +488,10 @@ class WorkloadConfig(Strict):
 
 
 class EmuConfig(Strict):
+    # How a device is held to its speed (emu.devices): compute on a core of its own, released
+    # after its CPU time x the slowdown ("dilate"), or a CFS quota ("quota"); "auto" dilates
+    # when every device can have a core of its own.
+    cpu_model: Literal["auto", "dilate", "quota"] = "auto"
     cfs_period_us: int = Field(10_000, ge=1000, le=1_000_000)
     # True: a device's I/O threads share its CPU quota with its compute (a one-core device).
     # False: only compute is limited; I/O runs beside it (a multi-core device such as a Pi 4).

@@ -105,11 +105,10 @@ class Validation:
 
 def emulation_mismatches(cluster: Cluster, threads: dict[str, int] | None = None) -> list[str]:
     """One line per device that the simulator predicts as another device than the emulator
-    runs: the emulator gives a device `cpu_share` of this machine's core and nothing else
-    (its `speed` is the simulator's alone), so only a profile measured here at that share
-    (`halp profile --emu-cpu-share`), with the torch threads the device runs (`threads`, by
-    device), predicts it. Such a validation measures the gap between two devices, not the
-    simulator."""
+    runs, as far as the scenario alone tells (the emulator adds what its probe of this machine
+    tells, `emu.devices`, to the run's `meta.cpu.notes`). The emulator gives a device the speed
+    of its profile x `speed` unless `cpu_share` is written; a profile measured under a quota
+    describes that share of this machine's core, with the torch threads it was measured with."""
     lines = []
     for d in cluster.devices:
         profiled = int(d.profile.provenance.get("threads") or 1)
@@ -117,23 +116,19 @@ def emulation_mismatches(cluster: Cluster, threads: dict[str, int] | None = None
         if used != profiled:
             lines.append(f"warning: device {d.name} runs torch with {used} thread(s), but profile "
                          f"{d.profile.name} was measured with {profiled}: measure it with "
-                         f"`halp profile --threads {used}`"
-                         + (f" (and {used} threads on {d.cpu_share:g} of a core split its "
-                            "quota between them)" if used > d.cpu_share else ""))
-        profile = d.profile
-        quota = profile.cpu_quota
-        share = quota[0] if quota is not None else 1.0
-        fix = f"use a profile measured with `halp profile --emu-cpu-share {d.cpu_share:g}`"
-        derived = profile.provenance.get("kind") == "derived"
-        if derived or abs(share - d.cpu_share) > 0.01 * d.cpu_share:
-            measured = ("is derived for another device" if derived else
-                        "was measured at full speed" if quota is None else
-                        f"was measured on {share:g} of a core")
+                         f"`halp profile --threads {used}`")
+        quota = d.profile.cpu_quota
+        if quota is None:
+            continue
+        if d.cpu_share is not None and abs(quota[0] - d.cpu_share) > 0.01 * d.cpu_share:
             lines.append(f"warning: device {d.name} runs on {d.cpu_share:g} of a core in the "
-                         f"emulator, but profile {profile.name} {measured}: {fix}")
+                         f"emulator, but profile {d.profile.name} was measured on {quota[0]:g} "
+                         f"of a core: use a profile measured with `halp profile --emu-cpu-share "
+                         f"{d.cpu_share:g}`, or remove cpu_share")
         if d.speed != 1.0:
-            lines.append(f"warning: device {d.name} has speed {d.speed:g}, which only the "
-                         "simulator applies: the emulator runs it at the profile's speed")
+            lines.append(f"warning: device {d.name} has speed {d.speed:g} on profile "
+                         f"{d.profile.name}, measured under a quota: the emulator scales the "
+                         "quota by it, which is not the profile's device made faster or slower")
     return lines
 
 
@@ -252,10 +247,12 @@ def scatter(validation: Validation, path: Path, title: str = "") -> Path:
 
 # ---- calibration: the devices at the speed probed around a run --------------------------
 def calibrated_cluster(cluster: Cluster, before: dict[str, dict[str, Any]],
-                       after: dict[str, dict[str, Any]]) -> tuple[Cluster, dict[str, Any]]:
+                       after: dict[str, dict[str, Any]], keep: frozenset[str] = frozenset(),
+                       ) -> tuple[Cluster, dict[str, Any]]:
     """`cluster` with each device slowed by its profile's slowdown over the run (the geometric
     mean of the probes before and after it), and per profile what was used. A profile without
-    a probe to compare with keeps its speed, and says so."""
+    a probe to compare with keeps its speed, and says so; so do the devices in `keep` (the
+    emulator dilated them by the probe of this machine already, `emu.devices`)."""
     used: dict[str, Any] = {}
     for name in before:
         ends = [slowdown_of(before[name]), slowdown_of(after.get(name, {}))]
@@ -264,18 +261,25 @@ def calibrated_cluster(cluster: Cluster, before: dict[str, dict[str, Any]],
         used[name] = {"slowdown_before": _round(ends[0]), "slowdown_after": _round(ends[1]),
                       "factor": _round(factor)}
     speeds = {d.name: d.speed / used[d.profile.name]["factor"] for d in cluster.devices
-              if used.get(d.profile.name, {}).get("factor")}
+              if used.get(d.profile.name, {}).get("factor") and d.name not in keep}
     return cluster.with_speeds(speeds), used
 
 
 def calibrated(scenario: Scenario, before: dict[str, dict[str, Any]],
-               after: dict[str, dict[str, Any]]) -> tuple[Scenario, dict[str, Any]]:
+               after: dict[str, dict[str, Any]], keep: frozenset[str] = frozenset(),
+               ) -> tuple[Scenario, dict[str, Any]]:
     """`scenario` with each device's `speed` calibrated as `calibrated_cluster` says: what the
     simulator runs to predict for the machine as it was during the run. Plans are not made
     from it (the policy's plans stay those of the scenario as written)."""
-    cluster, used = calibrated_cluster(scenario.cluster(), before, after)
+    cluster, used = calibrated_cluster(scenario.cluster(), before, after, keep)
     speeds = {f"devices.{d.name}.speed": d.speed for d in cluster.devices}
     return scenario.with_values(speeds), used
+
+
+def dilated_devices(meta: dict[str, Any]) -> frozenset[str]:
+    """The devices an emulated run held to their speed by dilation (its `meta.cpu`)."""
+    devices = (meta.get("cpu") or {}).get("devices") or {}
+    return frozenset(name for name, d in devices.items() if d.get("core") is not None)
 
 
 def _round(x: float | None) -> float | None:

@@ -141,21 +141,23 @@ def test_validate_against_the_emulator_writes_json_and_plot(tmp_path, capsys):
 
 
 def test_devices_predicted_as_another_device_than_emulated_are_named():
-    # emu-q was measured on a quarter core of this machine; this-machine at full speed;
-    # rpi4 is derived for a device that is not here.
+    # emu-q was measured on a quarter core of this machine: it describes that quota only.
+    # Devices on other profiles follow their profile's speed in the emulator (emu.devices,
+    # whose probe of this machine says how far a written cpu_share is from it).
     quarter, full, derived = (load_profile(n) for n in ("emu-q", "this-machine", "rpi4"))
     cluster = Cluster((Device("ok", quarter, cpu_share=0.25),
                        Device("half", quarter, cpu_share=0.5),
                        Device("bare", full, cpu_share=0.25),
-                       Device("pi", derived, cpu_share=0.25),
+                       Device("pi", derived),
                        Device("fast", quarter, speed=2.0, cpu_share=0.25),
+                       Device("free", quarter),
                        Device("whole", full)), host="ok")
 
     lines = emulation_mismatches(cluster)
 
     named = [line.split()[2] for line in lines]  # "warning: device NAME ..."
-    assert named == ["half", "bare", "pi", "fast"]
-    assert "--emu-cpu-share 0.5" in lines[0] and "--emu-cpu-share 0.25" in lines[1]
+    assert named == ["half", "fast"]
+    assert "--emu-cpu-share 0.5" in lines[0]
 
 
 def test_a_device_running_other_torch_threads_than_profiled_is_named():
@@ -168,8 +170,20 @@ def test_a_device_running_other_torch_threads_than_profiled_is_named():
              if "thread" in line]  # "four" is also named for its share
 
     assert [line.split()[2] for line in lines] == ["two", "four"]
-    assert "--threads 2" in lines[0] and "split its quota" in lines[0]
-    assert "split its quota" not in lines[1]  # four threads on four cores each have one
+    assert "--threads 2" in lines[0] and "--threads 4" in lines[1]
+
+
+def test_calibration_leaves_dilated_devices_alone():
+    from halp.validate import calibrated_cluster, dilated_devices
+
+    full = load_profile("this-machine")
+    cluster = Cluster((Device("a", full), Device("b", full)), host="a")
+    probes = {"this-machine": {"slowdown": {"x": 2.0}}}
+    meta = {"cpu": {"cpu_model": "dilate", "devices": {"a": {"core": 0}, "b": {"core": None}}}}
+
+    calibrated, _ = calibrated_cluster(cluster, probes, probes, dilated_devices(meta))
+
+    assert {d.name: d.speed for d in calibrated.devices} == {"a": 1.0, "b": 0.5}
 
 
 def test_calibration_slows_each_device_by_its_profiles_slowdown_over_the_run():

@@ -39,7 +39,14 @@ from halp.experiment import check_recorded_ops
 from halp.latency.probe import check_profiles
 from halp.serving import policy_for
 from halp.trace import TraceWriter
-from halp.validate import ERROR_KEYS, calibrated, compare, format_summary, scatter
+from halp.validate import (
+    ERROR_KEYS,
+    calibrated,
+    compare,
+    dilated_devices,
+    format_summary,
+    scatter,
+)
 
 TARGET = 0.10  # mean per-request latency error the simulator should stay within
 
@@ -91,11 +98,13 @@ def run(args: argparse.Namespace) -> int:
                                measured)
         after, _ = check_profiles((d.profile for d in cluster.devices),
                                   probe_in_quota=probe_in_quota)
-        timed, meta["calibration"] = calibrated(scenario, profiles, after)
+        timed, meta["calibration"] = calibrated(scenario, profiles, after,
+                                                dilated_devices(measured.meta))
         meta["uncalibrated"] = {k: v for k, v in uncalibrated.summary().items() if k in ERROR_KEYS}
     with TraceWriter(out / "sim" if out else None, "sim", method) as writer:
         predicted = simulator.run(timed, policy, writer)
     validation = compare(predicted, measured)
+    warnings += measured.meta.get("cpu", {}).get("notes", [])
     validation.meta.update({"scenario": scenario.name, "method": method,
                             "against": args.against, "target": TARGET,
                             **({"profiles": profiles} if profiles else {}), **meta,

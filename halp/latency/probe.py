@@ -170,3 +170,25 @@ def check_profiles(profiles: Iterable[Profile], probe_in_quota: ProbeInQuota | N
                          f"measured ({prov.get('date', 'undated')}); predictions will be off "
                          f"by as much{again}")
     return checks, lines
+
+
+def predicted_probe(profile: Profile) -> dict[str, float]:
+    """Seconds per call of each probe layer on the device `profile` describes, as the simulator
+    predicts it (the same arithmetic as a compute op of the whole layer): how the emulator
+    compares a profile with this machine when the profile holds no probe of its own (a
+    derived profile describes a device that is not here)."""
+    from halp.model.trace import trace_model
+
+    predicted = {}
+    for name, make in LAYERS.items():
+        layer, shape = make()
+        if len(shape) == 2:  # a linear layer: a flat map, as a classifier sees it
+            module, chw = nn.Sequential(nn.Flatten(), layer), (shape[1], 1, 1)
+        else:
+            module, chw = nn.Sequential(layer), (shape[1], shape[2], shape[3])
+        graph = trace_model(module, chw, name)
+        end = len(graph.layers)
+        predicted[name] = profile.op_overhead_s + sum(
+            profile.layer_s(spec, held, out)
+            for spec, held, out in graph.layer_regions(0, end, graph.full(end)))
+    return predicted

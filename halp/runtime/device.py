@@ -27,6 +27,7 @@ from halp.model.graph import ModelGraph, Region
 from halp.model.slicing import assemble, crop, run_region
 from halp.model.zoo import ModelSpec
 from halp.plan import Compute, Gather, Plan, Transfer, reads
+from halp.runtime.dilation import from_environment as dilation_from_environment
 from halp.runtime.files import FACTORY, WEIGHTS, digests_of
 
 Block = tuple[Region, torch.Tensor]
@@ -301,7 +302,13 @@ def run_compute_ops(plan: Plan, graph: ModelGraph, device: str, request: int, st
     Sends come first: before an op starts, the device's earlier Transfers (in plan order) whose
     input exists must have left. On a CPU-limited device the compute thread would otherwise
     starve the threads that send, holding a secondary back by whole CFS periods while the
-    plan (and the simulator) has the block on the wire."""
+    plan (and the simulator) has the block on the wire.
+
+    On a dilated device (`halp.runtime.dilation`) each op runs on the device's core and its
+    block appears only once the op has taken its CPU time times the device's slowdown."""
+    dilation = dilation_from_environment()
+    if dilation is not None:
+        dilation.pin()
     records = []
     position = {op.id: i for i, op in enumerate(plan.ops)}
     sends = sends_of(plan, device)
@@ -310,8 +317,10 @@ def run_compute_ops(plan: Plan, graph: ModelGraph, device: str, request: int, st
         earlier = [t for t in sends if position[t.id] < position[op.id]]
         if earlier:
             store.wait_sent(request, earlier, generation, deadline)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         block = run_op(op, graph, pieces)
+        if dilation is not None:
+            dilation.hold(t0, time.thread_time() - c0)
         t1 = store.put(request, op.id, block, generation=generation)
         records.append((op.id, t0, t1))
     return records

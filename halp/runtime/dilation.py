@@ -1,0 +1,91 @@
+"""A device slower than the machine it runs on, by time dilation: compute at full speed on a
+core of its own, then hold the result back until the op has taken its CPU time times the
+device's slowdown.
+
+Why not a CPU quota: the kernel enforces a quota in whole periods at its 4 ms tick, so an op
+of a few milliseconds takes one, two or three periods depending on where it starts, and every
+hand-over between a device's threads can lose one (emu/README.md, *What a CPU quota does*).
+Dilation keeps the op itself at full speed, measures what it cost (the compute thread's CPU
+time, which a neighbour's load barely moves on a core of its own), and only then waits: a
+device is slow all the time and steadily, as a Raspberry Pi is, and its I/O threads are never
+held. It needs a core per device: devices bursting at full speed on shared cores inflate each
+other's CPU time, and dilation multiplies that too.
+
+The emulator sets `HALP_DILATION=<slowdown>@<core>` in a device's environment; every compute
+op of that process (`halp.runtime.device.run_compute_ops`) then runs pinned to that core and
+is released `slowdown` x its CPU time after it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import time
+from dataclasses import dataclass
+
+from halp.errors import BackendError
+
+DILATION_ENV = "HALP_DILATION"
+MAX_SLOWDOWN = 10_000.0
+
+
+@dataclass(frozen=True)
+class Dilation:
+    slowdown: float  # how many times longer an op takes than its CPU time on this machine
+    core: int  # the CPU the device's compute runs on, alone
+
+    def __post_init__(self) -> None:
+        if not 1.0 <= self.slowdown <= MAX_SLOWDOWN:
+            raise BackendError(f"{DILATION_ENV}: a slowdown from 1 to {MAX_SLOWDOWN:g}, "
+                               f"not {self.slowdown:g}")
+        if self.core < 0:
+            raise BackendError(f"{DILATION_ENV}: a core number, not {self.core}")
+
+    def to_env(self) -> str:
+        return f"{self.slowdown:.6g}@{self.core}"
+
+    def pin(self) -> None:
+        """Run the calling thread on the device's core only, its sleeps ending on time."""
+        if os.sched_getaffinity(0) == {self.core}:  # 0: the calling thread
+            return
+        try:
+            os.sched_setaffinity(0, {self.core})
+        except OSError as exc:
+            raise BackendError(f"cannot run compute on core {self.core}: {exc.strerror}") from None
+        _tight_timer()
+
+    def hold(self, started: float, cpu_s: float) -> None:
+        """Wait until `slowdown` x `cpu_s` after `started` (perf_counter seconds)."""
+        left = started + cpu_s * self.slowdown - time.perf_counter()
+        if left > 0:
+            time.sleep(left)
+
+
+PR_SET_TIMERSLACK = 29  # linux/prctl.h
+TIMER_SLACK_NS = 1000
+
+
+def _tight_timer() -> None:
+    """Let the calling thread's sleeps end within a microsecond of when asked, not the
+    kernel's default 50 us late: a dilated op of 1 ms would otherwise come out 5% long."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_TIMERSLACK, TIMER_SLACK_NS, 0, 0, 0)
+
+
+def parse(text: str) -> Dilation:
+    slowdown, sep, core = text.partition("@")
+    try:
+        if not sep:
+            raise ValueError
+        return Dilation(float(slowdown), int(core))
+    except ValueError:
+        raise BackendError(f"{DILATION_ENV}={text!r}: expected <slowdown>@<core>, "
+                           "like 4.0@1") from None
+
+
+def from_environment() -> Dilation | None:
+    """The dilation the emulator gave this process, if any."""
+    text = os.environ.get(DILATION_ENV)
+    return parse(text) if text else None
+

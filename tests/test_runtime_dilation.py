@@ -1,0 +1,74 @@
+"""A dilated device (halp.runtime.dilation): each compute op runs on the device's core and
+takes its CPU time x the slowdown, from ops of a millisecond to a second."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from halp.cluster import Cluster, Device
+from halp.errors import BackendError
+from halp.latency.profile import load_profile
+from halp.methods import standalone
+from halp.model.trace import trace_model
+from halp.runtime.device import BlockStore, run_compute_ops
+from halp.runtime.dilation import DILATION_ENV, Dilation, parse
+
+SLOWDOWN = 4.0
+
+
+def one_conv(side: int):
+    """A plan of one compute op: a 3x3 convolution on a side x side map."""
+    graph = trace_model(nn.Sequential(nn.Conv2d(32, 32, 3, padding=1)), (32, side, side), "conv")
+    cluster = Cluster((Device("h", load_profile("this-machine")),), host="h")
+    return standalone.plan(graph, cluster, "conv"), graph
+
+
+@pytest.mark.parametrize("side", [24, 48, 160, 512, 900])  # ~0.3 ms to ~250 ms of CPU here
+def test_a_dilated_op_takes_its_cpu_time_times_the_slowdown(side, monkeypatch):
+    core = sorted(os.sched_getaffinity(0))[-1]
+    monkeypatch.setenv(DILATION_ENV, Dilation(SLOWDOWN, core).to_env())
+    held: list[float] = []  # the CPU time each op reported to its hold
+    real_hold = Dilation.hold
+
+    def hold(self, started, cpu_s):
+        held.append(cpu_s)
+        real_hold(self, started, cpu_s)
+
+    monkeypatch.setattr(Dilation, "hold", hold)
+    plan, graph = one_conv(side)
+    x = torch.randn(1, *graph.input_shape)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    ratios = []
+    try:
+        for request in range(3):
+            store = BlockStore()
+            store.put(request, plan.input_id, (graph.full(0), x))
+            c0 = time.thread_time()
+            (_, start, end), = run_compute_ops(plan, graph, "h", request, store)
+            used = time.thread_time() - c0
+            assert held[-1] <= used  # what it held for is the op's own CPU time
+            ratios.append((end - start) / (held[-1] * SLOWDOWN))
+    finally:
+        torch.set_num_threads(before)
+    assert os.sched_getaffinity(0) == {core}  # the compute thread (this one) kept to its core
+    assert all(abs(r - 1) < 0.10 for r in ratios), (held, ratios)
+
+
+@pytest.fixture(autouse=True)
+def _restore_affinity():
+    cores = os.sched_getaffinity(0)
+    yield
+    os.sched_setaffinity(0, cores)
+
+
+def test_a_bad_dilation_is_one_line():
+    for text in ("4", "x@1", "0.5@0", "4@-1"):
+        with pytest.raises(BackendError, match=DILATION_ENV):
+            parse(text)
+    assert parse("4.5@1") == Dilation(4.5, 1)
