@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from emu.backend import EmulatedRun  # noqa: E402
+from emu.backend import EmulatedRun, devices_of  # noqa: E402
 from halp.backends import load_backend, quota_runner  # noqa: E402
 from halp.errors import HalpError  # noqa: E402
 from halp.latency.probe import check_profiles  # noqa: E402
@@ -100,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             print(line, file=sys.stderr)
         rounds: list[dict[str, Trace]] = []
         with tempfile.TemporaryDirectory(prefix="halp-speedup-") as tmp:
-            run = EmulatedRun(variants["standalone"], Path(tmp), log=lambda line: None)
+            halp = variants["halp"]
+            run = EmulatedRun(variants["standalone"], Path(tmp), log=lambda line: None,
+                              devices=devices_of(halp, lambda line: None, policy_for(halp)))
             with run.serving() as net:
                 for r in range(args.rounds):
                     rounds.append({})

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from emu import profile
-from emu.devices import DevicePlan, plan_devices
+from emu.devices import DevicePlan, plan_devices, work_of
 from emu.network import CGROUP_ROOT, EmulatedNetwork, LiveRates, require_emulator, require_netem
 from emu.processes import (
     Processes,
@@ -305,14 +305,18 @@ class EmulatedRun:
         return trace
 
 
-def devices_of(scenario: Scenario, log: Callable[[str], None]) -> DevicePlan:
+def devices_of(scenario: Scenario, log: Callable[[str], None],
+               policy: Policy | None = None) -> DevicePlan:
     """How each device of `scenario` is held to its speed on this machine now (a probe of
-    half a second when a speed comes from a profile), said in the log before anything runs."""
+    half a second when a speed comes from a profile), weighed by the work `policy`'s plans
+    give each device, said in the log before anything runs."""
     from halp.latency.probe import probe_machine
 
     profiles = {d.name: d.profile for d in scenario.cluster().devices}
+    work = (work_of(((s.plan, s.prepared.graph) for s in policy.served()), profiles)
+            if policy is not None else None)
     devices = plan_devices(scenario, profiles, sorted(os.sched_getaffinity(0)),
-                           lambda threads: probe_machine(threads=threads))
+                           lambda threads: probe_machine(threads=threads), work)
     for line in devices.notes:
         log(line)
     log(devices.summary())
@@ -343,7 +347,6 @@ class EmulatorBackend:
 
     def __init__(self, log: Callable[[str], None] | None = None):
         self.log = log or (lambda msg: print(f"emu: {msg}", file=sys.stderr, flush=True))
-        self._checked: tuple[Scenario, DevicePlan] | None = None  # the last `check`'s answer
 
     def check(self, scenario: Scenario) -> None:
         """Refuse, in one line and before anything is written, what this machine cannot
@@ -352,14 +355,13 @@ class EmulatorBackend:
         from mininet.util import numCores
 
         require_netem(describe(scenario, new_tag(), numCores()).needs_netem)
-        self._checked = (scenario, devices_of(scenario, self.log))
+        devices_of(scenario, lambda _line: None)  # refusals now; said when it runs
 
     def run(self, scenario: Scenario, policy: Policy, writer: TraceWriter) -> Trace:
         """Serve the scenario's workload on emulated devices with the plans `policy` serves;
         see the module docstring."""
         require_emulator()
-        checked, self._checked = self._checked, None
-        devices = checked[1] if checked is not None and checked[0] is scenario else None
+        devices = devices_of(scenario, self.log, policy)
         if writer.out_dir is not None:
             return EmulatedRun(scenario, writer.out_dir / NAME, self.log,
                                devices=devices).run(policy, writer)

@@ -7,7 +7,8 @@ the device on this machine, so it needs that speed *relative to this machine*: i
 cores. It comes from the probe (`halp.latency.probe`): four fixed layers timed here now,
 against the same layers on the device (the profile's own probe when it holds one measured with
 the same threads, else the profile's prediction of them), divided by `speed`; one factor, the
-geometric mean over the layers. A written `cpu_share` overrides it (slowdown = threads /
+geometric mean over the layers, each weighted by how much of the device's work in the plans it
+stands for (`work_of`: 3x3 convolutions for VGG-16, 1x1 and depthwise ones for MobileNet). A written `cpu_share` overrides it (slowdown = threads /
 cpu_share), and when the profile says otherwise by more than `TOLERANCE` the emulator says so.
 
 Two ways to hold a device to its slowdown (`backends.emu.cpu_model`):
@@ -27,13 +28,15 @@ Two ways to hold a device to its slowdown (`backends.emu.cpu_model`):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from halp.errors import BackendError
 from halp.latency.probe import predicted_probe
 from halp.latency.profile import Profile
+from halp.model.graph import CONV, DWCONV, LINEAR, LayerSpec, ModelGraph
+from halp.plan import Compute, Plan
 from halp.scenario import Scenario
 
 CpuModel = Literal["dilate", "quota"]
@@ -51,6 +54,8 @@ MIN_QUOTA_US = 1000
 
 # threads -> seconds per probe layer on this machine now (halp.latency.probe.probe_machine)
 Probe = Callable[[int], Mapping[str, float]]
+# device -> probe layer -> seconds of the device's work that layer stands for (`work_of`)
+Work = Mapping[str, Mapping[str, float]]
 
 
 @dataclass(frozen=True)
@@ -93,10 +98,12 @@ class DevicePlan:
 
 
 def plan_devices(scenario: Scenario, profiles: Mapping[str, Profile], cores: list[int],
-                 probe: Probe) -> DevicePlan:
+                 probe: Probe, work: Work | None = None) -> DevicePlan:
     """Each device's slowdown and the CPU model that holds it (see the module docstring).
     `profiles`: by device; `cores`: the CPUs this process may use; `probe`: called at most once
-    per thread count, only for devices whose speed comes from their profile."""
+    per thread count, only for devices whose speed comes from their profile; `work`: what each
+    device computes, by probe layer (`work_of`), which weighs the layers' ratios (equal
+    weights without it)."""
     notes: list[str] = []
     probes: dict[int, Mapping[str, float]] = {}
 
@@ -108,7 +115,8 @@ def plan_devices(scenario: Scenario, profiles: Mapping[str, Profile], cores: lis
     slowdowns: dict[str, tuple[float, str]] = {}
     for d in scenario.devices:
         profile = profiles[d.name]
-        implied, source, spread = _profile_slowdown(profile, d.speed, d.threads, probed)
+        implied, source, spread = _profile_slowdown(profile, d.speed, d.threads, probed,
+                                                    (work or {}).get(d.name) or {})
         if d.cpu_share is not None:
             written = d.threads / d.cpu_share
             slowdowns[d.name] = (written, f"cpu_share {d.cpu_share:g}")
@@ -161,10 +169,12 @@ def plan_devices(scenario: Scenario, profiles: Mapping[str, Profile], cores: lis
 
 
 def _profile_slowdown(profile: Profile, speed: float, threads: int,
-                      probed: Callable[[int], Mapping[str, float]]) -> tuple[float, str, float]:
+                      probed: Callable[[int], Mapping[str, float]], weights: Mapping[str, float],
+                      ) -> tuple[float, str, float]:
     """(slowdown, what it rests on, max/min over the probe layers) of a device with this
     profile and speed relative to this machine now; a profile measured under a quota is that
-    share of this machine's core."""
+    share of this machine's core. The layers' ratios are averaged (geometrically) with
+    `weights`, equal where none is given."""
     source = f"profile {profile.name} x speed {speed:g}"
     quota = profile.cpu_quota
     if quota is not None:
@@ -177,11 +187,51 @@ def _profile_slowdown(profile: Profile, speed: float, threads: int,
     else:
         device = predicted_probe(profile)
     now = probed(threads)
-    ratios = [device[k] / (speed * now[k]) for k in device if k in now and now[k] > 0]
+    ratios = {k: device[k] / (speed * now[k]) for k in device if k in now and now[k] > 0}
     if not ratios:
         raise BackendError(f"profile {profile.name}: no probe layer to compare with this machine")
-    mean = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
-    return mean, source, max(ratios) / min(ratios)
+    weight = {k: weights.get(k, 0.0) for k in ratios}
+    if sum(weight.values()) <= 0:
+        weight = dict.fromkeys(ratios, 1.0)
+    total = sum(weight.values())
+    mean = math.exp(sum(w * math.log(ratios[k]) for k, w in weight.items()) / total)
+    if weights:
+        source += " on its work"
+    return mean, source, max(ratios.values()) / min(ratios.values())
+
+
+def probe_layer_of(layer: LayerSpec) -> str | None:
+    """The probe layer (`halp.latency.probe.LAYERS`) whose speed stands for `layer`'s: what
+    the emulator weighs by how much of a device's work each kind is; None for the rest (pooling,
+    elementwise ops, merges), which weigh nothing."""
+    if layer.kind == DWCONV:
+        return "dwconv3x3"
+    if layer.kind == CONV:
+        return "conv1x1" if layer.kernel == (1, 1) else "conv3x3"
+    if layer.kind == LINEAR:
+        return "linear"
+    return None
+
+
+def work_of(served: Iterable[tuple[Plan, ModelGraph]], profiles: Mapping[str, Profile],
+            ) -> dict[str, dict[str, float]]:
+    """Per device, the predicted seconds of its Compute ops in `served` (plans with their
+    graphs) by the probe layer that stands for them: the layers whose drift matters for it.
+    VGG-16 is 3x3 convolutions and its classifier, MobileNet-V1 1x1 and depthwise ones; on
+    2026-12-06 this machine's 3x3 convolution had drifted by 1.11x since profiling and its
+    linear layer by 1.47x, and VGG-16 by ~1.1x: equal weights dilated it 14% too little."""
+    work: dict[str, dict[str, float]] = {}
+    for plan, graph in served:
+        for op in plan.ops:
+            if not isinstance(op, Compute) or op.device not in profiles:
+                continue
+            profile = profiles[op.device]
+            mine = work.setdefault(op.device, {})
+            for layer, held, out in graph.layer_regions(op.start, op.stop, op.out):
+                name = probe_layer_of(layer)
+                if name is not None:
+                    mine[name] = mine.get(name, 0.0) + profile.layer_s(layer, held, out)
+    return work
 
 
 def _choose_model(scenario: Scenario, profiles: Mapping[str, Profile],

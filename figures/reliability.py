@@ -98,12 +98,15 @@ def simulated(name: str, requests: int) -> list[dict]:
 
 
 def emulated(name: str, requests: int) -> list[dict]:
-    from emu.backend import EmulatedRun
+    from emu.backend import EmulatedRun, devices_of
 
     base = load_scenario(SCENARIOS / f"{name}.yaml")
     names = (f"point{i}" for i in itertools.count(1))
     with tempfile.TemporaryDirectory(prefix="halp-reliability-") as tmp:
-        run = EmulatedRun(base, Path(tmp), log=_said)
+        # Every point runs on one network: its devices are weighed by the work of the widest
+        # policy (selection over HALP plans of every variant).
+        run = EmulatedRun(base, Path(tmp), log=_said,
+                          devices=devices_of(base, _said, policy_for(base)))
         with run.serving() as net:
             def serve(scenario: Scenario, label: str) -> Trace:
                 deadline_ms = 1e3 * (scenario.workload.deadline or 0.0)

@@ -34,7 +34,7 @@ backends: {{emu: {emu}}}
     return load_scenario(write_scenario(tmp_path, text))
 
 
-def plan(s, profiles=None, cores=(0, 1), now=NOW):
+def plan(s, profiles=None, cores=(0, 1), now=NOW, work=None):
     asked: list[int] = []
 
     def probe(threads: int):
@@ -43,7 +43,7 @@ def plan(s, profiles=None, cores=(0, 1), now=NOW):
 
     profiles = profiles or {}
     by_device = {d.name: profiles.get(d.name, HERE) for d in s.devices}
-    return plan_devices(s, by_device, list(cores), probe), asked
+    return plan_devices(s, by_device, list(cores), probe, work), asked
 
 
 def test_two_devices_on_two_cores_are_dilated_by_their_speed(tmp_path):
@@ -150,3 +150,25 @@ def test_a_derived_profile_is_compared_by_its_predictions_and_its_shape_is_named
     skewed = {k: v / (16 if k == "dwconv3x3" else 8) for k, v in predicted.items()}
     notes = plan(s, {"a": pi}, now=skewed)[0].notes
     assert any("not this machine scaled by one factor" in n for n in notes)
+
+
+def test_the_slowdown_weighs_each_probe_layer_by_the_work_it_stands_for(tmp_path):
+    from emu.devices import work_of
+    from halp.serving import policy_for
+
+    s = scenario(tmp_path, "  - {name: a, role: host, profile: this-machine, speed: 0.5}")
+    s = s.with_values({"model": {"name": "vgg16"}, "method": {"name": "standalone"}})
+    served = [(x.plan, x.prepared.graph) for x in policy_for(s).served()]
+    work = work_of(served, {"a": HERE})
+    assert work["a"]["conv3x3"] > 4 * work["a"]["linear"] > 0  # VGG-16 is 3x3 convolutions
+    assert "dwconv3x3" not in work["a"]
+    # Only the 3x3 convolution drifted (2x slower now): VGG-16's slowdown follows it.
+    drifted = {k: v * (2 if k == "conv3x3" else 1) for k, v in NOW.items()}
+
+    weighed, _ = plan(s, now=drifted, work=work)
+    equal, _ = plan(s, now=drifted)
+
+    undrifted = work["a"]["linear"] / (work["a"]["linear"] + work["a"]["conv3x3"])
+    assert weighed.devices[0].slowdown == pytest.approx(2 ** undrifted)  # 2 / 2, mostly
+    assert equal.devices[0].slowdown == pytest.approx(2 / 2 ** 0.25)  # one layer of four
+    assert "on its work" in weighed.devices[0].source

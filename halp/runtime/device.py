@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import torch
@@ -305,7 +306,7 @@ def run_compute_ops(plan: Plan, graph: ModelGraph, device: str, request: int, st
     plan (and the simulator) has the block on the wire.
 
     On a dilated device (`halp.runtime.dilation`) each op runs on the device's core and its
-    block appears only once the op has taken its CPU time times the device's slowdown."""
+    block appears only once the op has taken its (warm) CPU time times the device's slowdown."""
     dilation = dilation_from_environment()
     if dilation is not None:
         dilation.pin()
@@ -317,10 +318,11 @@ def run_compute_ops(plan: Plan, graph: ModelGraph, device: str, request: int, st
         earlier = [t for t in sends if position[t.id] < position[op.id]]
         if earlier:
             store.wait_sent(request, earlier, generation, deadline)
-        t0, c0 = time.perf_counter(), time.thread_time()
-        block = run_op(op, graph, pieces)
-        if dilation is not None:
-            dilation.hold(t0, time.thread_time() - c0)
+        t0 = time.perf_counter()
+        if dilation is None:
+            block = run_op(op, graph, pieces)
+        else:
+            block = dilation.run(partial(run_op, op, graph, pieces), t0)
         t1 = store.put(request, op.id, block, generation=generation)
         records.append((op.id, t0, t1))
     return records
