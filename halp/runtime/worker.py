@@ -4,7 +4,8 @@ It listens on a ROUTER socket. A host proves the shared token in a nonce handsha
 HELLO naming the device this worker plays and the model spec (`halp.runtime.session`); the
 worker builds the model (the same seed gives the same weights) and answers with
 `model_digest`, so the host can check that both hold identical numbers. The host then installs
-plans (PLAN, `halp.runtime.installed`) and, per request, says which plan runs (START) and sends
+plans (PLAN, `halp.runtime.installed`; the worker then keeps only the weights of the stages
+they compute on its device) and, per request, says which plan runs (START) and sends
 blocks (DATA). When a request is done here (ops computed, blocks sent, every block for it
 received: `halp.runtime.request_state`) the worker sends a REPORT with the times on its own
 `perf_counter` clock. Requests may overlap: a START or block of the next request queues its
@@ -319,7 +320,7 @@ class Worker:
             self._to_host(Message(MsgType.PLAN_OK, body={"plan_id": plan_id, "digest": None,
                                                          "error": f"bad plan: {exc}"}))
             return
-        self.compute.put(InstallPlan(self.store.generation, spec, plan_id, plan))
+        self.compute.put(InstallPlan(self.store.generation, spec, plan_id, plan, session.device))
 
     def _request(self, request: int, plan_id: int) -> RequestState:
         """The state of `request`; on its first message, a new one whose work is queued."""
