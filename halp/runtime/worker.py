@@ -8,7 +8,7 @@ plans (PLAN, `halp.runtime.installed`; the worker then keeps only the weights of
 they compute on its device) and, per request, says which plan runs (START) and sends
 blocks (DATA). When a request is done here (ops computed, blocks sent, every block for it
 received: `halp.runtime.request_state`) the worker sends a REPORT with the times on its own
-`perf_counter` clock. Requests may overlap: a START or block of the next request queues its
+`perf_counter` clock and its resident memory (`halp.runtime.resident`). Requests may overlap: a START or block of the next request queues its
 work behind the current one's.
 
 `Worker` owns the sockets and dispatches each message. Threads, as on the host, and what each
@@ -74,6 +74,7 @@ from halp.runtime.device import (
 from halp.runtime.installed import Installed, ModelCache
 from halp.runtime.peers import PeerLinks
 from halp.runtime.request_state import RequestState, RequestTable
+from halp.runtime.resident import resident
 from halp.runtime.session import Session, read_hello
 from halp.runtime.wire import (
     AuthError,
@@ -359,7 +360,8 @@ class Worker:
         if state is None:
             return
         self.store.drop(request)
-        self._to_host(Message(MsgType.REPORT, request=request, body=state.report()))
+        self._to_host(Message(MsgType.REPORT, request=request,
+                              body={**state.report(), "resident": resident()}))
 
     # ---- what the other threads hand over -------------------------------------------------
     def _on_outcome(self, outcome: Outcome) -> None:
