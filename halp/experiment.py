@@ -9,7 +9,7 @@ Every file is strict JSON (`allow_nan=False`): a NaN or an infinity is a bug to 
 is computed, and fails loudly here rather than writing a file no JSON reader accepts.
 
 Reports carry what each device must hold (`memory`: weights and peak activations of the plans
-served, `halp.memory`) and the energy of a request (`energy`, `halp.energy`: the profiles' power
+served, `halp.memory`; on emu and hw beside what each device's process measured) and the energy of a request (`energy`, `halp.energy`: the profiles' power
 models applied to the trace's times, simulated or measured); `compare` says which methods fit
 a device of 512 MB, 1 GB and 2 GB (`fits`).
 
@@ -133,7 +133,7 @@ def execute(scenario: Scenario, backend: str, out: Path | None, policy: Policy |
     report = summarise(trace, standalone)
     cluster = first.prepared.cluster
     report["memory"] = memory_report([plan_memory(s.plan, s.prepared.graph) for s in served],
-                                     cluster)
+                                     cluster, trace.meta.get("resident_bytes"))
     report["energy"] = energy_report(trace, powers_of(cluster), measured=backend != "sim")
     models = sorted({r.model for r in trace.requests}) or [first.plan.model]
     report.update(verification(checks if verify else None, backend))

@@ -27,11 +27,18 @@ The peak is the largest total over the device's steps. Not counted: the runtime'
 (Python, PyTorch, the model object), message buffers, scratch space inside one op (a
 convolution's im2col), and the blocks of other requests in flight under load (each request's
 plan holds its own).
+
+**Measured.** On the emulator and the hardware the devices' processes say what they really
+hold (`halp.runtime.resident`: their resident set after the last request, and its peak), and
+a report puts it beside each device's need (`memory_report`). A worker holds the weights of
+the stages it computes, whole (`halp.runtime.installed`): a linear layer split by features
+holds all its rows there, more than the need above counts.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from halp.cluster import Cluster
@@ -204,17 +211,32 @@ def fits(plan: Plan, graph: ModelGraph, cluster: Cluster) -> bool:
     return not cluster.memory_limited or not excesses(plan_memory(plan, graph), cluster)
 
 
-def memory_report(needs: list[dict[str, DeviceMemory]], cluster: Cluster) -> dict[str, object]:
+RESIDENT_SOURCE = ("resident set of each device's halp process after the last request (VmRSS), "
+                   "and its peak (VmHWM)")
+
+
+def memory_report(needs: list[dict[str, DeviceMemory]], cluster: Cluster,
+                  resident: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, object]:
     """What a report says of memory: per device the most any of the served plans needs of it
-    (and its limit, if any), and the largest need of any device."""
+    (and its limit, if any), and the largest need of any device. With `resident` (a measured
+    run's `resident_bytes`: device -> {"rss", "peak"}), each device's measured resident bytes
+    beside its need (`resident_bytes`, `peak_resident_bytes`)."""
     worst: dict[str, DeviceMemory] = {}
     for need in needs:
         for device, m in need.items():
             if device not in worst or m.total_bytes > worst[device].total_bytes:
                 worst[device] = m
     limits = {d.name: d.memory_bytes for d in cluster.devices}
-    per_device = {d: {**m.to_dict(), "limit_bytes": limits.get(d)} for d, m in worst.items()}
+    per_device: dict[str, dict[str, int | float | None]] = {
+        d: {**m.to_dict(), "limit_bytes": limits.get(d)} for d, m in worst.items()}
+    for device, measured in (resident or {}).items():
+        if device in per_device:
+            per_device[device].update(resident_bytes=measured["rss"],
+                                      peak_resident_bytes=measured["peak"])
     top = max(worst.items(), key=lambda item: item[1].total_bytes) if worst else None
-    return {"per_device": per_device,
-            "largest_device": top[0] if top else None,
-            "largest_bytes": top[1].total_bytes if top else None}
+    out: dict[str, object] = {"per_device": per_device,
+                              "largest_device": top[0] if top else None,
+                              "largest_bytes": top[1].total_bytes if top else None}
+    if resident:
+        out["resident_source"] = RESIDENT_SOURCE
+    return out

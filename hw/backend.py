@@ -367,6 +367,8 @@ class HardwareRun:
         if runtime.is_file():
             with contextlib.suppress(ValueError):
                 meta["runtime"] = json.loads(runtime.read_text())
+        if isinstance(meta.get("runtime"), dict) and "resident_bytes" in meta["runtime"]:
+            meta["resident_bytes"] = meta["runtime"]["resident_bytes"]  # where reports read it
         return meta
 
 

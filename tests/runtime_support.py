@@ -31,6 +31,20 @@ def whole_model_on(graph: ModelGraph, model: str, device: str, host: str = "h") 
     return b.build(b.transfer(device, host, stop, graph.full(stop), [out]))
 
 
+def two_segments(graph: ModelGraph, model: str, cut: int, first: str, second: str,
+                 host: str = "h") -> Plan:
+    """`first` computes layers [0, cut), `second` the rest; the host holds input and output."""
+    b = PlanBuilder(graph, "test", model, host, sorted({host, first, second}))
+    block, where = b.input(), host
+    for device, start, stop in ((first, 0, cut), (second, cut, len(graph))):
+        if device != where:
+            block = b.transfer(where, device, start, graph.full(start), [block])
+        block, where = b.compute(device, start, stop, graph.full(stop), [block]), device
+    if where != host:
+        block = b.transfer(where, host, len(graph), graph.full(len(graph)), [block])
+    return b.build(block)
+
+
 def scenario_text(method: str = "halp", requests: int = 3, interval: str = "50ms",
                   devices: int = 3, extra: str = "") -> str:
     """A small MobileNet-V1 (0.25, 128) on a host and `devices - 1` secondaries w1, w2, ..."""

@@ -9,9 +9,10 @@ import pytest
 from torch import nn
 
 from halp.cli import main
+from halp.cli.run_cmd import resident_line
 from halp.errors import PlanError, ScenarioError
 from halp.latency.model import LatencyModel
-from halp.memory import fits, plan_memory, weights_bytes
+from halp.memory import fits, memory_report, plan_memory, weights_bytes
 from halp.methods import plan_for
 from halp.methods.common import PlanBuilder
 from halp.model.trace import trace_model
@@ -54,6 +55,28 @@ def test_modnn_on_two_devices_needs_what_a_hand_count_says():
     # its output rows 4:8 (1 x 4 x 8, 128 B); earlier, conv1's 160 B of input and 256 B out.
     assert need["d1"].peak_activation_bytes == 320 + 128
     assert need["d0"].total_bytes == 156 + 1024
+
+
+def test_a_measured_run_reports_each_devices_resident_memory_beside_its_need():
+    graph = two_convs()
+    c, latency = cluster([1.0, 1.0])
+    needs = [plan_memory(plan_for(ModnnMethod(name="modnn"), graph, c, latency, "two-convs"),
+                         graph)]
+    simulated = memory_report(needs, c)  # no process measured anything
+    assert "resident_source" not in simulated
+    assert all("resident_bytes" not in m for m in simulated["per_device"].values())
+    assert resident_line(simulated) is None
+    measured = memory_report(needs, c, {"d0": {"rss": 300_000_000, "peak": 412_000_000},
+                                        "d1": {"rss": 250_000_000, "peak": 251_000_000},
+                                        "d9": {"rss": 1, "peak": 1}})
+    d0 = measured["per_device"]["d0"]
+    assert (d0["resident_bytes"], d0["peak_resident_bytes"]) == (300_000_000, 412_000_000)
+    assert d0["total_bytes"] == 156 + 1024  # the plan's figure stays beside it
+    assert set(measured["per_device"]) == {"d0", "d1"}  # only the plan's devices
+    assert "VmRSS" in measured["resident_source"]
+    assert resident_line(measured) == (
+        "resident memory measured after the last request: d0 300.0 MB (peak 412.0, plan 0.0), "
+        "d1 250.0 MB (peak 251.0, plan 0.0)")
 
 
 def test_standalone_holds_the_input_and_two_maps_while_it_computes():

@@ -94,6 +94,9 @@ def test_plans_run_exactly_on_workers_that_stay_up(tmp_path):
         clocks = trace.meta["clocks"]
         assert set(clocks) == {"w1", "w2"} and all(c["same_clock"] for c in clocks.values())
         assert all(abs(c["measured_offset_s"]) < 0.01 for c in clocks.values())
+        resident = trace.meta["resident_bytes"]  # each device's process, after the last request
+        assert set(resident) == {"h", "w1", "w2"}
+        assert all(0 < r["rss"] <= r["peak"] for r in resident.values())
 
         # MoDNN: a scatter and a gather per layer.
         policy = policy_for(modnn)
@@ -133,8 +136,9 @@ def test_plans_run_exactly_on_workers_that_stay_up(tmp_path):
         assert done.returncode == 0, done.stderr
         assert "request 1 done in " in done.stdout and "2 requests" in done.stdout
         check_trace(read_trace_dir(tmp_path / "cli"), chain, 2)
-        assert json.loads((tmp_path / "cli" / "runtime.json").read_text())["clocks"]["w1"]["pid"] \
-            == started[0].pid
+        runtime = json.loads((tmp_path / "cli" / "runtime.json").read_text())
+        assert runtime["clocks"]["w1"]["pid"] == started[0].pid
+        assert runtime["resident_bytes"]["w1"]["rss"] > 0
 
         assert all(w.popen.poll() is None for w in started)  # still serving after four runs
         assert [w.stop() for w in started] == [0, 0]

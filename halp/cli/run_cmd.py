@@ -83,8 +83,10 @@ def describe(report: dict[str, Any]) -> list[str]:
         error = report["prediction_error_mean"]
         lines.append(f"  models served: {counts}; mean top-1 {top1}"
                      + (f"; predicted latency off by {error:.0%} on average" if error is not None else ""))
-    lines += [f"  {memory_line(report['memory'])}", f"  {energy_line(report['energy'])}",
-              f"  {verified_line(report)}"]
+    lines.append(f"  {memory_line(report['memory'])}")
+    if (resident := resident_line(report["memory"])) is not None:
+        lines.append(f"  {resident}")
+    lines += [f"  {energy_line(report['energy'])}", f"  {verified_line(report)}"]
     return lines
 
 
@@ -96,6 +98,17 @@ def memory_line(memory: dict[str, Any]) -> str:
     m = memory["per_device"][device]
     return (f"memory: at most {m['total_bytes'] / 1e6:.1f} MB on a device ({device}: weights "
             f"{m['weights_bytes'] / 1e6:.1f} MB + activations {m['peak_activation_bytes'] / 1e6:.1f} MB)")
+
+
+def resident_line(memory: dict[str, Any]) -> str | None:
+    """What each device's process held, measured (emu, hw), beside the plan's need."""
+    measured = {d: m for d, m in memory["per_device"].items() if "resident_bytes" in m}
+    if not measured:
+        return None
+    parts = ", ".join(f"{d} {m['resident_bytes'] / 1e6:.1f} MB (peak "
+                      f"{m['peak_resident_bytes'] / 1e6:.1f}, plan {m['total_bytes'] / 1e6:.1f})"
+                      for d, m in measured.items())
+    return f"resident memory measured after the last request: {parts}"
 
 
 def energy_line(energy: dict[str, Any]) -> str:

@@ -114,6 +114,7 @@ class LayerSpec:
     weight_bytes: int = 0
     name: str = ""  # unique within the model: the traced node's name (how it runs)
     where: str = ""  # the module path it comes from, for messages ("layer1.0.conv1")
+    module: str = ""  # the module it calls, which holds its weights ("" for a function or a block)
     nodes: tuple[Node, ...] = ()
 
     @property

@@ -436,8 +436,9 @@ def _caller(node: torch.fx.Node, inputs: list[torch.fx.Node], where: str) -> Cal
 
 def _spec(node: torch.fx.Node, op: str, kind: str, in_shape: tuple[int, ...], out: tuple[int, ...],
           spatial: bool = True, **rest: Any) -> LayerSpec:
+    module = str(node.target) if node.op == "call_module" else ""
     return LayerSpec(index=0, op=op, kind=kind, in_shape=in_shape, out_shape=out, spatial=spatial,
-                     name=node.name, where=_where(node), **rest)
+                     name=node.name, where=_where(node), module=module, **rest)
 
 
 def _pair(value: object) -> tuple[int, int]:

@@ -28,7 +28,7 @@ Host (on the host device; for the emulator, inside the host's Mininet node)::
     backends.<backend>.timeout, --warmup to backends.emu.warmup_requests (emu) or 0 (hw).
     DIR gets ops.jsonl and requests.jsonl as requests finish (`halp.trace.TraceWriter`) and
     runtime.json (the trace meta: per-worker clock offset and uncertainty, model digests,
-    mismatches). stdout: `serving t0=SECONDS` when serving begins (`halp.runtime.lines`), a
+    mismatches, each device's resident memory after the last request). stdout: `serving t0=SECONDS` when serving begins (`halp.runtime.lines`), a
     line per request (`request 3 done in 41.2 ms (...)`) and a summary;
     stderr: progress log. Exit 0; 2 with one line (`BackendError`) on any failure, including
     outputs that differ from the monolithic model; SIGTERM ends it cleanly (exit 2).
@@ -51,9 +51,10 @@ Token: `load_token(path) -> bytes` reads a token file (>= 16 bytes, whitespace s
 Modules: `wire` (message framing, socket options, `WireError`), `auth` (token, handshake keys,
 replay guard), `clock` (ping/pong offsets), `device` (what a device does with its ops: shared
 by both sides), `worker` (the worker's sockets and message dispatch) and its parts: `session`
-(the HELLO and the host's keys), `installed` (models and plans), `request_state` (when a
-request is done), `peers` (links to other workers), `compute` (compute and sender threads);
-`hub` (the host's I/O thread), `executor` (`run_host`).
+(the HELLO and the host's keys), `installed` (models, holding only the weights their plans
+use, and plans), `request_state` (when a request is done), `peers` (links to other workers),
+`compute` (compute and sender threads); `hub` (the host's I/O thread), `executor`
+(`run_host`); `resident` (a process's resident memory, read and checked).
 """
 
 from halp.runtime.auth import load_token, write_token

@@ -1,13 +1,14 @@
 """A worker's compute thread and sender threads: the model's work, off the I/O thread.
 
 The I/O thread queues jobs and never waits for one. The compute thread takes them in order: it
-builds the model a new host asks for (`BuildModel`), checks and installs plans
-(`InstallPlan`), and runs each request's Compute and Gather ops in plan order (`RunRequest`,
-`run_compute_ops`). A sender thread per peer prepares a request's Transfers to that peer in
-plan order as soon as their inputs exist (`SendQueues`, `send_ops`). None of them touches a
-socket: each hands what came of a job (`Outcome`) to the I/O thread through the mailbox, and
-the I/O thread sends it. A job of an older generation of the block store (its run ended or was
-reset since) is skipped, and the I/O thread drops its outcomes.
+builds the model a new host asks for (`BuildModel`), checks and installs plans (`InstallPlan`:
+the model then keeps only the weights of the stages they compute here), and runs each
+request's Compute and Gather ops in plan order (`RunRequest`, `run_compute_ops`). A sender
+thread per peer prepares a request's Transfers to that peer in plan order as soon as their
+inputs exist (`SendQueues`, `send_ops`). None of them touches a socket: each hands what came
+of a job (`Outcome`) to the I/O thread through the mailbox, and the I/O thread sends it. A job
+of an older generation of the block store (its run ended or was reset since) is skipped, and
+the I/O thread drops its outcomes.
 
 Who touches what: the compute thread alone uses the model cache and writes the plan table; the
 sender threads read the table, as does the I/O thread, which also clears it when a run ends.
@@ -47,10 +48,14 @@ class BuildModel:
 
 @dataclass(frozen=True)
 class InstallPlan:
+    """Check and install a plan for `device` (this worker's), which then holds the weights of
+    the stages its installed plans compute on it and no others (`halp.runtime.installed`)."""
+
     generation: int
     spec: ModelSpec
     plan_id: int
     plan: Plan
+    device: str
 
 
 @dataclass(frozen=True)
@@ -164,7 +169,8 @@ class ComputeThreads:
 
     def _install(self, job: InstallPlan) -> None:
         try:
-            installed, digest = install(self.models, job.spec, job.plan)
+            installed, digest = install(self.models, job.spec, job.plan, job.device,
+                                        list(self.plans.values()))
             if job.generation == self.store.generation:
                 self.plans[job.plan_id] = installed
             self.mailbox.put(PlanChecked(job.generation, job.plan_id, digest, None))

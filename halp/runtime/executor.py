@@ -18,7 +18,10 @@ What it records, with the same op ids and columns as the simulator (`halp.trace`
 - a RequestRecord per request, from the moment its input exists on the host (its arrival time)
   to the moment the host holds the whole output. Then, outside the timed part, the output is
   compared with the monolithic model on the host: `max_abs_error`, and a relative error above
-  `TOLERANCE` fails the run at the end (after every record is on disk).
+  `TOLERANCE` fails the run at the end (after every record is on disk);
+- in the run's meta (`runtime.json`), beside the clocks and digests: each device's resident
+  memory after the last request, `resident_bytes: {device: {"rss": B, "peak": B}}` (the host's
+  own, the workers' from their reports; `halp.runtime.resident`).
 
 A worker that dies, disconnects or stays silent for `dead_after_s` stops the run with a
 `BackendError` naming the device; the requests that finished are already written.
@@ -56,6 +59,7 @@ from halp.runtime.device import (
     spec_to_dict,
 )
 from halp.runtime.hub import Hub, Link, endpoint_address
+from halp.runtime.resident import resident
 from halp.runtime.wire import Message, MsgType
 from halp.scenario import Scenario
 from halp.trace import OpRecord, RequestRecord, Trace, TraceWriter, resource_of
@@ -390,7 +394,17 @@ class _Run:
         return {"clocks": clocks, "host": self.host,
                 "digests": {str(i.plan_id): i.digest for i in self.installed},
                 "mismatches": [{"request": r, "max_abs_error": e, "relative_error": rel}
-                               for r, e, rel in self.check.failures]}
+                               for r, e, rel in self.check.failures],
+                "resident_bytes": self._resident()}
+
+    def _resident(self) -> dict[str, dict[str, int]]:
+        """Each device's resident memory (`halp.runtime.resident`): the host's now, every
+        worker's from its latest report; once serving is over, after the last request."""
+        with self.hub.cond:
+            workers = {name: link.resident for name, link in self.hub.links.items()
+                       if link.resident is not None}
+        own = resident()
+        return {self.host: own, **workers} if own is not None else workers
 
     def _find(self, served: Served) -> _Installed:
         """The installed plan `served` names; a plan not seen before is installed now (its

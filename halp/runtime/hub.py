@@ -1,9 +1,10 @@
 """The host's I/O thread: one DEALER socket per worker, owned by one thread.
 
 The hub does the handshake with every worker, answers nothing but listens to everything: it
-stamps and checks arriving blocks into the host's `BlockStore`, keeps the workers' REPORTs,
-probes every worker's clock with a PING each `heartbeat_s` (which doubles as the heartbeat), and
-sends what the host's threads hand it, in order, stamping when each block went out.
+stamps and checks arriving blocks into the host's `BlockStore`, keeps the workers' REPORTs (and
+each worker's latest resident memory, checked: a bad figure fails the run), probes every
+worker's clock with a PING each `heartbeat_s` (which doubles as the heartbeat), and sends what
+the host's threads hand it, in order, stamping when each block went out.
 
 It declares a worker dead, with a message naming it, when its connection drops (a socket
 monitor sees the disconnect at once) or when it has sent nothing for `dead_after_s`; the failure
@@ -30,6 +31,7 @@ from halp.model.graph import ModelGraph
 from halp.plan import Plan
 from halp.runtime.clock import ClockSync, clock_identity, same_clock
 from halp.runtime.device import Block, BlockStore, Mailbox, check_block, io_priority
+from halp.runtime.resident import checked_resident
 from halp.runtime.wire import KeyKind, Message, MsgType, WireError, configure, decode, encode
 
 
@@ -63,6 +65,7 @@ class Link:
     last_ping: float = 0.0
     bye: bool = False
     dead: bool = False
+    resident: dict[str, int] | None = None  # its latest reading (`halp.runtime.resident`)
 
     def sockets(self) -> list[zmq.Socket]:
         return [self.socket, self.control]
@@ -353,8 +356,14 @@ class Hub:
             self._on_data(link, msg)
         elif t == MsgType.REPORT:
             assert msg.request is not None
+            try:
+                resident = checked_resident(msg.body.get("resident"))
+            except WireError as exc:  # signed with the session's key: a broken worker, not noise
+                self.fail(f"device {link.name} sent a bad report of request {msg.request}: {exc}")
+                return
             with self.cond:
                 self.reports[(msg.request, link.name)] = msg.body
+                link.resident = resident or link.resident
                 self.cond.notify_all()
         elif t == MsgType.FAIL:
             self.fail(f"device {link.name} failed request {msg.request}: "

@@ -4,10 +4,11 @@ It listens on a ROUTER socket. A host proves the shared token in a nonce handsha
 HELLO naming the device this worker plays and the model spec (`halp.runtime.session`); the
 worker builds the model (the same seed gives the same weights) and answers with
 `model_digest`, so the host can check that both hold identical numbers. The host then installs
-plans (PLAN, `halp.runtime.installed`) and, per request, says which plan runs (START) and sends
+plans (PLAN, `halp.runtime.installed`; the worker then keeps only the weights of the stages
+they compute on its device) and, per request, says which plan runs (START) and sends
 blocks (DATA). When a request is done here (ops computed, blocks sent, every block for it
 received: `halp.runtime.request_state`) the worker sends a REPORT with the times on its own
-`perf_counter` clock. Requests may overlap: a START or block of the next request queues its
+`perf_counter` clock and its resident memory (`halp.runtime.resident`). Requests may overlap: a START or block of the next request queues its
 work behind the current one's.
 
 `Worker` owns the sockets and dispatches each message. Threads, as on the host, and what each
@@ -73,6 +74,7 @@ from halp.runtime.device import (
 from halp.runtime.installed import Installed, ModelCache
 from halp.runtime.peers import PeerLinks
 from halp.runtime.request_state import RequestState, RequestTable
+from halp.runtime.resident import resident
 from halp.runtime.session import Session, read_hello
 from halp.runtime.wire import (
     AuthError,
@@ -319,7 +321,7 @@ class Worker:
             self._to_host(Message(MsgType.PLAN_OK, body={"plan_id": plan_id, "digest": None,
                                                          "error": f"bad plan: {exc}"}))
             return
-        self.compute.put(InstallPlan(self.store.generation, spec, plan_id, plan))
+        self.compute.put(InstallPlan(self.store.generation, spec, plan_id, plan, session.device))
 
     def _request(self, request: int, plan_id: int) -> RequestState:
         """The state of `request`; on its first message, a new one whose work is queued."""
@@ -358,7 +360,8 @@ class Worker:
         if state is None:
             return
         self.store.drop(request)
-        self._to_host(Message(MsgType.REPORT, request=request, body=state.report()))
+        self._to_host(Message(MsgType.REPORT, request=request,
+                              body={**state.report(), "resident": resident()}))
 
     # ---- what the other threads hand over -------------------------------------------------
     def _on_outcome(self, outcome: Outcome) -> None:
