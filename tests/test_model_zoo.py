@@ -152,3 +152,21 @@ def test_halp_model_json_reports_the_graphs_macs_params_and_layers():
     data = json.loads(result.stdout)
     assert data["macs"] == graph_of(ModelSpec("mobilenet_v1", 0.5, 160)).macs
     assert data["params"] > 0 and data["layers"] == 84
+
+
+def test_large_layers_are_randomised_a_few_rows_at_a_time_with_the_same_bits(monkeypatch):
+    """Drawing VGG-16's classifier whole took 1.6 GB of float64; in chunks it must still be
+    the very same weights (devices agree with the host bit for bit)."""
+    import halp.model.zoo as zoo
+
+    def weights(chunk: int) -> dict[str, torch.Tensor]:
+        monkeypatch.setattr(zoo, "CHUNK_VALUES", chunk)
+        module = nn.Sequential(nn.Conv2d(3, 16, 3), nn.Flatten(), nn.Linear(64, 48),
+                               nn.Linear(48, 33))  # rows of 27, 64 and 48 values
+        zoo._randomise(module, seed=4)
+        return {k: v.clone() for k, v in module.state_dict().items()}
+
+    whole, chunked = weights(1 << 30), weights(100)  # 100 values: one or two rows at a time
+
+    assert whole.keys() == chunked.keys()
+    assert all(torch.equal(whole[k], chunked[k]) for k in whole)
