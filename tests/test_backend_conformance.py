@@ -106,6 +106,12 @@ def test_every_backend_runs_the_plans_it_is_given_and_keeps_their_contract(
     assert any(isinstance(op, Transfer) for op in plan.ops)  # the contract covers transfers
     if backend != "sim":  # real tensors: the whole model's output, exactly
         assert all(r.extra["relative_error"] <= TOLERANCE for r in trace.requests)
+        # and real processes: each device's resident memory, measured after the last request
+        resident = trace.meta["resident_bytes"]
+        assert set(resident) == {d.name for d in scenario.devices}
+        assert all(0 < r["rss"] <= r["peak"] for r in resident.values())
+    else:
+        assert "resident_bytes" not in trace.meta
 
 
 def test_a_trace_that_breaks_its_plan_is_named_for_each_breach(policies):

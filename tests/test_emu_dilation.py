@@ -50,7 +50,7 @@ def run(tmp_path, s):
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="dilation needs a core per device")
 @pytest.mark.parametrize("method", ["standalone", "halp"])
 def test_two_dilated_devices_run_steadily_at_their_speed(tmp_path, method):
-    s = scenario(tmp_path, 2, method, requests=10)
+    s = scenario(tmp_path, 2, method, requests=16)
 
     trace, lines = run(tmp_path, s)
 
