@@ -23,13 +23,13 @@ pytestmark = [pytest.mark.emu, pytest.mark.usefixtures("emu_required", "machine_
 SCENARIO = """\
 name: emu-dilation
 seed: 3
-model: {{name: mobilenet_v1, width: 0.5, resolution: 160}}
+model: {{name: mobilenet_v1, width: 1.0, resolution: 224}}
 devices:
 {devices}
-network: {{kind: star, bandwidth: 200Mbps}}
+network: {{kind: star, bandwidth: 100Mbps}}
 method: {{name: {method}}}
 workload: {{requests: {requests}, arrival: periodic, interval: 300ms}}
-backends: {{emu: {{timeout: 60s, warmup_requests: 2}}}}
+backends: {{emu: {{timeout: 60s, warmup_requests: 3}}}}
 """
 
 
