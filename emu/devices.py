@@ -140,8 +140,8 @@ def plan_devices(scenario: Scenario, profiles: Mapping[str, Profile], cores: lis
             notes.append(
                 f"note: device {d.name}: {source} is not this machine scaled by one factor (its "
                 f"probe layers are {spread:.2f}x apart in slowdown); the emulator slows every "
-                f"op by their geometric mean, {max(implied, 1.0):.3g}x, so ops of some kinds "
-                "will take longer or shorter than the simulator predicts")
+                f"op by their weighted geometric mean, {max(implied, 1.0):.3g}x, so ops of some "
+                "kinds will take longer or shorter than the simulator predicts")
         slowdowns[d.name] = (max(implied, 1.0), source)
     model, why = _choose_model(scenario, profiles, cores)
     if why:

@@ -59,8 +59,13 @@ def test_two_dilated_devices_run_steadily_at_their_speed(tmp_path, method):
     assert sorted(d["core"] for d in cpu["devices"].values()) == sorted(os.sched_getaffinity(0))[:2]
     assert any(line.startswith("cpu model dilate") for line in lines)
     assert all(r.max_abs_error is not None and r.max_abs_error <= TOLERANCE for r in trace.requests)
-    latencies = trace.latencies()  # the same plan every time: a steady device repeats itself
-    assert statistics.pstdev(latencies) < 0.05 * statistics.mean(latencies), latencies
+    # The same plan every time: a steady device repeats itself. Spread as the median absolute
+    # deviation: this VM's own speed can shift mid-run (in one CI run 4 requests at 75 ms, then
+    # 12 at 69), which the median ignores and a quota's whole-period steps would not escape.
+    latencies = trace.latencies()
+    middle = statistics.median(latencies)
+    spread = statistics.median(abs(x - middle) for x in latencies)
+    assert spread < 0.05 * middle, latencies
     # The host's ops took a quarter of this machine's speed: 4x their CPU time, about.
     slowdown = cpu["devices"]["d0"]["slowdown"]
     assert 2.5 < slowdown < 6.5
