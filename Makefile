@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SYSTEM_PACKAGES := mininet cgroup-tools openssh-server iperf3
 
-.PHONY: setup run test system-deps lint bench figures clean arm64-device arm64-check arm64-clean
+.PHONY: setup run test test-long system-deps lint bench figures clean arm64-device arm64-check arm64-clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,13 @@ run: setup
 
 test: setup lint
 	$(PY) -m pytest
+
+# What `make test` leaves out to stay within 20 minutes here: the checks marked `long` (installing
+# a device, Ray clusters, profiling inside a quota, more shapes of exact emulated runs), and the
+# hostile-input fuzzing at six times `make test`'s examples (tests/test_hostile_fuzz.py).
+test-long: setup
+	$(PY) -m pytest -m long
+	HALP_FUZZ_EXAMPLES=48 $(PY) -m pytest tests/test_hostile_fuzz.py
 
 # Static checks, before the tests: ruff (unused `noqa` comments included) and mypy with
 # pydantic's plugin, over every Python folder.

@@ -61,9 +61,11 @@ def quiet(_line: str) -> None:
     pass
 
 
+# HALP on three devices and MoDNN on two in `make test`; the other two in `make test-long`.
 @pytest.mark.slow
-@pytest.mark.parametrize("devices", [2, 3])
-@pytest.mark.parametrize("method", ["halp", "modnn"])
+@pytest.mark.parametrize(("method", "devices"), [
+    ("halp", 3), ("modnn", 2),
+    pytest.param("halp", 2, marks=pytest.mark.long), pytest.param("modnn", 3, marks=pytest.mark.long)])
 def test_plans_compute_exact_outputs_over_the_emulated_network(tmp_path, devices,
                                                                 method):
     s = scenario(tmp_path, devices, method)
@@ -134,7 +136,7 @@ def cpu_cgroups(pid: int) -> dict[str, set[str]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("io_in_quota", [False, True])
+@pytest.mark.parametrize("io_in_quota", [False, pytest.param(True, marks=pytest.mark.long)])
 def test_only_compute_is_held_to_the_device_share(tmp_path, io_in_quota):
     s = scenario(tmp_path, devices=2).with_values({"backends.emu.io_in_quota": io_in_quota,
                                                    "backends.emu.cpu_model": "quota"})

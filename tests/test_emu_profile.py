@@ -20,6 +20,7 @@ pytestmark = [pytest.mark.emu, pytest.mark.usefixtures("emu_required", "machine_
 
 
 @pytest.mark.slow
+@pytest.mark.long  # half a minute of profiling inside a quota
 def test_a_profile_measured_on_a_quarter_core_says_so_and_predicts_a_slower_device(tmp_path):
     profiles = {}
     for share in (None, 0.25):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -155,7 +156,9 @@ def write_case(folder: Path, scenario: Any, trace: str, profile: Any) -> Path:
     return path
 
 
-SETTINGS = settings(max_examples=24, deadline=None, derandomize=True, database=None,
+# Examples per fuzzed test: 8 in `make test` (a second or two each); `make test-long` runs 48.
+EXAMPLES = int(os.environ.get("HALP_FUZZ_EXAMPLES", "8"))
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,
                                            HealthCheck.too_slow])
 

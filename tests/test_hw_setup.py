@@ -26,6 +26,7 @@ def halp(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
+@pytest.mark.long  # a minute: a venv and torch installed on the device
 def test_setup_installs_once_and_the_installation_serves_a_run(lab, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # the controller's token
     home = tmp_path / "device-home"

@@ -94,6 +94,7 @@ def read_rows(folder: Path) -> list[dict[str, str]]:
 
 @pytest.mark.usefixtures("ray_required")
 @pytest.mark.slow
+@pytest.mark.long  # half a minute: starts a Ray cluster
 def test_sweep_on_a_ray_cluster_matches_the_process_pool(ray_address, tmp_path, monkeypatch,
                                                          capsys):
     monkeypatch.setenv("RAY_AUTH_MODE", NO_AUTH["RAY_AUTH_MODE"])
