@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from emu import profile
-from emu.devices import DevicePlan, plan_devices, work_of
+from emu.devices import DevicePlan, ops_of, plan_devices, timed_work
 from emu.network import CGROUP_ROOT, EmulatedNetwork, LiveRates, require_emulator, require_netem
 from emu.processes import (
     Processes,
@@ -307,14 +307,19 @@ class EmulatedRun:
 
 def devices_of(scenario: Scenario, log: Callable[[str], None],
                policy: Policy | None = None) -> DevicePlan:
-    """How each device of `scenario` is held to its speed on this machine now (a probe of
-    half a second when a speed comes from a profile), weighed by the work `policy`'s plans
-    give each device, said in the log before anything runs."""
-    from halp.latency.probe import probe_machine
+    """How each device of `scenario` is held to its speed on this machine now, said in the log
+    before anything runs: with `policy`, each device's own ops in its plans are timed here
+    (a second or two); without, four probe layers (half a second) stand in."""
+    from halp.latency.probe import probe_machine, probe_ops
 
     profiles = {d.name: d.profile for d in scenario.cluster().devices}
-    work = (work_of(((s.plan, s.prepared.graph) for s in policy.served()), profiles)
-            if policy is not None else None)
+    work = None
+    if policy is not None:
+        threads = {d.name: d.threads for d in scenario.devices}
+        ops = ops_of(((s.plan, s.prepared.graph) for s in policy.served()), profiles)
+        work = {device: timed_work(mine, probe_ops(
+                    [(op.graph, op.start, op.stop, op.out) for op in mine], threads[device]))
+                for device, mine in ops.items() if mine}
     devices = plan_devices(scenario, profiles, sorted(os.sched_getaffinity(0)),
                            lambda threads: probe_machine(threads=threads), work)
     for line in devices.notes:

@@ -1,15 +1,25 @@
 """How the emulator makes each device as fast as the simulator says it is (pure: the machine's
-probe and core list come in as arguments).
+timings and core list come in as arguments).
 
 A device's speed in the simulator is its profile's times divided by `speed`. The emulator runs
 the device on this machine, so it needs that speed *relative to this machine*: its
 **slowdown**, how many times longer an op takes on the device than on one of this machine's
-cores. It comes from the probe (`halp.latency.probe`): four fixed layers timed here now,
-against the same layers on the device (the profile's own probe when it holds one measured with
-the same threads, else the profile's prediction of them), divided by `speed`; one factor, the
-geometric mean over the layers, each weighted by how much of the device's work in the plans it
-stands for (`work_of`: 3x3 convolutions for VGG-16, 1x1 and depthwise ones for MobileNet). A written `cpu_share` overrides it (slowdown = threads /
-cpu_share), and when the profile says otherwise by more than `TOLERANCE` the emulator says so.
+cores. It is measured on the device's own work: the compute ops the served plans give it
+(`ops_of`: the distinct ones, heaviest first, up to most of its predicted time) are timed here
+just before the run, and the slowdown is their predicted time on the device (profile / speed)
+over their time here, each op counted as often as the plans compute it. Devices of one kind
+(profile, speed, threads) pool their ops: one kind of device, one speed, whichever slices each
+runs. So a device keeps the speed the simulator gives it for the ops it runs, however this
+machine drifted since profiling and whichever layer kinds it drifted in (on 2026-12-06 small
+probe convolutions had slowed 1.25x in two hours, VGG-16's large ones 1.07x: a probe of fixed
+layers left stand-alone VGG-16 14% fast). One factor per kind of device, not one per op: the
+device is this machine uniformly slowed, and each op keeps its own share of the error of the
+profile's latency model. Without plans (a `check` before anything is planned) or for a kind of
+device that computes nothing, four fixed probe layers stand in (`halp.latency.probe`: the
+profile's own probe when it holds one measured with the same threads, else its prediction of
+them; geometric mean). A written `cpu_share`
+overrides it (slowdown = threads / cpu_share), and when the profile says otherwise by more
+than `TOLERANCE` the emulator says so.
 
 Two ways to hold a device to its slowdown (`backends.emu.cpu_model`):
 
@@ -28,16 +38,16 @@ Two ways to hold a device to its slowdown (`backends.emu.cpu_model`):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from halp.errors import BackendError
 from halp.latency.probe import predicted_probe
 from halp.latency.profile import Profile
-from halp.model.graph import CONV, DWCONV, LINEAR, LayerSpec, ModelGraph
+from halp.model.graph import CONV, DWCONV, LINEAR, LayerSpec, ModelGraph, Region
 from halp.plan import Compute, Plan
-from halp.scenario import Scenario
+from halp.scenario import DeviceConfig, Scenario
 
 CpuModel = Literal["dilate", "quota"]
 DILATE: CpuModel = "dilate"
@@ -51,11 +61,63 @@ FASTER_ALLOWED = 1.0 + TOLERANCE
 # Below this many microseconds of quota per period, the period is lengthened: the kernel's
 # minimum quota is 1 ms.
 MIN_QUOTA_US = 1000
+# Which of a device's ops are timed before a run: the heaviest, until they cover this share of
+# its predicted compute, at most `MOST_OPS` of them (MoDNN gives a device hundreds of slivers).
+COVER = 0.9
+MOST_OPS = 40
+# A layer kind below this share of a device's timed work does not count towards its spread.
+KIND_SHARE = 0.1
 
 # threads -> seconds per probe layer on this machine now (halp.latency.probe.probe_machine)
 Probe = Callable[[int], Mapping[str, float]]
-# device -> probe layer -> seconds of the device's work that layer stands for (`work_of`)
-Work = Mapping[str, Mapping[str, float]]
+
+
+@dataclass(frozen=True)
+class DeviceOp:
+    """One distinct compute op a device's served plans run: stages [start, stop) of `graph`
+    producing `out`; `predicted_s` on its profile at speed 1 (op overhead included), run
+    `count` times by the plans; `kind`, the probe layer of its heaviest layer (what its time
+    mostly is, for the spread)."""
+
+    graph: ModelGraph
+    start: int
+    stop: int
+    out: Region
+    predicted_s: float
+    count: int
+    kind: str
+
+
+@dataclass(frozen=True)
+class Work:
+    """A device's ops timed here now: per kind, (seconds its profile predicts at speed 1,
+    seconds they took here), each op counted as often as the plans run it."""
+
+    by_kind: Mapping[str, tuple[float, float]]
+
+    @property
+    def predicted_s(self) -> float:
+        return sum(p for p, _ in self.by_kind.values())
+
+    @property
+    def here_s(self) -> float:
+        return sum(h for _, h in self.by_kind.values())
+
+    def spread(self) -> float:
+        """How far apart the kinds that make up the work are in slowdown (max / min), over
+        kinds of at least `KIND_SHARE` of the predicted time."""
+        total = self.predicted_s
+        ratios = [p / h for p, h in self.by_kind.values() if h > 0 and p >= KIND_SHARE * total]
+        return max(ratios) / min(ratios) if ratios else 1.0
+
+
+def timed_work(ops: Sequence[DeviceOp], seconds: Sequence[float]) -> Work:
+    """The `Work` of ops timed here at `seconds` each (one call)."""
+    by_kind: dict[str, tuple[float, float]] = {}
+    for op, here in zip(ops, seconds, strict=True):
+        p, h = by_kind.get(op.kind, (0.0, 0.0))
+        by_kind[op.kind] = (p + op.count * op.predicted_s, h + op.count * here)
+    return Work(by_kind)
 
 
 @dataclass(frozen=True)
@@ -98,12 +160,12 @@ class DevicePlan:
 
 
 def plan_devices(scenario: Scenario, profiles: Mapping[str, Profile], cores: list[int],
-                 probe: Probe, work: Work | None = None) -> DevicePlan:
+                 probe: Probe, work: Mapping[str, Work] | None = None) -> DevicePlan:
     """Each device's slowdown and the CPU model that holds it (see the module docstring).
-    `profiles`: by device; `cores`: the CPUs this process may use; `probe`: called at most once
-    per thread count, only for devices whose speed comes from their profile; `work`: what each
-    device computes, by probe layer (`work_of`), which weighs the layers' ratios (equal
-    weights without it)."""
+    `profiles`: by device; `cores`: the CPUs this process may use; `work`: each device's own
+    ops timed here (`ops_of`, `timed_work`); `probe`: the fixed probe layers, called at most
+    once per thread count, only for devices whose speed comes from their profile and that have
+    no work timed."""
     notes: list[str] = []
     probes: dict[int, Mapping[str, float]] = {}
 
@@ -113,10 +175,11 @@ def plan_devices(scenario: Scenario, profiles: Mapping[str, Profile], cores: lis
         return probes[threads]
 
     slowdowns: dict[str, tuple[float, str]] = {}
+    pooled = _pooled(scenario, profiles, work or {})
     for d in scenario.devices:
         profile = profiles[d.name]
         implied, source, spread = _profile_slowdown(profile, d.speed, d.threads, probed,
-                                                    (work or {}).get(d.name) or {})
+                                                    pooled.get(d.name))
         if d.cpu_share is not None:
             written = d.threads / d.cpu_share
             slowdowns[d.name] = (written, f"cpu_share {d.cpu_share:g}")
@@ -136,11 +199,12 @@ def plan_devices(scenario: Scenario, profiles: Mapping[str, Profile], cores: lis
         if implied < 1:
             notes.append(f"note: device {d.name}: {source} is {1 / implied:.2f}x faster than "
                          "this machine's core (within its drift); emulated at this machine's speed")
-        if spread > 1 + TOLERANCE:
+        idle = work is not None and d.name not in pooled  # nothing of its kind computes
+        if spread > 1 + TOLERANCE and not idle:
             notes.append(
                 f"note: device {d.name}: {source} is not this machine scaled by one factor (its "
-                f"probe layers are {spread:.2f}x apart in slowdown); the emulator slows every "
-                f"op by their weighted geometric mean, {max(implied, 1.0):.3g}x, so ops of some "
+                f"layer kinds are {spread:.2f}x apart in slowdown); the emulator slows every "
+                f"op by {max(implied, 1.0):.3g}x, their mean over its work, so ops of some "
                 "kinds will take longer or shorter than the simulator predicts")
         slowdowns[d.name] = (max(implied, 1.0), source)
     model, why = _choose_model(scenario, profiles, cores)
@@ -168,17 +232,37 @@ def plan_devices(scenario: Scenario, profiles: Mapping[str, Profile], cores: lis
     return DevicePlan(model, tuple(devices), period, tuple(notes))
 
 
+def _pooled(scenario: Scenario, profiles: Mapping[str, Profile], work: Mapping[str, Work],
+            ) -> dict[str, Work]:
+    """Each device's work pooled with that of every device of its kind (same profile, speed
+    and threads): one kind of device, one speed, whichever slices of the model each runs."""
+    def kind(d: DeviceConfig) -> tuple[str, float, int]:
+        return (profiles[d.name].name, d.speed, d.threads)
+
+    pools: dict[tuple[str, float, int], dict[str, tuple[float, float]]] = {}
+    for d in scenario.devices:
+        if d.name in work:
+            pool = pools.setdefault(kind(d), {})
+            for k, (p, h) in work[d.name].by_kind.items():
+                q, g = pool.get(k, (0.0, 0.0))
+                pool[k] = (q + p, g + h)
+    return {d.name: Work(pools[kind(d)]) for d in scenario.devices if kind(d) in pools}
+
+
 def _profile_slowdown(profile: Profile, speed: float, threads: int,
-                      probed: Callable[[int], Mapping[str, float]], weights: Mapping[str, float],
+                      probed: Callable[[int], Mapping[str, float]], work: Work | None,
                       ) -> tuple[float, str, float]:
-    """(slowdown, what it rests on, max/min over the probe layers) of a device with this
-    profile and speed relative to this machine now; a profile measured under a quota is that
-    share of this machine's core. The layers' ratios are averaged (geometrically) with
-    `weights`, equal where none is given."""
+    """(slowdown, what it rests on, max/min over layer kinds) of a device with this profile and
+    speed relative to this machine now: its work's predicted time over its time here; without
+    work, the probe layers' ratios averaged geometrically. A profile measured under a quota is
+    that share of this machine's core."""
     source = f"profile {profile.name} x speed {speed:g}"
     quota = profile.cpu_quota
     if quota is not None:
         return threads / (quota[0] * speed), source, 1.0
+    if work is not None and work.here_s > 0 and work.predicted_s > 0:
+        return (work.predicted_s / (speed * work.here_s),
+                f"{source} on its ops ({1e3 * work.here_s:.3g} ms timed here)", work.spread())
     recorded = profile.provenance.get("probe")
     same_threads = int(profile.provenance.get("threads") or 1) == threads
     if (isinstance(recorded, Mapping) and profile.provenance.get("kind") == "measured"
@@ -190,48 +274,54 @@ def _profile_slowdown(profile: Profile, speed: float, threads: int,
     ratios = {k: device[k] / (speed * now[k]) for k in device if k in now and now[k] > 0}
     if not ratios:
         raise BackendError(f"profile {profile.name}: no probe layer to compare with this machine")
-    weight = {k: weights.get(k, 0.0) for k in ratios}
-    if sum(weight.values()) <= 0:
-        weight = dict.fromkeys(ratios, 1.0)
-    total = sum(weight.values())
-    mean = math.exp(sum(w * math.log(ratios[k]) for k, w in weight.items()) / total)
-    if weights:
-        source += " on its work"
+    mean = math.exp(sum(math.log(r) for r in ratios.values()) / len(ratios))
     return mean, source, max(ratios.values()) / min(ratios.values())
 
 
-def probe_layer_of(layer: LayerSpec) -> str | None:
-    """The probe layer (`halp.latency.probe.LAYERS`) whose speed stands for `layer`'s: what
-    the emulator weighs by how much of a device's work each kind is; None for the rest (pooling,
-    elementwise ops, merges), which weigh nothing."""
+def probe_layer_of(layer: LayerSpec) -> str:
+    """The probe layer (`halp.latency.probe.LAYERS`) whose kind `layer` is, or its own kind for
+    the rest (pooling, elementwise ops, merges): how a device's work is told apart by kind."""
     if layer.kind == DWCONV:
         return "dwconv3x3"
     if layer.kind == CONV:
         return "conv1x1" if layer.kernel == (1, 1) else "conv3x3"
     if layer.kind == LINEAR:
         return "linear"
-    return None
+    return layer.kind
 
 
-def work_of(served: Iterable[tuple[Plan, ModelGraph]], profiles: Mapping[str, Profile],
-            ) -> dict[str, dict[str, float]]:
-    """Per device, the predicted seconds of its Compute ops in `served` (plans with their
-    graphs) by the probe layer that stands for them: the layers whose drift matters for it.
-    VGG-16 is 3x3 convolutions and its classifier, MobileNet-V1 1x1 and depthwise ones; on
-    2026-12-06 this machine's 3x3 convolution had drifted by 1.11x since profiling and its
-    linear layer by 1.47x, and VGG-16 by ~1.1x: equal weights dilated it 14% too little."""
-    work: dict[str, dict[str, float]] = {}
+def ops_of(served: Iterable[tuple[Plan, ModelGraph]], profiles: Mapping[str, Profile],
+           cover: float = COVER, most: int = MOST_OPS) -> dict[str, list[DeviceOp]]:
+    """Per device, the distinct Compute ops of `served` (plans with their graphs) worth timing
+    before a run: heaviest first (predicted time x how often the plans run it) until they cover
+    `cover` of the device's predicted compute, at most `most`. Each plan counts once."""
+    found: dict[str, dict[tuple[int, int, int, Region], DeviceOp]] = {}
     for plan, graph in served:
         for op in plan.ops:
-            if not isinstance(op, Compute) or op.device not in profiles:
+            if not isinstance(op, Compute) or op.device not in profiles or op.out.empty:
+                continue
+            mine = found.setdefault(op.device, {})
+            key = (id(graph), op.start, op.stop, op.out)
+            if key in mine:
+                mine[key] = replace(mine[key], count=mine[key].count + 1)
                 continue
             profile = profiles[op.device]
-            mine = work.setdefault(op.device, {})
-            for layer, held, out in graph.layer_regions(op.start, op.stop, op.out):
-                name = probe_layer_of(layer)
-                if name is not None:
-                    mine[name] = mine.get(name, 0.0) + profile.layer_s(layer, held, out)
-    return work
+            layers = [(profile.layer_s(layer, held, out), probe_layer_of(layer))
+                      for layer, held, out in graph.layer_regions(op.start, op.stop, op.out)]
+            predicted = profile.op_overhead_s + sum(t for t, _ in layers)
+            kind = max(layers)[1] if layers else "other"
+            mine[key] = DeviceOp(graph, op.start, op.stop, op.out, predicted, 1, kind)
+    chosen: dict[str, list[DeviceOp]] = {}
+    for device, mine in found.items():
+        heaviest = sorted(mine.values(), key=lambda o: o.count * o.predicted_s, reverse=True)
+        total = sum(o.count * o.predicted_s for o in heaviest)
+        kept: list[DeviceOp] = []
+        for timed in heaviest[:most]:
+            kept.append(timed)
+            if sum(o.count * o.predicted_s for o in kept) >= cover * total:
+                break
+        chosen[device] = kept
+    return chosen
 
 
 def _choose_model(scenario: Scenario, profiles: Mapping[str, Profile],

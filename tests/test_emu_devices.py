@@ -152,23 +152,73 @@ def test_a_derived_profile_is_compared_by_its_predictions_and_its_shape_is_named
     assert any("not this machine scaled by one factor" in n for n in notes)
 
 
-def test_the_slowdown_weighs_each_probe_layer_by_the_work_it_stands_for(tmp_path):
-    from emu.devices import work_of
+def test_the_slowdown_is_measured_on_the_devices_own_ops(tmp_path):
+    from emu.devices import COVER, ops_of, timed_work
     from halp.serving import policy_for
 
-    s = scenario(tmp_path, "  - {name: a, role: host, profile: this-machine, speed: 0.5}")
-    s = s.with_values({"model": {"name": "vgg16"}, "method": {"name": "standalone"}})
+    s = scenario(tmp_path, "  - {name: a, role: host, profile: this-machine, speed: 0.5}\n"
+                           "  - {name: b, profile: this-machine, speed: 0.25}")
+    s = s.with_values({"model": {"name": "vgg16"}})
     served = [(x.plan, x.prepared.graph) for x in policy_for(s).served()]
-    work = work_of(served, {"a": HERE})
-    assert work["a"]["conv3x3"] > 4 * work["a"]["linear"] > 0  # VGG-16 is 3x3 convolutions
-    assert "dwconv3x3" not in work["a"]
-    # Only the 3x3 convolution drifted (2x slower now): VGG-16's slowdown follows it.
-    drifted = {k: v * (2 if k == "conv3x3" else 1) for k, v in NOW.items()}
+    ops = ops_of(served, {"a": HERE, "b": HERE})
+    assert set(ops) == {"a", "b"}  # HALP gives both devices work
+    computes = [op for plan, _ in served for op in plan.ops if op.kind == "compute"]
+    for device, mine in ops.items():
+        total = sum(HERE.op_overhead_s + sum(HERE.layer_s(*r) for r in g.layer_regions(
+            op.start, op.stop, op.out)) for op in computes if op.device == device
+            for g in [served[0][1]])
+        timed = sum(op.count * op.predicted_s for op in mine)
+        assert COVER * total <= timed <= total * (1 + 1e-9)  # the heaviest, most of the work
+        assert {op.kind for op in mine} <= {"conv3x3", "linear", "pool"}
 
-    weighed, _ = plan(s, now=drifted, work=work)
-    equal, _ = plan(s, now=drifted)
+    # Timed here exactly as predicted: each device runs at its speed. Then only the 3x3
+    # convolutions drift (2x slower here now): the slowdown follows them, by their share.
+    def work(drift: float):
+        return {d: timed_work(mine, [op.predicted_s * (drift if op.kind == "conv3x3" else 1)
+                                     for op in mine]) for d, mine in ops.items()}
 
-    undrifted = work["a"]["linear"] / (work["a"]["linear"] + work["a"]["conv3x3"])
-    assert weighed.devices[0].slowdown == pytest.approx(2 ** undrifted)  # 2 / 2, mostly
-    assert equal.devices[0].slowdown == pytest.approx(2 / 2 ** 0.25)  # one layer of four
-    assert "on its work" in weighed.devices[0].source
+    steady, _ = plan(s, work=work(1.0))
+    drifted, asked = plan(s, work=work(2.0))
+
+    assert [d.slowdown for d in steady.devices] == pytest.approx([2.0, 4.0])
+    assert asked == []  # no fixed probe layers were needed
+    conv = {d: w.by_kind["conv3x3"][0] / w.predicted_s for d, w in work(1.0).items()}
+    assert conv["a"] > 0.8
+    for dev, speed in zip(drifted.devices, (0.5, 0.25), strict=True):
+        assert dev.slowdown == pytest.approx(1 / speed / (1 + conv[dev.name]))
+        assert "on its ops" in dev.source
+
+
+def test_a_device_whose_kinds_drifted_apart_is_named_unless_the_kind_is_small(tmp_path):
+    from emu.devices import Work
+
+    s = scenario(tmp_path, "  - {name: a, role: host, profile: this-machine, speed: 0.5}")
+    apart = Work({"conv3x3": (1.0, 0.25), "linear": (1.0, 0.5)})  # 4x and 2x slower here
+    small = Work({"conv3x3": (1.0, 0.25), "linear": (0.05, 0.1)})  # the 2x kind is 5% of it
+
+    named, _ = plan(s, work={"a": apart})
+    quiet, _ = plan(s, work={"a": small})
+
+    assert apart.spread() == pytest.approx(2.0) and small.spread() == 1.0
+    assert named.devices[0].slowdown == pytest.approx(2.0 / 0.75 / 0.5)
+    assert any("device a" in n and "one factor" in n for n in named.notes)
+    assert not any("one factor" in n for n in quiet.notes)
+
+
+def test_devices_of_one_kind_pool_their_work_into_one_speed(tmp_path):
+    from emu.devices import Work
+
+    s = scenario(tmp_path, "  - {name: a, role: host, profile: this-machine, speed: 0.5}\n"
+                           "  - {name: b, profile: this-machine, speed: 0.5}\n"
+                           "  - {name: c, profile: this-machine, speed: 0.25}")
+    work = {"a": Work({"conv3x3": (3.0, 1.0)}),  # 3x here, at speed 1
+            "b": Work({"conv3x3": (1.0, 0.5)}),  # 2x: small slices, say
+            "c": Work({"conv3x3": (1.0, 0.5)})}
+
+    devices, _ = plan(s, cores=(0, 1, 2), work=work)
+    idle, _ = plan(s, cores=(0, 1, 2), work={"a": work["a"]})  # b computes nothing
+
+    a, b, c = (d.slowdown for d in devices.devices)
+    assert a == b == pytest.approx(4.0 / 1.5 / 0.5)  # (3 + 1) / (1 + 0.5), at speed 0.5
+    assert c == pytest.approx(2.0 / 0.25)  # another kind keeps its own
+    assert idle.devices[1].slowdown == pytest.approx(3.0 / 0.5)  # b is of a's kind

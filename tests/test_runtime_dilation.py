@@ -78,17 +78,19 @@ def test_a_bad_dilation_is_one_line():
     assert parse("4.5@1") == Dilation(4.5, 1)
 
 
-@pytest.mark.parametrize(("slowdown", "runs"), [(2.0, 1), (4.0, 2)])
+@pytest.mark.parametrize(("slowdown", "runs"), [(1.5, 1), (2.0, 2), (4.0, 2)])
 def test_an_op_runs_again_for_its_warm_cpu_time_where_the_hold_has_room(slowdown, runs):
     core = sorted(os.sched_getaffinity(0))[-1]
     calls: list[int] = []
     held: list[float] = []
+    ran_until: list[float] = []
 
     def op() -> int:
         calls.append(len(calls))
         end = time.thread_time() + (0.004 if len(calls) == 1 else 0.002)  # cold, then warm
         while time.thread_time() < end:
             pass
+        ran_until.append(time.perf_counter())
         return len(calls)
 
     dilation = Dilation(slowdown, core)
@@ -101,4 +103,5 @@ def test_an_op_runs_again_for_its_warm_cpu_time_where_the_hold_has_room(slowdown
 
     assert result == 1 and len(calls) == runs  # the block is the first run's
     assert held[0] == pytest.approx(0.004 if runs == 1 else 0.002, rel=0.25)
-    assert time.perf_counter() - started == pytest.approx(slowdown * held[0], rel=0.1)
+    spent = ran_until[-1] - started  # a second run that overran the target ends late
+    assert time.perf_counter() - started == pytest.approx(max(slowdown * held[0], spent), rel=0.1)

@@ -30,14 +30,16 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from halp.latency.ops import OpSpec
 from halp.latency.profile import Profile
 from halp.latency.timing import call_seconds, steady_allocator
+from halp.model.graph import ModelGraph, Region
 
 # name -> (layer, input shape): each takes 0.2 to 5 ms on one core of a current server CPU.
 LAYERS: dict[str, Callable[[], tuple[nn.Module, tuple[int, ...]]]] = {
@@ -81,6 +83,44 @@ def probe_machine(repeats: int = 30, threads: int = 1, cpu_share: float = 1.0) -
         torch.set_num_threads(previous)
     pick = min if cpu_share >= 1.0 else (lambda times: sum(times) / len(times))
     return {name: float(f"{pick(times):.4g}") for name, times in calls.items()}
+
+
+def probe_ops(ops: Sequence[tuple[ModelGraph, int, int, Region]], threads: int = 1,
+              rounds: int = 5) -> list[float]:
+    """Seconds of CPU per call of each op (wall seconds on several threads; stages [start, stop) of a graph producing a region)
+    on this machine now, as a dilated device counts them (`halp.runtime.dilation`): each op run
+    twice in a row, the lesser CPU time, and the median over `rounds` round-robin passes. The
+    emulator's probe of the work a device is about to run (`emu.devices`). Measured in one
+    process on 2026-12-06, MobileNet-V1 read 23.2-23.7 ms this way four times in a row, and
+    24.7-26.2 ms as `halp profile` times ops (the least of three calls, each op after another)."""
+    steady_allocator()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    generator = torch.Generator().manual_seed(0)
+    prepared = []
+    for graph, start, stop, out in ops:
+        spec = OpSpec(graph, start, stop, out)
+        xs = tuple(torch.randn((1, shape[0], held.rows.size, held.cols.size) if len(shape) == 3
+                               else (1, *shape), generator=generator)
+                   for shape, held in spec.inputs())
+        prepared.append((spec.runner(), xs))
+    # One thread's CPU time says nothing of ops on several: their wall time then.
+    clock = time.thread_time if threads == 1 else time.perf_counter
+    calls: list[list[float]] = [[] for _ in prepared]
+    try:
+        with torch.inference_mode():
+            for run, xs in prepared:  # warm-up: first-touch pages, kernel choice
+                run(xs)
+            for _ in range(rounds):
+                for (run, xs), mine in zip(prepared, calls, strict=True):
+                    c0 = clock()
+                    run(xs)
+                    c1 = clock()
+                    run(xs)
+                    mine.append(min(c1 - c0, clock() - c1))
+    finally:
+        torch.set_num_threads(previous)
+    return [statistics.median(mine) for mine in calls]
 
 
 def slowdowns(recorded: Mapping[str, float], now: Mapping[str, float]) -> dict[str, float]:
