@@ -4,9 +4,9 @@ Scenario `erl-vgg16-3dev` (VGG-16; pi1 twice as fast, pi2 half as fast as the ho
 40 Mbps). In the emulator a device's speed becomes its CPU share: a quarter of a core per unit
 of speed, so pi0 gets 0.25, pi1 0.5 and pi2 0.125 of a core. Stand-alone, HALP and the ERL
 policy (policies/erl-vgg16-3dev.pt) each serve the same few requests on the emulator and on the
-simulator (one request on an idle cluster there, since the simulated Pi takes ~10 s per
-stand-alone request); speedups are against stand-alone on the same backend. The simulator uses the
-scenario's profiles (derived Pi 4), the emulator this machine: compare the speedups, not the
+simulator (one request on an idle cluster there); speedups are against stand-alone on the same
+backend. The simulator uses the scenario's profiles (rpi4, fitted to published Pi 4 times), the
+emulator this machine: compare the speedups, not the
 milliseconds. Needs root and Mininet.
 """
 

@@ -4,7 +4,7 @@ Four configurations: stand-alone with the largest model, stand-alone with select
 the largest model, HALP with selection. For each deadline: the share of requests that meet it
 (service reliability) and the mean top-1 accuracy of the models served.
 
-- `reliability.png`: scenarios/select-mobilenet.yaml (three derived Pi 4, a Gilbert-Elliott
+- `reliability.png`: scenarios/select-mobilenet.yaml (three Pi 4, profile rpi4, a Gilbert-Elliott
   channel), simulated over `HALP_FIGURE_REQUESTS` requests per point (1,000 by default).
 - `reliability_emu.png`, when `HALP_FIGURE_EMU_REQUESTS=N` is set (root and Mininet):
   scenarios/select-mobilenet-emu.yaml (two devices a quarter as fast as this machine's core,
@@ -145,7 +145,7 @@ def draw(rows: list[dict], title: str, out_dir: Path, stem: str) -> Path:
 
 def main(out_dir: Path = OUT) -> list[Path]:
     rows = simulated("select-mobilenet", REQUESTS)
-    paths = [draw(rows, "MobileNet-V1 on three derived Pi 4, Gilbert-Elliott channel, "
+    paths = [draw(rows, "MobileNet-V1 on three Pi 4 (rpi4: fitted to published times), Gilbert-Elliott channel, "
                         f"{REQUESTS} simulated requests per point", out_dir, "reliability")]
     if EMU_REQUESTS:
         emu_rows = simulated("select-mobilenet-emu", REQUESTS) + emulated("select-mobilenet-emu",

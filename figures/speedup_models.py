@@ -1,7 +1,7 @@
 """Speed-up against the number of devices, 1 to 8, for VGG-16, ResNet-18, ResNet-50, MobileNet-V2.
 
-Simulated: the first n devices of scenarios/vgg16-8dev.yaml (the derived Raspberry Pi 4 profile
-`rpi4`, 100 Mbps star) with each model in turn, one request on an idle cluster, every method;
+Simulated: the first n devices of scenarios/vgg16-8dev.yaml (the Raspberry Pi 4 profile `rpi4`,
+fitted to published Pi 4 times, 100 Mbps star) with each model in turn, one request on an idle cluster, every method;
 speed-up is the stand-alone latency on the host over the method's latency. One panel per
 model. Writes speedup_models.png and speedup_models.csv (a row per model, method and number of
 devices).
@@ -14,9 +14,10 @@ speed drifts over minutes, so methods alternate), requests far enough apart that
 the one before. Speed-up is the median stand-alone latency over the method's median. Beside
 each, the simulator's prediction for those same devices. Drawn as markers at three devices over
 the simulated Pi 4 curves: speedup_models_emu.png and speedup_models_emu.csv. A quarter core
-computes about 4x faster than the derived Pi 4, so the same 100 Mbps weighs more there: the
-emulated points are to be read against their own simulated prediction (open markers), not the Pi
-4 line. Without the variable only the simulated part is drawn.
+computes at another speed than the Pi 4 (VGG-16 1.8x slower on emu-q than on rpi4; the caption
+says by how much), so the same 100 Mbps weighs differently there: the emulated points are to be
+read against their own simulated prediction (open markers), not the Pi 4 line. Without the
+variable only the simulated part is drawn.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def with_model(s: Scenario, model: dict[str, Any]) -> Scenario:
 
 def simulated(models: Sequence[tuple[dict[str, Any], str]], devices: Sequence[int],
               methods: Sequence[str] = METHODS) -> list[dict[str, Any]]:
-    """One row per model, number of devices and method, on the derived Pi 4s."""
+    """One row per model, number of devices and method, on the simulated Pi 4s."""
     rows = []
     for model, title in models:
         for n in devices:
@@ -226,12 +227,14 @@ def draw(rows: list[dict[str, Any]], titles: Sequence[str], out_dir: Path, stem:
         axes.flat[min(1, len(titles) - 1)].legend(
             handles=handles, fontsize=8, loc="upper left", title_fontsize=8,
             title="3 emulated quarter cores (emu-q),\nHALP and MoDNN (colour)")
-        caption = ("Lines: simulated, derived Raspberry Pi 4 profile (rpi4). Markers at three "
+        caption = ("Lines: simulated, Raspberry Pi 4 profile rpi4 (fitted to published Pi 4 times, not "
+                   "measured). Markers at three "
                    "devices: EMULATED (stars; Mininet, three quarter-core devices, profile "
                    "emu-q)\nand the simulator's prediction for those devices (open diamonds); "
-                   "a quarter core computes ~4x faster than the Pi 4, so its speed-ups are lower.")
+                   f"{_relative_speed(rows, emu_rows, titles[0])}.")
     else:
-        caption = ("All points simulated (derived Raspberry Pi 4 profile rpi4): one request on "
+        caption = ("All points simulated (Raspberry Pi 4 profile rpi4, fitted to published Pi 4 "
+                   "times, not measured): one request on "
                    f"an idle cluster. No emulated points ({EMU_ENV}=N adds them).")
     fig.suptitle("Speed-up of one request against the number of devices", fontsize=11)
     fig.text(0.5, 0.005, caption, ha="center", va="bottom", fontsize=7.5)
@@ -241,6 +244,21 @@ def draw(rows: list[dict[str, Any]], titles: Sequence[str], out_dir: Path, stem:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _relative_speed(rows: Sequence[dict[str, Any]], emu_rows: Sequence[dict[str, Any]],
+                    title: str) -> str:
+    """How much faster the emulated devices compute `title` than the simulated Pi 4s, and what
+    that does to their speed-ups, from the two stand-alone latencies."""
+    pi = next(float(r["standalone_s"]) for r in rows if r["model"] == title)
+    emu = next(float(r["standalone_s"]) for r in emu_rows
+               if r["model"] == title and r["backend"] == "sim")
+    ratio = pi / emu
+    if ratio >= 1:
+        return (f"a quarter core computes {title} {ratio:.1f}x faster than the Pi 4, so the "
+                "link weighs more and its speed-ups are lower")
+    return (f"a quarter core computes {title} {1 / ratio:.1f}x slower than the Pi 4, so the "
+            "link weighs less and its speed-ups are higher")
 
 
 def main(out_dir: Path = OUT, models: Sequence[tuple[dict[str, Any], str]] = MODELS,

@@ -136,9 +136,9 @@ def test_a_tiny_share_lengthens_the_period_to_the_kernels_minimum_quota(tmp_path
 
 
 def test_a_derived_profile_is_compared_by_its_predictions_and_its_shape_is_named(tmp_path):
-    # rpi4-1t was fitted to published Pi 4 times: depthwise layers far slower than the rest.
-    s = scenario(tmp_path, "  - {name: a, role: host, profile: rpi4-1t}")
-    pi = load_profile("rpi4-1t")
+    # rpi4 was fitted to published Pi 4 times: depthwise layers far slower than the rest.
+    s = scenario(tmp_path, "  - {name: a, role: host, profile: rpi4}")
+    pi = load_profile("rpi4")
     from halp.latency.probe import predicted_probe
 
     predicted = predicted_probe(pi)

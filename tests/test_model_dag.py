@@ -298,7 +298,7 @@ def test_the_installed_command_refuses_squeeze_and_excitation_in_one_line(tmp_pa
 # ---- 6. plans of DAGs as JSON ----------------------------------------------------------------------
 @pytest.mark.parametrize("method", ["halp", "modnn", "deepthings-fused"])
 def test_a_dag_plan_survives_json_and_still_verifies(tmp_path, method):
-    plan, prepared = plan_of(write_scenario(tmp_path, "{name: googlenet, resolution: 64}", 2), method)
+    plan, prepared = plan_of(write_scenario(tmp_path, "{name: googlenet, resolution: 96}", 2), method)
     assert shares_a_block(plan, prepared)
     again = Plan.from_json(plan.to_json())
     assert again == plan
