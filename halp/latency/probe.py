@@ -87,12 +87,13 @@ def probe_machine(repeats: int = 30, threads: int = 1, cpu_share: float = 1.0) -
 
 def probe_ops(ops: Sequence[tuple[ModelGraph, int, int, Region]], threads: int = 1,
               rounds: int = 5) -> list[float]:
-    """Seconds of CPU per call of each op (wall seconds on several threads; stages [start, stop) of a graph producing a region)
-    on this machine now, as a dilated device counts them (`halp.runtime.dilation`): each op run
-    twice in a row, the lesser CPU time, and the median over `rounds` round-robin passes. The
-    emulator's probe of the work a device is about to run (`emu.devices`). Measured in one
-    process on 2026-12-06, MobileNet-V1 read 23.2-23.7 ms this way four times in a row, and
-    24.7-26.2 ms as `halp profile` times ops (the least of three calls, each op after another)."""
+    """Seconds of CPU per call of each op (stages [start, stop) of a graph producing a region;
+    wall seconds on several threads) on this machine now, as a dilated device counts them
+    (`halp.runtime.dilation`): each op run twice in a row, the lesser CPU time, and the median
+    over `rounds` round-robin passes. The emulator's probe of the work a device is about to run
+    (`emu.devices`). Measured in one process on 2026-12-06, MobileNet-V1 read 23.2-23.7 ms this
+    way four times in a row, and 23.3-26.2 ms as `halp profile` times ops (the least of three
+    calls, each op after another)."""
     steady_allocator()
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
