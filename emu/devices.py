@@ -111,13 +111,19 @@ class Work:
         return max(ratios) / min(ratios) if ratios else 1.0
 
 
+def summed(parts: Iterable[tuple[str, float, float]]) -> Work:
+    """The `Work` of (kind, predicted seconds, seconds here) parts, added up by kind."""
+    by_kind: dict[str, tuple[float, float]] = {}
+    for kind, predicted, here in parts:
+        p, h = by_kind.get(kind, (0.0, 0.0))
+        by_kind[kind] = (p + predicted, h + here)
+    return Work(by_kind)
+
+
 def timed_work(ops: Sequence[DeviceOp], seconds: Sequence[float]) -> Work:
     """The `Work` of ops timed here at `seconds` each (one call)."""
-    by_kind: dict[str, tuple[float, float]] = {}
-    for op, here in zip(ops, seconds, strict=True):
-        p, h = by_kind.get(op.kind, (0.0, 0.0))
-        by_kind[op.kind] = (p + op.count * op.predicted_s, h + op.count * here)
-    return Work(by_kind)
+    return summed((op.kind, op.count * op.predicted_s, op.count * here)
+                  for op, here in zip(ops, seconds, strict=True))
 
 
 @dataclass(frozen=True)
@@ -239,14 +245,13 @@ def _pooled(scenario: Scenario, profiles: Mapping[str, Profile], work: Mapping[s
     def kind(d: DeviceConfig) -> tuple[str, float, int]:
         return (profiles[d.name].name, d.speed, d.threads)
 
-    pools: dict[tuple[str, float, int], dict[str, tuple[float, float]]] = {}
+    members: dict[tuple[str, float, int], list[Work]] = {}
     for d in scenario.devices:
         if d.name in work:
-            pool = pools.setdefault(kind(d), {})
-            for k, (p, h) in work[d.name].by_kind.items():
-                q, g = pool.get(k, (0.0, 0.0))
-                pool[k] = (q + p, g + h)
-    return {d.name: Work(pools[kind(d)]) for d in scenario.devices if kind(d) in pools}
+            members.setdefault(kind(d), []).append(work[d.name])
+    pools = {k: summed((name, p, h) for w in ws for name, (p, h) in w.by_kind.items())
+             for k, ws in members.items()}
+    return {d.name: pools[kind(d)] for d in scenario.devices if kind(d) in pools}
 
 
 def _profile_slowdown(profile: Profile, speed: float, threads: int,

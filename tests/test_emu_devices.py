@@ -162,11 +162,11 @@ def test_the_slowdown_is_measured_on_the_devices_own_ops(tmp_path):
     served = [(x.plan, x.prepared.graph) for x in policy_for(s).served()]
     ops = ops_of(served, {"a": HERE, "b": HERE})
     assert set(ops) == {"a", "b"}  # HALP gives both devices work
-    computes = [op for plan, _ in served for op in plan.ops if op.kind == "compute"]
+    (halp_plan, graph), = served
     for device, mine in ops.items():
-        total = sum(HERE.op_overhead_s + sum(HERE.layer_s(*r) for r in g.layer_regions(
-            op.start, op.stop, op.out)) for op in computes if op.device == device
-            for g in [served[0][1]])
+        total = sum(HERE.op_overhead_s + sum(HERE.layer_s(*r) for r in graph.layer_regions(
+            op.start, op.stop, op.out)) for op in halp_plan.ops
+            if op.kind == "compute" and op.device == device)
         timed = sum(op.count * op.predicted_s for op in mine)
         assert COVER * total <= timed <= total * (1 + 1e-9)  # the heaviest, most of the work
         assert {op.kind for op in mine} <= {"conv3x3", "linear", "pool"}

@@ -38,7 +38,7 @@ from torch import nn
 
 from halp.latency.ops import OpSpec
 from halp.latency.profile import Profile
-from halp.latency.timing import call_seconds, steady_allocator
+from halp.latency.timing import call_seconds, input_dims, steady_allocator
 from halp.model.graph import ModelGraph, Region
 
 # name -> (layer, input shape): each takes 0.2 to 5 ms on one core of a current server CPU.
@@ -101,8 +101,7 @@ def probe_ops(ops: Sequence[tuple[ModelGraph, int, int, Region]], threads: int =
     prepared = []
     for graph, start, stop, out in ops:
         spec = OpSpec(graph, start, stop, out)
-        xs = tuple(torch.randn((1, shape[0], held.rows.size, held.cols.size) if len(shape) == 3
-                               else (1, *shape), generator=generator)
+        xs = tuple(torch.randn(input_dims(shape, held), generator=generator)
                    for shape, held in spec.inputs())
         prepared.append((spec.runner(), xs))
     # One thread's CPU time says nothing of ops on several: their wall time then.

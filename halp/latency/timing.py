@@ -42,7 +42,7 @@ import torch
 from halp.errors import HalpError
 from halp.latency.fit import nnls
 from halp.latency.ops import DEFAULT_HEIGHTS, SEGMENT_KINDS, OpSpec, Sample, graph_of, plan_ops
-from halp.model.graph import ModelGraph
+from halp.model.graph import ModelGraph, Region
 from halp.model.zoo import ModelSpec
 
 # "mean" counts every call, clean or not. Under a CPU quota (the emulator's CFS-limited hosts,
@@ -65,6 +65,12 @@ def steady_allocator() -> bool:
                 and bool(libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)))
     except (OSError, AttributeError):
         return False
+
+
+def input_dims(shape: tuple[int, ...], held: Region) -> tuple[int, ...]:
+    """The batch-of-one tensor shape of an op's input: the rows and columns of a (C, H, W) map
+    it holds, or a flat input whole."""
+    return (1, shape[0], held.rows.size, held.cols.size) if len(shape) == 3 else (1, *shape)
 
 
 def call_seconds(wall_s: float, cpu_s: float, cpu_share: float) -> float:
@@ -108,7 +114,7 @@ def time_ops(ops: Sequence[OpSpec], repeats: int, threads: int = 1, statistic: s
         tensors: list[torch.Tensor] = []
         # One tensor per shape and input position: a merge reads two maps, not one twice.
         for position, (shape, held) in enumerate(op.inputs()):
-            dims = (1, shape[0], held.rows.size, held.cols.size) if len(shape) == 3 else (1, *shape)
+            dims = input_dims(shape, held)
             key = (position, *dims)
             if key not in inputs:
                 inputs[key] = torch.randn(dims, generator=generator)
