@@ -145,8 +145,9 @@ def draw(rows: list[dict], title: str, out_dir: Path, stem: str) -> Path:
 
 def main(out_dir: Path = OUT) -> list[Path]:
     rows = simulated("select-mobilenet", REQUESTS)
-    paths = [draw(rows, "MobileNet-V1 on three Pi 4 (rpi4: fitted to published times), Gilbert-Elliott channel, "
-                        f"{REQUESTS} simulated requests per point", out_dir, "reliability")]
+    paths = [draw(rows, "MobileNet-V1 on three Pi 4 (rpi4: fitted to published times), "
+                        f"Gilbert-Elliott channel, {REQUESTS} simulated requests per point",
+                  out_dir, "reliability")]
     if EMU_REQUESTS:
         emu_rows = simulated("select-mobilenet-emu", REQUESTS) + emulated("select-mobilenet-emu",
                                                                           EMU_REQUESTS)

@@ -1,10 +1,10 @@
 """Speed-up against the number of devices, 1 to 8, for VGG-16, ResNet-18, ResNet-50, MobileNet-V2.
 
 Simulated: the first n devices of scenarios/vgg16-8dev.yaml (the Raspberry Pi 4 profile `rpi4`,
-fitted to published Pi 4 times, 100 Mbps star) with each model in turn, one request on an idle cluster, every method;
-speed-up is the stand-alone latency on the host over the method's latency. One panel per
-model. Writes speedup_models.png and speedup_models.csv (a row per model, method and number of
-devices).
+fitted to published Pi 4 times, 100 Mbps star) with each model in turn, one request on an idle
+cluster, every method; speed-up is the stand-alone latency on the host over the method's
+latency. One panel per model. Writes speedup_models.png and speedup_models.csv (a row per model,
+method and number of devices).
 
 Emulated, when `HALP_FIGURE_EMU_REQUESTS=N` is set (root and Mininet): each model on the three
 devices of scenarios/emu_vgg16_3dev.yaml (a quarter of a core each, profile emu-q measured
@@ -14,10 +14,10 @@ speed drifts over minutes, so methods alternate), requests far enough apart that
 the one before. Speed-up is the median stand-alone latency over the method's median. Beside
 each, the simulator's prediction for those same devices. Drawn as markers at three devices over
 the simulated Pi 4 curves: speedup_models_emu.png and speedup_models_emu.csv. A quarter core
-computes at another speed than the Pi 4 (VGG-16 1.8x slower on emu-q than on rpi4; the caption
-says by how much), so the same 100 Mbps weighs differently there: the emulated points are to be
-read against their own simulated prediction (open markers), not the Pi 4 line. Without the
-variable only the simulated part is drawn.
+computes at another speed than the Pi 4 (the caption says how much faster or slower), so the
+same 100 Mbps weighs differently there: the emulated points are to be read against their own
+simulated prediction (open markers), not the Pi 4 line. Without the variable only the simulated
+part is drawn.
 """
 
 from __future__ import annotations
@@ -227,15 +227,15 @@ def draw(rows: list[dict[str, Any]], titles: Sequence[str], out_dir: Path, stem:
         axes.flat[min(1, len(titles) - 1)].legend(
             handles=handles, fontsize=8, loc="upper left", title_fontsize=8,
             title="3 emulated quarter cores (emu-q),\nHALP and MoDNN (colour)")
-        caption = ("Lines: simulated, Raspberry Pi 4 profile rpi4 (fitted to published Pi 4 times, not "
-                   "measured). Markers at three "
-                   "devices: EMULATED (stars; Mininet, three quarter-core devices, profile "
-                   "emu-q)\nand the simulator's prediction for those devices (open diamonds); "
+        caption = ("Lines: simulated, Raspberry Pi 4 profile rpi4 (fitted to published Pi 4 "
+                   "times, not measured). Markers at three devices: EMULATED (stars; Mininet, "
+                   "three quarter-core devices, profile emu-q)\nand the simulator's prediction "
+                   "for those devices (open diamonds); "
                    f"{_relative_speed(rows, emu_rows, titles[0])}.")
     else:
         caption = ("All points simulated (Raspberry Pi 4 profile rpi4, fitted to published Pi 4 "
-                   "times, not measured): one request on "
-                   f"an idle cluster. No emulated points ({EMU_ENV}=N adds them).")
+                   "times, not measured): one request on an idle cluster."
+                   f" No emulated points ({EMU_ENV}=N adds them).")
     fig.suptitle("Speed-up of one request against the number of devices", fontsize=11)
     fig.text(0.5, 0.005, caption, ha="center", va="bottom", fontsize=7.5)
     fig.tight_layout(rect=(0, 0.05 if emu_rows else 0.03, 1, 1))
