@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-SYSTEM_PACKAGES := mininet cgroup-tools openssh-server iperf3
+SYSTEM_PACKAGES := mininet cgroup-tools openssh-server iperf3 ethtool
 
 .PHONY: setup run test test-long system-deps lint bench figures clean arm64-device arm64-check arm64-clean
 

@@ -11,6 +11,11 @@
   controller, no Open vSwitch kernel module, no `brctl`.
 - Links are `TCLink`s shaped with HTB (Mininet's class 5:1, burst 15 kB) at the rate of the
   topology; the rates are read back from the kernel and a mismatch is an error.
+- Every emulated interface has its segmentation offloads off (TSO, GSO, GRO; `ethtool`, read
+  back too), so HTB shapes Ethernet frames: with them on, TCP hands a veth 64 kB
+  super-packets, which HTB lets through whole on its burst, and a 57 kB block sent after an
+  idle gap crossed a 100 Mbps link in 0.7 ms instead of 4.8 (Mininet turns GRO off itself,
+  but only where `ethtool` is installed, and leaves TSO and GSO on).
 - A shared channel is an IFB device whose one HTB class carries every packet that enters the
   bridge (an ingress `mirred` redirect on each bridge port).
 - Delay, jitter and loss need the `netem` qdisc. When the kernel lacks it the network refuses to
@@ -45,6 +50,7 @@ INSTALL_HINT = "the emulator needs root and Mininet (apt-get install mininet cgr
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_CONTROLLERS = ("cpu", "cpuacct", "cpuset")
 RATE_TOLERANCE = 0.01
+OFFLOADS = ("tso", "gso", "gro")  # off on every interface, so that HTB shapes frames
 # cpu.shares of every emulated device (the kernel's default is 1024, a nice-0 task's weight).
 # CFS bandwidth control only caps a device at its quota; when other processes keep the cores
 # busy, a device with the default weight gets less than its share. With this weight it wins
@@ -60,7 +66,8 @@ def require_emulator() -> None:
         import mininet.net  # noqa: F401
     except ImportError:
         raise BackendError(INSTALL_HINT + "; then run `.venv/bin/python emu/link_mininet.py`") from None
-    missing = [tool for tool in ("mnexec", "tc", "ip", "cgcreate", "cgdelete", "cgclassify")
+    missing = [tool for tool in ("mnexec", "tc", "ip", "ethtool", "cgcreate", "cgdelete",
+                                 "cgclassify")
                if shutil.which(tool) is None]
     if missing:
         raise BackendError(f"{INSTALL_HINT}; missing {', '.join(missing)}")
@@ -219,6 +226,7 @@ class EmulatedNetwork:
             (CGROUP_ROOT / "cpu" / spec.node / "cpu.shares").write_text(f"{CPU_WEIGHT}\n")
         if topo.channel_bps is not None:
             self._make_channel(topo.channel_bps)
+        self._offloads_off()
         self._check()
         self.log(topo.describe())
 
@@ -238,6 +246,19 @@ class EmulatedNetwork:
                  "match", "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", ifb],
                 "shared channel")
 
+    def _interfaces(self) -> list[tuple[str, int | None]]:
+        """Every interface of the emulation: (name, pid of its namespace; None for the root)."""
+        return ([(spec.intf, self.nodes[spec.device].pid) for spec in self.topology.nodes]
+                + [(port, None) for port in self.switch_port.values()])
+
+    def _offloads_off(self) -> None:
+        for name, pid in self._interfaces():
+            argv = ["ethtool", "-K", name, *(a for o in OFFLOADS for a in (o, "off"))]
+            if pid is None:
+                run(argv, f"{name} offloads")
+            else:
+                run_in(pid, argv, f"{name} offloads")
+
     def _check_free(self) -> None:
         """Refuse to start over names that exist (another run with the same tag)."""
         topo = self.topology
@@ -250,7 +271,14 @@ class EmulatedNetwork:
                                "another run with the same tag is alive")
 
     def _check(self) -> None:
-        """Read back what the kernel holds: HTB rates and CFS quotas."""
+        """Read back what the kernel holds: offloads, HTB rates and CFS quotas."""
+        for name, pid in self._interfaces():
+            argv = ["ethtool", "-k", name]
+            listing = run(argv, name) if pid is None else run_in(pid, argv, name)
+            left = [o for o, state in _offload_states(listing).items() if state != "off"]
+            if left:
+                raise BackendError(f"{name}: {', '.join(left)} not off after `ethtool -K`; HTB "
+                                   "would shape super-packets, not frames")
         for spec in self.topology.nodes:
             link = self.topology.link(spec.device)
             if link.shaped:
@@ -352,6 +380,17 @@ def _netem_params(topo: Topology) -> dict[str, Any]:
 
 
 _RATE = re.compile(r"\brate (\d+(?:\.\d+)?)([KMG]?)bit\b")
+
+
+def _offload_states(ethtool_k: str) -> dict[str, str]:
+    """The state ("on"/"off") of each of `OFFLOADS` in `ethtool -k` output; missing ones "?"."""
+    long_names = {"tso": "tcp-segmentation-offload", "gso": "generic-segmentation-offload",
+                  "gro": "generic-receive-offload"}
+    states = {}
+    for short in OFFLOADS:
+        match = re.search(rf"^{long_names[short]}: (\w+)", ethtool_k, re.MULTILINE)
+        states[short] = match.group(1) if match else "?"
+    return states
 
 
 def _class_rate(tc_output: str) -> float:

@@ -2,6 +2,12 @@
 
 A transfer across a change of rate takes exactly the integrated time: the bits sent before
 the change at the old rate, the rest at the new one.
+
+A link's bandwidth is its rate on the wire, frames and headers included: what an Ethernet
+port is specified at and what the emulator's HTB shapes. Blocks cross it as TCP payload, 1448
+bytes in each 1514-byte frame (MTU 1500, TCP timestamps on, Linux's default), so a block of n
+bytes puts `wire_bits(n)` bits on the link: payload moves at 95.6% of the bandwidth, which is
+what iperf3 gets through the emulator's links (`bench/link_efficiency.py`).
 """
 
 from __future__ import annotations
@@ -22,6 +28,21 @@ TRACE_HEADER = "time_s,bandwidth_bps"
 MAX_TRACE_ROWS = 1_000_000
 # A trace file's size: a million rows of two numbers fit in a fraction of it.
 MAX_TRACE_BYTES = 64 * 2**20
+# TCP payload per Ethernet frame: MTU 1500 - 20 (IP) - 32 (TCP with timestamps); the frame adds
+# the 14-byte Ethernet header, which HTB counts (it sees the frame from the header on).
+SEGMENT_PAYLOAD_BYTES = 1448
+FRAME_BYTES = 1514
+
+
+def wire_bits(payload_bytes: float) -> float:
+    """The bits `payload_bytes` of TCP payload occupy on a link, frames included."""
+    return payload_bytes * 8.0 * FRAME_BYTES / SEGMENT_PAYLOAD_BYTES
+
+
+def line_rate_bps(payload_bps: float) -> float:
+    """The bandwidth of a link that carries TCP payload at `payload_bps`: a measured payload
+    rate as the bandwidth a scenario would give that link."""
+    return payload_bps * FRAME_BYTES / SEGMENT_PAYLOAD_BYTES
 
 
 @dataclass(frozen=True)

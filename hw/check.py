@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from halp.errors import BackendError
+from halp.network import line_rate_bps
 from halp.runtime.files import model_files
 from halp.scenario import Scenario
 from hw.inventory import Inventory, Target, inventory, model_json
@@ -177,7 +178,9 @@ class Checker:
                 continue
             result.update({"clock_offset_s": m["offset_s"],
                            "clock_uncertainty_s": m["uncertainty_s"],
-                           "to_bps": m["to_bps"], "from_bps": m["from_bps"]})
+                           # the probe measures payload; a scenario's bandwidth counts frames
+                           "to_bps": line_rate_bps(m["to_bps"]),
+                           "from_bps": line_rate_bps(m["from_bps"])})
 
 
 def check(scenario: Scenario, rounds: int = ROUNDS, probe_bytes: int = PROBE_BYTES,

@@ -3,13 +3,13 @@
 A compute or gather op holds its device for the latency model's prediction
 (`halp.schedule.compute_s`). A transfer waits in its sender's queue for its destination (a
 device sends to each peer in plan order, to different peers at once, as the runtime does over
-one socket per peer), then holds its link(s) for one message overhead, then its bits at the
-link's rate, then the propagation delay (plus jitter, when the scenario has some):
+one socket per peer), then holds its link(s) for one message overhead, then its bits on the wire (frames
+included, `halp.network.wire_bits`) at the link's rate, then the propagation delay (plus jitter, when the scenario has some):
 
     end = finish_time(start + overhead, bits) + delay
 
 `finish_time` integrates the bits exactly across the rate changes of a bandwidth trace; on a
-constant link this is `overhead + bytes * 8 / bps + delay`, the latency model's `transfer_s`.
+constant link this is `overhead + wire_bits(bytes) / bps + delay`, the latency model's `transfer_s`.
 
 Links. On a `star` each secondary has a full-duplex link to the host, one resource per
 direction (`pi1->pi0`, `pi0->pi1`); a transfer between two secondaries holds the sender's
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from halp.cluster import SHARED, Cluster
 from halp.latency.model import LatencyModel
 from halp.model.graph import ModelGraph
-from halp.network import BandwidthTrace
+from halp.network import BandwidthTrace, wire_bits
 from halp.plan import Input, Plan, Transfer
 from halp.schedule import compute_s
 from halp.trace import resource_of
@@ -98,11 +98,11 @@ class Links:
         trace = self.trace(src, dst)
         if not trace.is_constant:
             return None
-        return self.overhead_s + nbytes * 8.0 / trace.values[0] + self.delay_s
+        return self.overhead_s + wire_bits(nbytes) / trace.values[0] + self.delay_s
 
     def end_s(self, src: str, dst: str, nbytes: int, start: float, delay_s: float) -> float:
         """When a transfer starting at `start` ends, its bits integrated over the trace."""
-        return self.trace(src, dst).finish_time(start + self.overhead_s, nbytes * 8.0) + delay_s
+        return self.trace(src, dst).finish_time(start + self.overhead_s, wire_bits(nbytes)) + delay_s
 
 
 @dataclass(frozen=True)

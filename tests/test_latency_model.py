@@ -105,6 +105,8 @@ def test_an_old_profile_predicts_a_block_with_its_merge_as_elementwise():
         assert predicted > profile.op_overhead_s
 
 
-def test_transfer_time_is_overhead_plus_bits_over_rate():
+def test_transfer_time_is_overhead_plus_frames_over_rate():
     c, latency = cluster([1.0, 1.0], 8e6)
-    assert latency.transfer_s("d0", "d1", 1_000_000) == pytest.approx(latency.message_s() + 1.0)
+    # 1 MB of payload is 1 MB x 1514/1448 of frames on the wire: 1.0456 s at 8 Mbps.
+    frames_s = 1_000_000 * 1514 / 1448 * 8 / 8e6
+    assert latency.transfer_s("d0", "d1", 1_000_000) == pytest.approx(latency.message_s() + frames_s)

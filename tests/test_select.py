@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from halp.accuracy import known_variants, spec_of, top1
 from halp.channel import gauss_markov, gilbert_elliott
 from halp.methods.select import BandwidthEstimator, Candidate, SelectPolicy, choose
+from halp.network import wire_bits
 from halp.policy import Observation
 from halp.scenario import load_scenario
 
@@ -73,15 +74,15 @@ def test_standalone_selection_ignores_a_bandwidth_drop(tmp_path):
 def test_estimator_converges_on_a_constant_channel():
     fixed = 0.001
     est = BandwidthEstimator({"b": 1e6}, fixed, window=8)
-    observed = [Observation(i, "b", n, fixed + n * 8 / 40e6) for i, n in enumerate([10_000, 200, 3_000_000] * 5)]
+    observed = [Observation(i, "b", n, fixed + wire_bits(n) / 40e6) for i, n in enumerate([10_000, 200, 3_000_000] * 5)]
     assert est.estimate(observed)["b"] == pytest.approx(40e6, rel=1e-9)
 
 
 def test_estimator_follows_a_step_within_one_window():
     window, fixed = 4, 0.0005
     est = BandwidthEstimator({"b": 50e6}, fixed, window)
-    before = [Observation(i, "b", 100_000, fixed + 100_000 * 8 / 50e6) for i in range(20)]
-    after = [Observation(20 + i, "b", 100_000, fixed + 100_000 * 8 / 5e6) for i in range(window)]
+    before = [Observation(i, "b", 100_000, fixed + wire_bits(100_000) / 50e6) for i in range(20)]
+    after = [Observation(20 + i, "b", 100_000, fixed + wire_bits(100_000) / 5e6) for i in range(window)]
     assert est.estimate(before)["b"] == pytest.approx(50e6)
     assert est.estimate(before + after[:1])["b"] < 50e6  # moves at once
     assert est.estimate(before + after)["b"] == pytest.approx(5e6)  # there after `window` transfers
@@ -89,13 +90,13 @@ def test_estimator_follows_a_step_within_one_window():
 
 def test_estimator_holds_nominal_until_observed():
     est = BandwidthEstimator({"b": 7e6, "c": 9e6}, 0.0, 4)
-    assert est.estimate([Observation(0, "b", 100_000, 0.1)]) == {"b": 8e6, "c": 9e6}
+    assert est.estimate([Observation(0, "b", 100_000, 0.1)]) == {"b": wire_bits(100_000) / 0.1, "c": 9e6}
 
 
 def test_small_transfers_do_not_hide_a_drop():
     est = BandwidthEstimator({"b": 50e6}, 0.0, window=2)
-    slow = [Observation(t, "b", 100_000, 100_000 * 8 / 5e6) for t in (1.0, 2.0)]
-    burst = [Observation(3.0 + t, "b", 2_000, 2_000 * 8 / 50e6) for t in (0.0, 0.1)]  # line rate
+    slow = [Observation(t, "b", 100_000, wire_bits(100_000) / 5e6) for t in (1.0, 2.0)]
+    burst = [Observation(3.0 + t, "b", 2_000, wire_bits(2_000) / 50e6) for t in (0.0, 0.1)]  # line rate
     assert est.estimate(slow + burst)["b"] == pytest.approx(5e6)
 
 
@@ -118,7 +119,7 @@ def test_every_known_variant_name_round_trips_through_its_spec():
 
 def test_estimator_forgets_a_quiet_link():
     est = BandwidthEstimator({"b": 50e6}, 0.0, window=4, horizon_s=10.0)
-    slow = [Observation(t, "b", 100_000, 100_000 * 8 / 5e6) for t in (1.0, 2.0, 3.0)]
+    slow = [Observation(t, "b", 100_000, wire_bits(100_000) / 5e6) for t in (1.0, 2.0, 3.0)]
     assert est.estimate(slow, now_s=5.0)["b"] == pytest.approx(5e6)
     assert est.estimate(slow, now_s=20.0)["b"] == 50e6  # nothing recent: back to nominal
 
@@ -130,7 +131,7 @@ def test_predictions_are_made_at_the_estimate_not_at_its_bucket(tmp_path):
     # 70 Mbps measured on b: a plan is cached for its bucket, the prediction is for 70 Mbps
     # (a rate at which b's link is on the plan's longest path, so the rate shows; below it,
     # the Pi's convolutions are fast enough that HALP gives b almost nothing).
-    seen = [Observation(1.0, "b", 70_000_000 // 8, 1.0 + p.estimator.fixed_s)] * 3
+    seen = [Observation(1.0, "b", 1_000_000, wire_bits(1_000_000) / 70e6 + p.estimator.fixed_s)] * 3
     served = p.serve(0, 2.0, seen)
     assert served.extra["bandwidth_estimate_bps"]["b"] == pytest.approx(70e6)
     exact = p.latency.at(p.cluster.with_bandwidth({"b": 70e6}))

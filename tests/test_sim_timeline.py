@@ -2,7 +2,8 @@
 
 Times come from the round numbers of `sim_cases.PROFILE`: a conv-relu-conv-relu op costs
 1 + 10 + 10 = 21 ms at speed 1, the tail (pool, flatten, linear) 1 + 2 + 3 = 6 ms; a gather of
-the 512-byte map 0.512 ms; a message 0.5 ms + bytes x 8 / bandwidth + delay.
+the 512-byte map 0.512 ms; a message 0.5 ms + its bits on the wire / bandwidth + delay, where
+a block of n bytes puts `wire_bits(n)` bits on the wire (n x 8 and the frames' headers).
 """
 
 from __future__ import annotations
@@ -11,11 +12,15 @@ import pytest
 from sim_cases import cluster, tiny_graph
 
 from halp.methods.common import PlanBuilder
-from halp.network import BandwidthTrace
+from halp.network import BandwidthTrace, wire_bits
 from halp.plan import Plan, validate
 from sim.backend import simulate_trace
 
 EXACT = 1e-9
+
+
+def message_s(nbytes: int, bps: float = 1e6, delay_s: float = 0.0) -> float:
+    return 0.0005 + wire_bits(nbytes) / bps + delay_s
 
 
 def split_plan(graph) -> Plan:
@@ -52,12 +57,14 @@ def test_one_request_on_two_devices_runs_at_the_hand_computed_times(tmp_path):
     # Execute
     trace = simulate_trace(c, graph, plan, [0.0])
     # Assert: t1 carries 192 B (rows 2..8 of 1x8x8), t4 256 B (rows 4..8 of 2x8x8).
+    t1 = message_s(192, delay_s=0.002)  # 4.1 ms
+    c2 = t1 + 0.021 / 2
     assert_times(times(trace), {
         "in": (0.0, 0.0),
-        "t1": (0.0, 0.0005 + 192 * 8 / 1e6 + 0.002),              # 0.004036
+        "t1": (0.0, t1),
         "c3": (0.0, 0.021),                                        # h computes while it sends
-        "c2": (0.004036, 0.004036 + 0.021 / 2),                    # 0.014536
-        "t4": (0.014536, 0.014536 + 0.0005 + 256 * 8 / 1e6 + 0.002),  # 0.019084
+        "c2": (t1, c2),
+        "t4": (c2, c2 + message_s(256, delay_s=0.002)),            # ends at 19.2 ms
         "g5": (0.021, 0.021 + 512e-6),                             # after c3, in plan order
         "c6": (0.021512, 0.027512),
     })
@@ -76,11 +83,13 @@ def test_requests_queue_in_order_on_each_device(tmp_path):
     # Assert: request 1's ops wait for request 0's on the same device (FIFO), even though
     # request 1's c3 has its input long before h is done with request 0's g5 and c6.
     assert_times(times(trace, 0), {"c6": (0.021512, 0.027512)})
+    t1 = message_s(192, delay_s=0.002)
+    c2 = t1 + 0.0105 + 0.0105  # s finishes request 0's c2 first
     assert_times(times(trace, 1), {
         "in": (0.010, 0.010),
-        "t1": (0.010, 0.014036),       # h->s is free again
-        "c2": (0.014536, 0.025036),    # s finishes request 0's c2 first
-        "t4": (0.025036, 0.029584),
+        "t1": (0.010, 0.010 + t1),     # h->s is free again
+        "c2": (c2 - 0.0105, c2),
+        "t4": (c2, c2 + message_s(256, delay_s=0.002)),
         "c3": (0.027512, 0.048512),    # after request 0's c3, g5 and c6 on h
         "g5": (0.048512, 0.049024),
         "c6": (0.049024, 0.055024),
@@ -96,11 +105,11 @@ def test_a_transfer_across_a_bandwidth_step_takes_the_integrated_time(tmp_path):
     c = cluster(tmp_path, {"h": 1.0, "s": 2.0}, 1e6, delay_s=0.002, traces={"s": step})
     # Execute
     trace = simulate_trace(c, graph, plan, [0.0])
-    # Assert: t1's 1536 bits start after the 0.5 ms overhead: 1500 bits at 1 Mbps up to the
-    # step, the last 36 at 0.5 Mbps (72 us); t4 runs wholly at 0.5 Mbps.
-    t1_end = 0.002 + 36 / 0.5e6 + 0.002
+    # Assert: t1's 1606 bits (192 B framed) start after the 0.5 ms overhead: 1500 bits at
+    # 1 Mbps up to the step, the last 106 at 0.5 Mbps; t4 runs wholly at 0.5 Mbps.
+    t1_end = 0.002 + (wire_bits(192) - 1500) / 0.5e6 + 0.002
     t4_start = t1_end + 0.0105
-    t4_end = t4_start + 0.0005 + 2048 / 0.5e6 + 0.002
+    t4_end = t4_start + message_s(256, 0.5e6, 0.002)
     assert_times(times(trace), {
         "t1": (0.0, t1_end), "c2": (t1_end, t4_start), "t4": (t4_start, t4_end),
         "g5": (t4_end, t4_end + 512e-6), "c6": (t4_end + 512e-6, t4_end + 512e-6 + 0.006),
@@ -123,16 +132,25 @@ def three_device_plan(graph) -> Plan:
     return plan
 
 
-STAR = {  # h sends to a and to b at once, on their own links
-    "t1": (0.0, 0.002036), "t2": (0.0, 0.002036), "c3": (0.002036, 0.002246),
-    "t5": (0.002246, 0.004794), "c4": (0.002036, 0.023036), "t6": (0.023036, 0.025584),
-    "g7": (0.025584, 0.026096), "c8": (0.026096, 0.032096),
-}
-SHARED = {  # the one channel carries t1, then t2, then t5 (ready at 2.246 ms) after t2
-    "t1": (0.0, 0.002036), "t2": (0.002036, 0.004072), "c3": (0.002036, 0.002246),
-    "t5": (0.004072, 0.004072 + 0.002548), "c4": (0.004072, 0.025072), "t6": (0.025072, 0.027620),
-    "g7": (0.027620, 0.028132), "c8": (0.028132, 0.034132),
-}
+def ends_after(start: float, *durations: float) -> tuple[float, ...]:
+    """(start, end) of each of ops run back to back from `start`."""
+    spans, t = [], start
+    for d in durations:
+        spans.append((t, t + d))
+        t += d
+    return tuple(spans)
+
+
+IN, OUT = message_s(192), message_s(256)  # 2.1 and 2.6 ms
+# h sends to a and to b at once, on their own links
+_c3, _t5 = ends_after(IN, 0.00021, OUT)
+_c4, _t6, _g7, _c8 = ends_after(IN, 0.021, OUT, 0.000512, 0.006)
+STAR = {"t1": (0.0, IN), "t2": (0.0, IN), "c3": _c3, "t5": _t5, "c4": _c4, "t6": _t6,
+        "g7": _g7, "c8": _c8}
+# the one channel carries t1, then t2, then t5 (ready at 2.3 ms) after t2
+_c4, _t6, _g7, _c8 = ends_after(2 * IN, 0.021, OUT, 0.000512, 0.006)
+SHARED = {"t1": (0.0, IN), "t2": (IN, 2 * IN), "c3": (IN, IN + 0.00021),
+          "t5": (2 * IN, 2 * IN + OUT), "c4": _c4, "t6": _t6, "g7": _g7, "c8": _c8}
 
 
 @pytest.mark.parametrize("network, expected", [("star", STAR), ("shared", SHARED)])
@@ -164,12 +182,13 @@ def test_a_transfer_between_secondaries_holds_both_their_links(tmp_path):
     c = cluster(tmp_path, {"h": 1.0, "a": 100.0, "b": 1.0}, {"a": 1e6, "b": 0.5e6})
     # Execute
     trace = simulate_trace(c, graph, plan, [0.0])
-    # Assert: t4 starts at once (h sends to a and b in parallel); t3 is ready at 2.758 ms but
+    # Assert: t4 starts at once (h sends to a and b in parallel); t3 is ready at 2.8 ms but
     # waits for h->b until t4 ends, then runs at the slower of the two links (0.5 Mbps).
-    t3_start = 0.0005 + 2048 / 0.5e6
-    t3_end = t3_start + 0.0005 + 4096 / 0.5e6
+    t1 = message_s(256)
+    t3_start = message_s(256, 0.5e6)
+    t3_end = t3_start + message_s(512, 0.5e6)
     assert_times(times(trace), {
-        "t1": (0.0, 0.002548), "c2": (0.002548, 0.002758), "t4": (0.0, t3_start),
+        "t1": (0.0, t1), "c2": (t1, t1 + 0.00021), "t4": (0.0, t3_start),
         "t3": (t3_start, t3_end), "c5": (t3_end, t3_end + 0.006),
-        "t6": (t3_end + 0.006, t3_end + 0.006 + 0.0005 + 96 / 0.5e6),
+        "t6": (t3_end + 0.006, t3_end + 0.006 + message_s(12, 0.5e6)),
     })

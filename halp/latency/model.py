@@ -2,7 +2,8 @@
 
 Compute: the sum of the profile's per-layer predictions over a fused run (on exactly the
 rows each layer computes, halo included), plus one op overhead, divided by the device's speed.
-Transfer: one message overhead plus bytes x 8 / bandwidth plus the propagation delay.
+Transfer: one message overhead plus the block's bits on the wire (`halp.network.wire_bits`:
+frames included) over the bandwidth, plus the propagation delay.
 
 Planners ask for thousands of row slices, so full-width slices take a fast path: a profile's
 features are linear in the rows a layer reads and writes, so each layer's cost is
@@ -14,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from halp.model.graph import RESHAPE, LayerSpec, ModelGraph, Region, region
+from halp.network import wire_bits
 
 if TYPE_CHECKING:
     from halp.cluster import Cluster
@@ -93,7 +95,7 @@ class LatencyModel:
 
     def transfer_s(self, src: str, dst: str, nbytes: float, bandwidth_bps: float | None = None) -> float:
         bps = self.cluster.bandwidth(src, dst) if bandwidth_bps is None else bandwidth_bps
-        return self.message_s() + nbytes * 8.0 / bps + self.cluster.delay_s
+        return self.message_s() + wire_bits(nbytes) / bps + self.cluster.delay_s
 
 
 def _op_row_cost(profile: Profile, layer: LayerSpec) -> tuple[float, float, float]:

@@ -22,6 +22,7 @@ from halp.accuracy import known_variants, spec_of, top1
 from halp.cluster import Cluster
 from halp.latency.model import LatencyModel
 from halp.methods import PlannedMethod, Prepared, plan_for, prepare
+from halp.network import wire_bits
 from halp.plan import Plan
 from halp.policy import Observation, Served
 from halp.scenario import ErlMethod, HalpMethod, MethodConfig, Scenario, SelectMethod
@@ -34,9 +35,10 @@ MIN_BYTES = 16_384  # smaller transfers are not evidence of a link's rate (see B
 
 
 class BandwidthEstimator:
-    """Per link: the bits of the last `window` transfers over the time they took on the wire
-    (their per-message overhead and delay taken off). That is the time-weighted mean rate, so
-    one short transfer cannot swing it. Transfers under `min_bytes` are not counted: their time
+    """Per link: the bits of the last `window` transfers (on the wire, frames included, as the
+    latency model charges them) over the time they took on the wire (their per-message
+    overhead and delay taken off). That is the time-weighted mean rate, so one short transfer
+    cannot swing it. Transfers under `min_bytes` are not counted: their time
     is per-message cost and token-bucket burst (a shaped link lets ~15 kB through at line
     rate), so after a drop a plan's few classifier features would report the old rate. A link
     not observed within `horizon_s` is taken at its nominal rate: optimistic, so a quiet link is
@@ -64,7 +66,7 @@ class BandwidthEstimator:
             if wire <= 0:
                 continue
             counts[obs.link] = counts.get(obs.link, 0) + 1
-            bits[obs.link] = bits.get(obs.link, 0.0) + obs.bytes * 8.0
+            bits[obs.link] = bits.get(obs.link, 0.0) + wire_bits(obs.bytes)
             seconds[obs.link] = seconds.get(obs.link, 0.0) + wire
         return {link: bits[link] / seconds[link] if link in bits else rate
                 for link, rate in self.nominal.items()}
