@@ -11,11 +11,15 @@
   controller, no Open vSwitch kernel module, no `brctl`.
 - Links are `TCLink`s shaped with HTB (Mininet's class 5:1, burst 15 kB) at the rate of the
   topology; the rates are read back from the kernel and a mismatch is an error.
-- Every emulated interface has its segmentation offloads off (TSO, GSO, GRO; `ethtool`, read
-  back too), so HTB shapes Ethernet frames: with them on, TCP hands a veth 64 kB
-  super-packets, which HTB lets through whole on its burst, and a 57 kB block sent after an
-  idle gap crossed a 100 Mbps link in 0.7 ms instead of 4.8 (Mininet turns GRO off itself,
-  but only where `ethtool` is installed, and leaves TSO and GSO on).
+- Every emulated interface sends segments of at most `SEGMENT_MAX_BYTES` (`gso_max_size`)
+  and merges none it receives (GRO off), both read back. HTB lets a whole segment through
+  whenever the class has any tokens left, so a block arrives one last segment's time early:
+  with TCP's default 64 kB segments, a 57 kB block sent after an idle gap crossed a 100 Mbps
+  link in 0.07-0.7 ms instead of the 4.8 its frames take. Single frames (offloads off) are
+  exact, but every frame then costs its kernel work in a softirq, which the kernel charges
+  to whichever thread it interrupts: a dilated compute thread, whose CPU time dilation
+  multiplies (MoDNN on the shared channel came out 13-16% slow). 8 kB segments bound the
+  early arrival at 0.65 ms at 100 Mbps and the work at one softirq pass per 5.5 frames.
 - A shared channel is an IFB device whose one HTB class carries every packet that enters the
   bridge (an ingress `mirred` redirect on each bridge port).
 - Delay, jitter and loss need the `netem` qdisc. When the kernel lacks it the network refuses to
@@ -50,7 +54,9 @@ INSTALL_HINT = "the emulator needs root and Mininet (apt-get install mininet cgr
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_CONTROLLERS = ("cpu", "cpuacct", "cpuset")
 RATE_TOLERANCE = 0.01
-OFFLOADS = ("tso", "gso", "gro")  # off on every interface, so that HTB shapes frames
+# The largest segment an emulated interface sends (see the module's docstring): a block
+# arrives at most this many bytes' time early on its link.
+SEGMENT_MAX_BYTES = 8192
 # cpu.shares of every emulated device (the kernel's default is 1024, a nice-0 task's weight).
 # CFS bandwidth control only caps a device at its quota; when other processes keep the cores
 # busy, a device with the default weight gets less than its share. With this weight it wins
@@ -226,7 +232,7 @@ class EmulatedNetwork:
             (CGROUP_ROOT / "cpu" / spec.node / "cpu.shares").write_text(f"{CPU_WEIGHT}\n")
         if topo.channel_bps is not None:
             self._make_channel(topo.channel_bps)
-        self._offloads_off()
+        self._limit_segments()
         self._check()
         self.log(topo.describe())
 
@@ -251,13 +257,14 @@ class EmulatedNetwork:
         return ([(spec.intf, self.nodes[spec.device].pid) for spec in self.topology.nodes]
                 + [(port, None) for port in self.switch_port.values()])
 
-    def _offloads_off(self) -> None:
+    def _limit_segments(self) -> None:
         for name, pid in self._interfaces():
-            argv = ["ethtool", "-K", name, *(a for o in OFFLOADS for a in (o, "off"))]
-            if pid is None:
-                run(argv, f"{name} offloads")
-            else:
-                run_in(pid, argv, f"{name} offloads")
+            for argv in (["ip", "link", "set", "dev", name, "gso_max_size", str(SEGMENT_MAX_BYTES)],
+                         ["ethtool", "-K", name, "gro", "off"]):
+                if pid is None:
+                    run(argv, f"{name} segments")
+                else:
+                    run_in(pid, argv, f"{name} segments")
 
     def _check_free(self) -> None:
         """Refuse to start over names that exist (another run with the same tag)."""
@@ -271,14 +278,18 @@ class EmulatedNetwork:
                                "another run with the same tag is alive")
 
     def _check(self) -> None:
-        """Read back what the kernel holds: offloads, HTB rates and CFS quotas."""
+        """Read back what the kernel holds: segment sizes, HTB rates and CFS quotas."""
         for name, pid in self._interfaces():
-            argv = ["ethtool", "-k", name]
-            listing = run(argv, name) if pid is None else run_in(pid, argv, name)
-            left = [o for o, state in _offload_states(listing).items() if state != "off"]
-            if left:
-                raise BackendError(f"{name}: {', '.join(left)} not off after `ethtool -K`; HTB "
-                                   "would shape super-packets, not frames")
+            shown = [run(argv, name) if pid is None else run_in(pid, argv, name)
+                     for argv in (["ip", "-d", "link", "show", "dev", name], ["ethtool", "-k", name])]
+            segment = re.search(r"gso_max_size (\d+)", shown[0])
+            gro = re.search(r"^generic-receive-offload: (\w+)", shown[1], re.MULTILINE)
+            if (segment is None or int(segment.group(1)) != SEGMENT_MAX_BYTES
+                    or gro is None or gro.group(1) != "off"):
+                raise BackendError(f"{name}: segments of {segment.group(1) if segment else '?'} "
+                                   f"bytes, GRO {gro.group(1) if gro else '?'}; wanted "
+                                   f"{SEGMENT_MAX_BYTES} and off, else HTB shapes whole "
+                                   "super-packets")
         for spec in self.topology.nodes:
             link = self.topology.link(spec.device)
             if link.shaped:
@@ -380,17 +391,6 @@ def _netem_params(topo: Topology) -> dict[str, Any]:
 
 
 _RATE = re.compile(r"\brate (\d+(?:\.\d+)?)([KMG]?)bit\b")
-
-
-def _offload_states(ethtool_k: str) -> dict[str, str]:
-    """The state ("on"/"off") of each of `OFFLOADS` in `ethtool -k` output; missing ones "?"."""
-    long_names = {"tso": "tcp-segmentation-offload", "gso": "generic-segmentation-offload",
-                  "gro": "generic-receive-offload"}
-    states = {}
-    for short in OFFLOADS:
-        match = re.search(rf"^{long_names[short]}: (\w+)", ethtool_k, re.MULTILINE)
-        states[short] = match.group(1) if match else "?"
-    return states
 
 
 def _class_rate(tc_output: str) -> float:
