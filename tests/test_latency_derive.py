@@ -85,7 +85,7 @@ def test_pi_profile_provenance_carries_every_source_and_regenerates_from_its_com
     prov = profile.provenance
     published = read_published(str(REPO_ROOT / PUBLISHED))
     assert prov["kind"] == "derived" and prov["threads"] == threads
-    assert prov["command"] == (f"halp profile --derive-from this-machine --published {PUBLISHED} "
+    assert prov["command"] == (f"halp profile --derive-from x86-base --published {PUBLISHED} "
                                f"--threads {threads} --out profiles/{name}.yaml")
     assert prov["sources"] == published["sources"] and prov["assumptions"]
     reported = prov["fitted"] + prov["held_out"]
@@ -96,7 +96,7 @@ def test_pi_profile_provenance_carries_every_source_and_regenerates_from_its_com
         assert f"{figure.seconds * 1000:.1f}" in figure.quote or f"{figure.seconds * 1000:.2f}" in figure.quote
     assert profile.power is not None and set(prov["power"]) >= {"idle_w", "busy_core_w"}
 
-    again = derive_from_published(load_profile("this-machine"), name, published, threads=threads,
+    again = derive_from_published(load_profile("x86-base"), name, published, threads=threads,
                                   provenance={})
     assert again.profile.coefficients == profile.coefficients
     assert again.profile.op_overhead_s == profile.op_overhead_s

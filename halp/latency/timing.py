@@ -15,8 +15,8 @@ share instead, and every call counts (see `time_ops`).
 
 Two small extra measurements complete a profile: `copy_s_per_byte` from `torch.cat` of row
 blocks (the gather), and `message_overhead_s`, half the round trip of a small ZeroMQ REQ/REP
-message over TCP loopback (a thread of this process answers; what a message costs beyond its
-bytes on the wire). `BackgroundLoad` says how busy other processes kept the machine meanwhile.
+message over TCP loopback to another process, after an idle gap as a run's blocks are (what a
+message costs beyond its bytes on the wire). `BackgroundLoad` says how busy other processes kept the machine meanwhile.
 
 Why its own module: the machine probe (`halp.latency.probe`) and the runtime's workers time
 and allocate as the profiler does (`call_seconds`, `steady_allocator`), so these must not sit
@@ -31,7 +31,8 @@ import os
 import platform
 import random
 import statistics
-import threading
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -220,39 +221,57 @@ def measure_copy_s_per_byte(threads: int = 1, repeats: int = 15, cpu_share: floa
     return float(nnls((np.array(sizes, dtype=float) / y)[:, None], np.ones_like(y))[0])
 
 
-def measure_message_overhead_s(round_trips: int = 300, payload_bytes: int = 64) -> float:
-    """Half the median round trip of a small ZeroMQ REQ/REP message over TCP loopback."""
+# The peer that answers `measure_message_overhead_s`: another process, as a worker is.
+_ECHO = """
+import sys, zmq
+ctx = zmq.Context(); rep = ctx.socket(zmq.REP); rep.setsockopt(zmq.LINGER, 0)
+port = rep.bind_to_random_port("tcp://127.0.0.1"); print(port, flush=True)
+for _ in range(int(sys.argv[1])):
+    rep.send(rep.recv())
+"""
+
+
+def measure_message_overhead_s(round_trips: int = 100, payload_bytes: int = 64,
+                               gap_s: float = 0.01) -> float:
+    """Half the median round trip of a small ZeroMQ REQ/REP message over TCP loopback to
+    another process, each after `gap_s` idle. A run's blocks go one at a time, between
+    computations, from one process to another, so each message wakes both ends. Measured
+    here on a quiet machine: 220-230 us this way; 95-110 us back to back between two
+    processes; 40 us back to back between two threads of one process, as profiles before
+    2026-12-07 were measured. A small block in an emulated run took 400-500 us (per-op traces
+    of `halp validate --against emu`)."""
     import zmq
 
+    warmup = 10
+    peer = subprocess.Popen([sys.executable, "-c", _ECHO, str(warmup + round_trips)],
+                            stdout=subprocess.PIPE, text=True)
     context = zmq.Context()
-    rep = context.socket(zmq.REP)
     req = context.socket(zmq.REQ)
     try:
-        rep.setsockopt(zmq.LINGER, 0)
+        assert peer.stdout is not None
+        port = int(peer.stdout.readline())
         req.setsockopt(zmq.LINGER, 0)
-        port = rep.bind_to_random_port("tcp://127.0.0.1")
-        warmup = 30
-
-        def answer() -> None:
-            for _ in range(warmup + round_trips):
-                rep.send(rep.recv())
-
-        server = threading.Thread(target=answer, daemon=True)
-        server.start()
+        req.setsockopt(zmq.RCVTIMEO, 5000)
         req.connect(f"tcp://127.0.0.1:{port}")
         payload = b"x" * payload_bytes
         rtts = []
         for i in range(warmup + round_trips):
+            time.sleep(gap_s)
             t0 = time.perf_counter()
             req.send(payload)
             req.recv()
             if i >= warmup:
                 rtts.append(time.perf_counter() - t0)
-        server.join(timeout=5.0)
+    except (ValueError, zmq.ZMQError) as exc:
+        raise HalpError(f"measuring the message overhead: the echo process failed ({exc})") from None
     finally:
         req.close()
-        rep.close()
         context.term()
+        try:
+            peer.wait(timeout=5.0)
+        except subprocess.TimeoutExpired:
+            peer.kill()
+            peer.wait()
     return statistics.median(rtts) / 2.0
 
 
