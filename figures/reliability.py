@@ -20,6 +20,7 @@ import itertools
 import os
 import sys
 import tempfile
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -139,7 +140,7 @@ def draw(rows: list[dict], title: str, out_dir: Path, stem: str) -> Path:
     left.legend(fontsize=7)
     left.grid(alpha=0.3)
     right.grid(alpha=0.3)
-    fig.suptitle(title)
+    fig.suptitle("\n".join(textwrap.wrap(title, 100)))
     return save(fig, out_dir, stem)
 
 
