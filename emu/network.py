@@ -18,8 +18,8 @@
   link in 0.07-0.7 ms instead of the 4.8 its frames take. Single frames (offloads off) are
   exact, but every frame then costs its kernel work in a softirq, which the kernel charges
   to whichever thread it interrupts: a dilated compute thread, whose CPU time dilation
-  multiplies (MoDNN on the shared channel came out 13-16% slow). 8 kB segments bound the
-  early arrival at 0.65 ms at 100 Mbps and the work at one softirq pass per 5.5 frames.
+  multiplies (MoDNN on the shared channel came out 13-19% slow). 8 kB segments bound the
+  early arrival at 0.65 ms at 100 Mbps and the work at one softirq pass per 5-6 frames.
 - A shared channel is an IFB device whose one HTB class carries every packet that enters the
   bridge (an ingress `mirred` redirect on each bridge port).
 - Delay, jitter and loss need the `netem` qdisc. When the kernel lacks it the network refuses to
