@@ -132,7 +132,7 @@ def three_device_plan(graph) -> Plan:
     return plan
 
 
-def ends_after(start: float, *durations: float) -> tuple[float, ...]:
+def ends_after(start: float, *durations: float) -> tuple[tuple[float, float], ...]:
     """(start, end) of each of ops run back to back from `start`."""
     spans, t = [], start
     for d in durations:
