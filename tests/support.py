@@ -43,8 +43,10 @@ def require_ray() -> None:
 
 
 def cluster(speeds: list[float], bandwidth_bps: float | list[float] = 100e6, network: str = "star",
-            profile: str = "this-machine") -> tuple[Cluster, LatencyModel]:
-    """Device 0 is the host; the others are secondaries d1, d2, ... with the given speeds."""
+            profile: str = "x86-base") -> tuple[Cluster, LatencyModel]:
+    """Device 0 is the host; the others are secondaries d1, d2, ... with the given speeds. The
+    profile is a frozen measurement by default: `this-machine` is measured again whenever it
+    goes stale, and a planner's choice on a small graph can turn on a few percent."""
     prof = load_profile(profile)
     names = [f"d{i}" for i in range(len(speeds))]
     devices = tuple(Device(n, prof, s) for n, s in zip(names, speeds, strict=True))
