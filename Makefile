@@ -38,7 +38,8 @@ test: setup lint
 	$(PY) -m pytest
 
 # What `make test` leaves out to stay within 20 minutes here: the checks marked `long` (installing
-# a device, Ray clusters, profiling inside a quota, more shapes of exact emulated runs), and the
+# a device, Ray clusters, profiling inside a quota, more shapes of exact emulated runs, `halp
+# validate` against the emulator, the longest scenario on the simulator), and the
 # hostile-input fuzzing at six times `make test`'s examples (tests/test_hostile_fuzz.py).
 test-long: setup
 	$(PY) -m pytest -m long

@@ -14,6 +14,9 @@ from halp.trace import TraceWriter, read_trace_dir
 from sim.backend import BACKEND as simulator
 
 SCENARIOS = sorted((REPO / "scenarios").glob("*.yaml"))
+# The longest to simulate (36 s: 200 requests, every one re-planned), in `make test-long` only;
+# select-mobilenet-emu runs the same method in `make test`.
+LONG = {"select-mobilenet"}
 _MODELS: dict = {}
 
 
@@ -30,7 +33,8 @@ def policy(scenario):
                                            LatencyModel(cluster)))
 
 
-@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.long) if p.stem in LONG else p
+                                  for p in SCENARIOS], ids=lambda p: p.stem)
 def test_every_scenario_runs_on_the_simulator_and_records_every_request(path, tmp_path):
     # Prepare
     scenario = load_scenario(path)

@@ -109,6 +109,7 @@ workload: {requests: 2, arrival: periodic, interval: 100ms}
 
 @pytest.mark.emu
 @pytest.mark.slow
+@pytest.mark.long  # 46 s; emulated runs and validation's arithmetic are both in `make test`
 def test_validate_against_the_emulator_writes_json_and_plot(tmp_path, capsys):
     from halp.cli import main
 
