@@ -16,7 +16,8 @@ share instead, and every call counts (see `time_ops`).
 Two small extra measurements complete a profile: `copy_s_per_byte` from `torch.cat` of row
 blocks (the gather), and `message_overhead_s`, half the round trip of a small ZeroMQ REQ/REP
 message over TCP loopback to another process, after an idle gap as a run's blocks are (what a
-message costs beyond its bytes on the wire). `BackgroundLoad` says how busy other processes kept the machine meanwhile.
+message costs beyond its bytes on the wire). `BackgroundLoad` says how busy other processes
+kept the machine meanwhile.
 
 Why its own module: the machine probe (`halp.latency.probe`) and the runtime's workers time
 and allocate as the profiler does (`call_seconds`, `steady_allocator`), so these must not sit

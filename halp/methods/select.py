@@ -38,11 +38,11 @@ class BandwidthEstimator:
     """Per link: the bits of the last `window` transfers (on the wire, frames included, as the
     latency model charges them) over the time they took on the wire (their per-message
     overhead and delay taken off). That is the time-weighted mean rate, so one short transfer
-    cannot swing it. Transfers under `min_bytes` are not counted: their time
-    is per-message cost and token-bucket burst (a shaped link lets ~15 kB through at line
-    rate), so after a drop a plan's few classifier features would report the old rate. A link
-    not observed within `horizon_s` is taken at its nominal rate: optimistic, so a quiet link is
-    tried, and so measured, again."""
+    cannot swing it. Transfers under `min_bytes` are not counted: their time is per-message
+    cost and token-bucket burst (a shaped link lets ~15 kB through at line rate), so after a
+    drop a plan's few classifier features would report the old rate. A link not observed
+    within `horizon_s` is taken at its nominal rate: optimistic, so a quiet link is tried, and
+    so measured, again."""
 
     def __init__(self, nominal_bps: dict[str, float], fixed_s: float, window: int,
                  horizon_s: float = float("inf"), min_bytes: int = MIN_BYTES):
