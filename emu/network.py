@@ -104,9 +104,10 @@ def run(argv: list[str], where: str = "") -> str:
     return done.stdout
 
 
-def run_in(pid: int, argv: list[str], where: str = "") -> str:
-    """Run a command in the network namespace of process `pid` (not in its cgroup)."""
-    return run(["mnexec", "-a", str(pid), *argv], where)
+def run_in(pid: int | None, argv: list[str], where: str = "") -> str:
+    """Run a command in the network namespace of process `pid` (not in its cgroup); with
+    None, in the root namespace."""
+    return run(argv if pid is None else ["mnexec", "-a", str(pid), *argv], where)
 
 
 # ---- the switch ---------------------------------------------------------------------------
@@ -261,10 +262,7 @@ class EmulatedNetwork:
         for name, pid in self._interfaces():
             for argv in (["ip", "link", "set", "dev", name, "gso_max_size", str(SEGMENT_MAX_BYTES)],
                          ["ethtool", "-K", name, "gro", "off"]):
-                if pid is None:
-                    run(argv, f"{name} segments")
-                else:
-                    run_in(pid, argv, f"{name} segments")
+                run_in(pid, argv, f"{name} segments")
 
     def _check_free(self) -> None:
         """Refuse to start over names that exist (another run with the same tag)."""
@@ -280,8 +278,8 @@ class EmulatedNetwork:
     def _check(self) -> None:
         """Read back what the kernel holds: segment sizes, HTB rates and CFS quotas."""
         for name, pid in self._interfaces():
-            shown = [run(argv, name) if pid is None else run_in(pid, argv, name)
-                     for argv in (["ip", "-d", "link", "show", "dev", name], ["ethtool", "-k", name])]
+            shown = [run_in(pid, argv, name) for argv in
+                     (["ip", "-d", "link", "show", "dev", name], ["ethtool", "-k", name])]
             segment = re.search(r"gso_max_size (\d+)", shown[0])
             gro = re.search(r"^generic-receive-offload: (\w+)", shown[1], re.MULTILINE)
             if (segment is None or int(segment.group(1)) != SEGMENT_MAX_BYTES

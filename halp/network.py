@@ -42,7 +42,7 @@ def wire_bits(payload_bytes: float) -> float:
 def line_rate_bps(payload_bps: float) -> float:
     """The bandwidth of a link that carries TCP payload at `payload_bps`: a measured payload
     rate as the bandwidth a scenario would give that link."""
-    return payload_bps * FRAME_BYTES / SEGMENT_PAYLOAD_BYTES
+    return wire_bits(payload_bps / 8.0)
 
 
 @dataclass(frozen=True)
