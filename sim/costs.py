@@ -3,13 +3,15 @@
 A compute or gather op holds its device for the latency model's prediction
 (`halp.schedule.compute_s`). A transfer waits in its sender's queue for its destination (a
 device sends to each peer in plan order, to different peers at once, as the runtime does over
-one socket per peer), then holds its link(s) for one message overhead, then its bits on the wire (frames
-included, `halp.network.wire_bits`) at the link's rate, then the propagation delay (plus jitter, when the scenario has some):
+one socket per peer), then holds its link(s) for its message cost (one overhead plus signing
+and checking its bytes, `LatencyModel.message_s`), then its bits on the wire (frames included,
+`halp.network.wire_bits`) at the link's rate, then the propagation delay (plus jitter, when
+the scenario has some):
 
-    end = finish_time(start + overhead, bits) + delay
+    end = finish_time(start + message, bits) + delay
 
 `finish_time` integrates the bits exactly across the rate changes of a bandwidth trace; on a
-constant link this is `overhead + wire_bits(bytes) / bps + delay`, the latency model's `transfer_s`.
+constant link this is `message + wire_bits(bytes) / bps + delay`, the latency model's `transfer_s`.
 
 Links. On a `star` each secondary has a full-duplex link to the host, one resource per
 direction (`pi1->pi0`, `pi0->pi1`); a transfer between two secondaries holds the sender's
@@ -59,12 +61,11 @@ class Links:
     """The network of a cluster as the simulator plays it: which link resources a transfer
     holds, and the bandwidth over time between two devices (the ground truth, `traces`)."""
 
-    def __init__(self, cluster: Cluster, overhead_s: float | None = None):
+    def __init__(self, cluster: Cluster):
         self.cluster = cluster
         self.host = cluster.host
         self.shared = cluster.network == SHARED
-        self.overhead_s = (LatencyModel(cluster).message_s() if overhead_s is None
-                           else overhead_s)
+        self.message_s = LatencyModel(cluster).message_s
         self.delay_s = cluster.delay_s
         self._traces: dict[tuple[str, str], BandwidthTrace] = {}
 
@@ -98,11 +99,12 @@ class Links:
         trace = self.trace(src, dst)
         if not trace.is_constant:
             return None
-        return self.overhead_s + wire_bits(nbytes) / trace.values[0] + self.delay_s
+        return self.message_s(nbytes) + wire_bits(nbytes) / trace.values[0] + self.delay_s
 
     def end_s(self, src: str, dst: str, nbytes: int, start: float, delay_s: float) -> float:
         """When a transfer starting at `start` ends, its bits integrated over the trace."""
-        return self.trace(src, dst).finish_time(start + self.overhead_s, wire_bits(nbytes)) + delay_s
+        return (self.trace(src, dst).finish_time(start + self.message_s(nbytes), wire_bits(nbytes))
+                + delay_s)
 
 
 @dataclass(frozen=True)

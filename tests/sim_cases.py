@@ -36,6 +36,7 @@ name: tiny
 provenance: {kind: hand-written, for: simulator tests}
 op_overhead_s: 0.001
 message_overhead_s: 0.0005
+message_s_per_byte: 1.0e-6
 copy_s_per_byte: 1.0e-6
 coefficients:
   conv: {intercept_s: 0.010}

@@ -105,8 +105,14 @@ def test_an_old_profile_predicts_a_block_with_its_merge_as_elementwise():
         assert predicted > profile.op_overhead_s
 
 
-def test_transfer_time_is_overhead_plus_frames_over_rate():
-    c, latency = cluster([1.0, 1.0], 8e6)
-    # 1 MB of payload is 1 MB x 1514/1448 of frames on the wire: 1.0456 s at 8 Mbps.
+def test_transfer_time_is_message_cost_plus_frames_over_rate():
+    c, _ = cluster([1.0, 1.0], 8e6)
+    host = c.device("d0").profile
+    signed = dataclasses.replace(host, message_overhead_s=0.0005, message_s_per_byte=2e-9)
+    latency = LatencyModel(dataclasses.replace(
+        c, devices=tuple(dataclasses.replace(d, profile=signed) for d in c.devices)))
+    # 1 MB of payload is 1 MB x 1514/1448 of frames on the wire: 1.0456 s at 8 Mbps; signing
+    # and checking it 2 ms, on top of the 0.5 ms per block.
     frames_s = 1_000_000 * 1514 / 1448 * 8 / 8e6
-    assert latency.transfer_s("d0", "d1", 1_000_000) == pytest.approx(latency.message_s() + frames_s)
+    assert latency.message_s(1_000_000) == pytest.approx(0.0005 + 0.002)
+    assert latency.transfer_s("d0", "d1", 1_000_000) == pytest.approx(0.0025 + frames_s)

@@ -9,8 +9,9 @@ import pytest
 from latency_support import tiny_dag_graph, tiny_dag_samples, tiny_graph, tiny_samples
 
 from halp.errors import HalpError
+from halp.latency.hop import measure_message_overhead_s, measure_message_s_per_byte
 from halp.latency.ops import plan_ops
-from halp.latency.timing import measure_copy_s_per_byte, measure_message_overhead_s, time_ops
+from halp.latency.timing import measure_copy_s_per_byte, time_ops
 from halp.model.graph import MERGE, RESHAPE, ModelGraph
 
 
@@ -47,10 +48,12 @@ def test_samples_are_positive_and_cover_single_layers_and_fused_runs(samples):
 
 
 def test_message_overhead_and_copy_cost_are_plausible():
-    message = measure_message_overhead_s(round_trips=50)
+    message = measure_message_overhead_s(round_trips=30)
+    per_byte = measure_message_s_per_byte(repeats=3)
     copy = measure_copy_s_per_byte(repeats=3)
 
-    assert 1e-7 < message < 5e-3  # between 0.1 us and 5 ms for a 64-byte loopback message
+    assert 1e-6 < message < 5e-3  # between 1 us and 5 ms for a 64-byte block through loopback
+    assert 1e-12 < per_byte < 1e-7  # SHA-256 twice, and copies: between 10 MB/s and 1 TB/s
     assert 1e-13 < copy < 1e-8  # between 100 MB/s and 10 TB/s
 
 

@@ -71,10 +71,12 @@ def test_standalone_selection_ignores_a_bandwidth_drop(tmp_path):
     assert p.serve(1, 2.0, drop).extra["variant"] == "1.0_224"
 
 
-def test_estimator_converges_on_a_constant_channel():
+@pytest.mark.parametrize("per_byte", [0.0, 2e-9])  # a message's signing and checking, per byte
+def test_estimator_converges_on_a_constant_channel(per_byte):
     fixed = 0.001
-    est = BandwidthEstimator({"b": 1e6}, fixed, window=8)
-    observed = [Observation(i, "b", n, fixed + wire_bits(n) / 40e6) for i, n in enumerate([10_000, 200, 3_000_000] * 5)]
+    est = BandwidthEstimator({"b": 1e6}, fixed, window=8, per_byte_s=per_byte)
+    observed = [Observation(i, "b", n, fixed + per_byte * n + wire_bits(n) / 40e6)
+                for i, n in enumerate([10_000, 200, 3_000_000] * 5)]
     assert est.estimate(observed)["b"] == pytest.approx(40e6, rel=1e-9)
 
 

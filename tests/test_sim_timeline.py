@@ -2,8 +2,9 @@
 
 Times come from the round numbers of `sim_cases.PROFILE`: a conv-relu-conv-relu op costs
 1 + 10 + 10 = 21 ms at speed 1, the tail (pool, flatten, linear) 1 + 2 + 3 = 6 ms; a gather of
-the 512-byte map 0.512 ms; a message 0.5 ms + its bits on the wire / bandwidth + delay, where
-a block of n bytes puts `wire_bits(n)` bits on the wire (n x 8 and the frames' headers).
+the 512-byte map 0.512 ms; a message of n bytes 0.5 ms + 1 us x n (signing and checking it) +
+its bits on the wire / bandwidth + delay, where it puts `wire_bits(n)` bits on the wire (n x 8
+and the frames' headers).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ EXACT = 1e-9
 
 
 def message_s(nbytes: int, bps: float = 1e6, delay_s: float = 0.0) -> float:
-    return 0.0005 + wire_bits(nbytes) / bps + delay_s
+    return 0.0005 + 1e-6 * nbytes + wire_bits(nbytes) / bps + delay_s
 
 
 def split_plan(graph) -> Plan:
@@ -57,14 +58,14 @@ def test_one_request_on_two_devices_runs_at_the_hand_computed_times(tmp_path):
     # Execute
     trace = simulate_trace(c, graph, plan, [0.0])
     # Assert: t1 carries 192 B (rows 2..8 of 1x8x8), t4 256 B (rows 4..8 of 2x8x8).
-    t1 = message_s(192, delay_s=0.002)  # 4.1 ms
+    t1 = message_s(192, delay_s=0.002)  # 4.3 ms
     c2 = t1 + 0.021 / 2
     assert_times(times(trace), {
         "in": (0.0, 0.0),
         "t1": (0.0, t1),
         "c3": (0.0, 0.021),                                        # h computes while it sends
         "c2": (t1, c2),
-        "t4": (c2, c2 + message_s(256, delay_s=0.002)),            # ends at 19.2 ms
+        "t4": (c2, c2 + message_s(256, delay_s=0.002)),            # ends at 19.7 ms
         "g5": (0.021, 0.021 + 512e-6),                             # after c3, in plan order
         "c6": (0.021512, 0.027512),
     })
@@ -105,9 +106,10 @@ def test_a_transfer_across_a_bandwidth_step_takes_the_integrated_time(tmp_path):
     c = cluster(tmp_path, {"h": 1.0, "s": 2.0}, 1e6, delay_s=0.002, traces={"s": step})
     # Execute
     trace = simulate_trace(c, graph, plan, [0.0])
-    # Assert: t1's 1606 bits (192 B framed) start after the 0.5 ms overhead: 1500 bits at
-    # 1 Mbps up to the step, the last 106 at 0.5 Mbps; t4 runs wholly at 0.5 Mbps.
-    t1_end = 0.002 + (wire_bits(192) - 1500) / 0.5e6 + 0.002
+    # Assert: t1's 1606 bits (192 B framed) start after its 0.692 ms message cost (0.5 ms
+    # + 192 x 1 us): 1308 bits at 1 Mbps up to the step, the last 298 at 0.5 Mbps; t4 runs
+    # wholly at 0.5 Mbps.
+    t1_end = 0.002 + (wire_bits(192) - 1308) / 0.5e6 + 0.002
     t4_start = t1_end + 0.0105
     t4_end = t4_start + message_s(256, 0.5e6, 0.002)
     assert_times(times(trace), {
@@ -141,7 +143,7 @@ def ends_after(start: float, *durations: float) -> tuple[tuple[float, float], ..
     return tuple(spans)
 
 
-IN, OUT = message_s(192), message_s(256)  # 2.1 and 2.6 ms
+IN, OUT = message_s(192), message_s(256)  # 2.3 and 2.9 ms
 # h sends to a and to b at once, on their own links
 _c3, _t5 = ends_after(IN, 0.00021, OUT)
 _c4, _t6, _g7, _c8 = ends_after(IN, 0.021, OUT, 0.000512, 0.006)

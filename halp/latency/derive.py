@@ -31,7 +31,8 @@ DERIVED_HEADER = """\
 # DERIVED latency profile: NOT MEASURED on the device it names. It is a measured profile scaled
 # by `halp profile --derive-from` (halp.latency.derive.derive_profile) under the assumption in
 # provenance: FLOP and byte terms x compute_scale (chosen so VGG-16 takes vgg16_s_assumed),
-# fixed costs (intercepts, op and message overheads) x overhead_scale, gather x copy_scale.
+# fixed costs (intercepts, op and message overheads) x overhead_scale, gather and message bytes
+# x copy_scale.
 # Every layer kind is scaled alike; provenance.merge says how merges (adds, concatenations) are
 # predicted.
 # Replace it with a measured one: run `halp hw profile` on the device itself.
@@ -44,8 +45,8 @@ def derive_profile(base: Profile, name: str, *, compute_scale: float, overhead_s
     """A profile for a device that was not measured, scaled from one that was: the terms that
     grow with the work (FLOPs, bytes) by `compute_scale` (or, for a kind in `kind_scales`, by
     its own scale), the fixed costs (per-layer intercepts, per-op and per-message overheads:
-    interpreter and dispatch time) by `overhead_scale`, and the gather's cost per byte by
-    `copy_scale`."""
+    interpreter and dispatch time) by `overhead_scale`, and the costs per byte of gathering and
+    of signing a message by `copy_scale`."""
     scales = {kind: (kind_scales or {}).get(kind, compute_scale) for kind in base.coefficients}
     if min(compute_scale, overhead_scale, copy_scale, *scales.values()) <= 0:
         raise HalpError("scale factors of a derived profile must be positive")
@@ -63,6 +64,7 @@ def derive_profile(base: Profile, name: str, *, compute_scale: float, overhead_s
         op_overhead_s=round_significant(base.op_overhead_s * overhead_scale),
         message_overhead_s=round_significant(base.message_overhead_s * overhead_scale),
         copy_s_per_byte=round_significant(base.copy_s_per_byte * copy_scale),
+        message_s_per_byte=round_significant(base.message_s_per_byte * copy_scale),
         provenance={"kind": "derived", "from": base.name, **provenance,
                     **scale_note,
                     "overhead_scale": overhead_scale, "copy_scale": copy_scale,
@@ -130,8 +132,9 @@ PUBLISHED_HEADER = """\
 # stand-alone prediction of each fitted model equals its PUBLISHED stand-alone time on the
 # device (`halp profile --derive-from BASE --published FILE --threads N`,
 # halp.latency.derive.derive_from_published); fixed costs (intercepts, op and message
-# overheads) x overhead_scale, gather x copy_scale. provenance: every source, quoted, every
-# assumption, the fitted figures and those held out, each with the prediction and its error.
+# overheads) x overhead_scale, gather and message bytes x copy_scale. provenance: every
+# source, quoted, every assumption, the fitted figures and those held out, each with the
+# prediction and its error.
 # Replace it with a measured one: run `halp hw profile` on the device itself.
 """
 PUBLISHED_KEYS = ("device", "framework", "sources", "assumptions", "overhead_scale", "copy_scale",

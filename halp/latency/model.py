@@ -2,7 +2,8 @@
 
 Compute: the sum of the profile's per-layer predictions over a fused run (on exactly the
 rows each layer computes, halo included), plus one op overhead, divided by the device's speed.
-Transfer: one message overhead plus the block's bits on the wire (`halp.network.wire_bits`:
+Transfer: the message cost (one overhead, plus signing and checking each byte: the host's
+profile, `halp.latency.hop`) plus the block's bits on the wire (`halp.network.wire_bits`:
 frames included) over the bandwidth, plus the propagation delay.
 
 Planners ask for thousands of row slices, so full-width slices take a fast path: a profile's
@@ -90,12 +91,18 @@ class LatencyModel:
         dev = self.cluster.device(device)
         return dev.profile.copy_s_per_byte * nbytes / dev.speed
 
-    def message_s(self) -> float:
-        return self.cluster.device(self.cluster.host).profile.message_overhead_s
+    def message_terms(self) -> tuple[float, float]:
+        """(seconds per block, seconds per byte) a block costs beyond its bits on the wire."""
+        profile = self.cluster.device(self.cluster.host).profile
+        return profile.message_overhead_s, profile.message_s_per_byte
+
+    def message_s(self, nbytes: float = 0.0) -> float:
+        overhead, per_byte = self.message_terms()
+        return overhead + per_byte * nbytes
 
     def transfer_s(self, src: str, dst: str, nbytes: float, bandwidth_bps: float | None = None) -> float:
         bps = self.cluster.bandwidth(src, dst) if bandwidth_bps is None else bandwidth_bps
-        return self.message_s() + wire_bits(nbytes) / bps + self.cluster.delay_s
+        return self.message_s(nbytes) + wire_bits(nbytes) / bps + self.cluster.delay_s
 
 
 def _op_row_cost(profile: Profile, layer: LayerSpec) -> tuple[float, float, float]:

@@ -98,7 +98,8 @@ class Profile:
     name: str
     coefficients: dict[str, dict[str, float]]
     op_overhead_s: float = 0.0
-    message_overhead_s: float = 0.0  # per message on the wire, on top of bytes / bandwidth
+    message_overhead_s: float = 0.0  # per block sent, on top of its bits on the wire
+    message_s_per_byte: float = 0.0  # per byte of a block: signing and checking it (halp.latency.hop)
     copy_s_per_byte: float = 0.0  # stitching rows together (gather)
     provenance: dict[str, Any] = field(default_factory=dict)
     held_out_mape: float | None = None
@@ -134,6 +135,7 @@ class Profile:
         data = {
             "name": self.name, "provenance": self.provenance,
             "op_overhead_s": self.op_overhead_s, "message_overhead_s": self.message_overhead_s,
+            "message_s_per_byte": self.message_s_per_byte,
             "copy_s_per_byte": self.copy_s_per_byte, "held_out_mape": self.held_out_mape,
             "coefficients": self.coefficients,
         }
@@ -211,6 +213,8 @@ def profile_from_dict(data: Any, where: str) -> Profile:
                               *PROFILE_SECONDS_RANGE),
         message_overhead_s=_number(data.get("message_overhead_s", 0.0), where,
                                    "message_overhead_s", *PROFILE_SECONDS_RANGE),
+        message_s_per_byte=_number(data.get("message_s_per_byte", 0.0), where,
+                                   "message_s_per_byte", *PROFILE_SECONDS_RANGE),
         copy_s_per_byte=_number(data.get("copy_s_per_byte", 0.0), where, "copy_s_per_byte",
                                 *PROFILE_SECONDS_RANGE),
         provenance=dict(provenance),

@@ -58,6 +58,7 @@ def fit_samples(samples: Sequence[Sample], holdout: float = 0.25, seed: int = 0)
 
 def fit_profile(samples: Sequence[Sample], name: str, *, holdout: float = 0.25, seed: int = 0,
                 copy_s_per_byte: float = 0.0, message_overhead_s: float = 0.0,
+                message_s_per_byte: float = 0.0,
                 provenance: dict[str, Any] | None = None) -> Profile:
     """A profile fitted on `samples`, with the MAPE of the held-out fused runs."""
     report = fit_samples(samples, holdout, seed)
@@ -75,6 +76,7 @@ def fit_profile(samples: Sequence[Sample], name: str, *, holdout: float = 0.25, 
         name=name, coefficients=coefficients,
         op_overhead_s=round_significant(report.fit.op_overhead_s),
         message_overhead_s=round_significant(message_overhead_s),
+        message_s_per_byte=round_significant(message_s_per_byte),
         copy_s_per_byte=round_significant(copy_s_per_byte),
         provenance=prov, held_out_mape=None if held is None else round(held, 2),
     )

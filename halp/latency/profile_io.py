@@ -33,8 +33,10 @@ HEADER = """\
 # Kinds: conv, dwconv, pool, linear, elementwise, merge (without merge: merges as elementwise).
 # held_out_mape: mean absolute percentage error (%) on the fused runs held out of the fit.
 # copy_s_per_byte: torch.cat of row blocks. message_overhead_s: half the round trip of a
-# 64-byte ZeroMQ REQ/REP message over TCP loopback to another process, each after 10 ms idle
-# (excludes the bits on the wire / bandwidth).
+# 64-byte block along the runtime's path (thread, I/O thread, signing, ZeroMQ over TCP
+# loopback to another process, checking, the waiting thread), each after 10 ms idle;
+# message_s_per_byte: signing and checking a block, per byte (halp/latency/hop.py). Both
+# exclude the bits on the wire / bandwidth.
 # provenance.probe: seconds of four fixed layers at full speed (halp/latency/probe.py), to tell
 # whether this profile still describes the machine it is used on; under a CPU quota also
 # provenance.quota_probe: the same layers inside the quota, timed as the ops are (the mean of

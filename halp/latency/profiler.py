@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from halp.latency.hop import measure_message_overhead_s, measure_message_s_per_byte
 from halp.latency.ops import DEFAULT_HEIGHTS
 from halp.latency.probe import probe_machine
 from halp.latency.profile import PROFILE_CFS_PERIOD_US, Profile
@@ -27,7 +28,6 @@ from halp.latency.timing import (
     emulation,
     measure,
     measure_copy_s_per_byte,
-    measure_message_overhead_s,
     steady_allocator,
 )
 from halp.model.zoo import ModelSpec
@@ -57,6 +57,7 @@ def measure_profile(models: Sequence[ModelSpec], name: str, *,
                    for name in in_quota[0]} if in_quota else None
     copy = measure_copy_s_per_byte(threads, cpu_share=cpu_share)
     message = measure_message_overhead_s()
+    message_per_byte = measure_message_s_per_byte()
     calls = sum(s.calls for s in samples)
     emulated = emulation()
     provenance = {
@@ -91,4 +92,5 @@ def measure_profile(models: Sequence[ModelSpec], name: str, *,
         **({"quota_probe": quota_probe} if quota_probe else {}),
     }
     return fit_profile(samples, name, seed=seed, copy_s_per_byte=copy, message_overhead_s=message,
+                       message_s_per_byte=message_per_byte,
                        provenance=provenance)

@@ -13,11 +13,10 @@ minute apart while the minimum drifted by under 8%. `statistic="median"` keeps t
 Under a CPU quota (`--emu-cpu-share`) a call is timed by this thread's CPU time over the
 share instead, and every call counts (see `time_ops`).
 
-Two small extra measurements complete a profile: `copy_s_per_byte` from `torch.cat` of row
-blocks (the gather), and `message_overhead_s`, half the round trip of a small ZeroMQ REQ/REP
-message over TCP loopback to another process, after an idle gap as a run's blocks are (what a
-message costs beyond its bytes on the wire). `BackgroundLoad` says how busy other processes
-kept the machine meanwhile.
+A small extra measurement completes a profile: `copy_s_per_byte` from `torch.cat` of row
+blocks (the gather); what a message costs beyond its bits on the wire is measured along the
+runtime's own path (`halp.latency.hop`). `BackgroundLoad` says how busy other processes kept
+the machine meanwhile.
 
 Why its own module: the machine probe (`halp.latency.probe`) and the runtime's workers time
 and allocate as the profiler does (`call_seconds`, `steady_allocator`), so these must not sit
@@ -32,8 +31,6 @@ import os
 import platform
 import random
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -220,60 +217,6 @@ def measure_copy_s_per_byte(threads: int = 1, repeats: int = 15, cpu_share: floa
         torch.set_num_threads(previous)
     y = np.array(seconds)
     return float(nnls((np.array(sizes, dtype=float) / y)[:, None], np.ones_like(y))[0])
-
-
-# The peer that answers `measure_message_overhead_s`: another process, as a worker is.
-_ECHO = """
-import sys, zmq
-ctx = zmq.Context(); rep = ctx.socket(zmq.REP); rep.setsockopt(zmq.LINGER, 0)
-port = rep.bind_to_random_port("tcp://127.0.0.1"); print(port, flush=True)
-for _ in range(int(sys.argv[1])):
-    rep.send(rep.recv())
-"""
-
-
-def measure_message_overhead_s(round_trips: int = 100, payload_bytes: int = 64,
-                               gap_s: float = 0.01) -> float:
-    """Half the median round trip of a small ZeroMQ REQ/REP message over TCP loopback to
-    another process, each after `gap_s` idle. A run's blocks go one at a time, between
-    computations, from one process to another, so each message wakes both ends. Measured
-    here on a quiet machine: 220-230 us this way; 95-110 us back to back between two
-    processes; 40 us back to back between two threads of one process, as profiles before
-    2026-12-07 were measured. A small block in an emulated run took 400-500 us (per-op traces
-    of `halp validate --against emu`)."""
-    import zmq
-
-    warmup = 10
-    peer = subprocess.Popen([sys.executable, "-c", _ECHO, str(warmup + round_trips)],
-                            stdout=subprocess.PIPE, text=True)
-    context = zmq.Context()
-    req = context.socket(zmq.REQ)
-    try:
-        assert peer.stdout is not None
-        port = int(peer.stdout.readline())
-        req.setsockopt(zmq.LINGER, 0)
-        req.setsockopt(zmq.RCVTIMEO, 5000)
-        req.connect(f"tcp://127.0.0.1:{port}")
-        payload = b"x" * payload_bytes
-        rtts = []
-        for i in range(warmup + round_trips):
-            time.sleep(gap_s)
-            t0 = time.perf_counter()
-            req.send(payload)
-            req.recv()
-            if i >= warmup:
-                rtts.append(time.perf_counter() - t0)
-    except (ValueError, zmq.ZMQError) as exc:
-        raise HalpError(f"measuring the message overhead: the echo process failed ({exc})") from None
-    finally:
-        req.close()
-        context.term()
-        try:
-            peer.wait(timeout=5.0)
-        except subprocess.TimeoutExpired:
-            peer.kill()
-            peer.wait()
-    return statistics.median(rtts) / 2.0
 
 
 # ---- the conditions of a measurement ------------------------------------------------------

@@ -37,7 +37,7 @@ MIN_BYTES = 16_384  # smaller transfers are not evidence of a link's rate (see B
 class BandwidthEstimator:
     """Per link: the bits of the last `window` transfers (on the wire, frames included, as the
     latency model charges them) over the time they took on the wire (their per-message
-    overhead and delay taken off). That is the time-weighted mean rate, so one short transfer
+    cost and delay taken off). That is the time-weighted mean rate, so one short transfer
     cannot swing it. Transfers under `min_bytes` are not counted: their time is per-message
     cost and token-bucket burst (a shaped link lets ~15 kB through at line rate), so after a
     drop a plan's few classifier features would report the old rate. A link not observed
@@ -45,9 +45,11 @@ class BandwidthEstimator:
     so measured, again."""
 
     def __init__(self, nominal_bps: dict[str, float], fixed_s: float, window: int,
-                 horizon_s: float = float("inf"), min_bytes: int = MIN_BYTES):
+                 horizon_s: float = float("inf"), min_bytes: int = MIN_BYTES,
+                 per_byte_s: float = 0.0):
         self.nominal = dict(nominal_bps)
-        self.fixed_s = fixed_s
+        self.fixed_s = fixed_s  # a transfer's time beside its bits: message overhead and delay
+        self.per_byte_s = per_byte_s  # and per byte, signing and checking it
         self.window = window
         self.horizon_s = horizon_s
         self.min_bytes = min_bytes
@@ -62,7 +64,7 @@ class BandwidthEstimator:
             if (obs.link not in self.nominal or obs.bytes < self.min_bytes
                     or counts.get(obs.link, 0) >= self.window):
                 continue
-            wire = obs.duration_s - self.fixed_s
+            wire = obs.duration_s - self.fixed_s - self.per_byte_s * obs.bytes
             if wire <= 0:
                 continue
             counts[obs.link] = counts.get(obs.link, 0) + 1
@@ -101,9 +103,9 @@ class SelectPolicy:
         self.variants = method.variants or MOBILENET_VARIANTS
         self.prepared = {v: prepare(scenario, spec_of(v, scenario.seed), self.cluster) for v in self.variants}
         latency = self.latency = LatencyModel(self.cluster)
-        self.estimator = BandwidthEstimator(self.cluster.bandwidth_bps,
-                                            latency.message_s() + self.cluster.delay_s, method.window,
-                                            method.horizon)
+        overhead, per_byte = latency.message_terms()
+        self.estimator = BandwidthEstimator(self.cluster.bandwidth_bps, overhead + self.cluster.delay_s,
+                                            method.window, method.horizon, per_byte_s=per_byte)
         self.base = _base_config(method.base)
         self.cuts: dict[str, list[int] | None] = {}
         self.cache: dict[tuple, list[Candidate]] = {}
