@@ -40,6 +40,7 @@ from halp.latency.ops import OpSpec
 from halp.latency.profile import Profile
 from halp.latency.timing import call_seconds, input_dims, steady_allocator
 from halp.model.graph import ModelGraph, Region
+from halp.runtime.dilation import MAX_RUNS
 
 # name -> (layer, input shape): each takes 0.2 to 5 ms on one core of a current server CPU.
 LAYERS: dict[str, Callable[[], tuple[nn.Module, tuple[int, ...]]]] = {
@@ -89,7 +90,7 @@ def probe_ops(ops: Sequence[tuple[ModelGraph, int, int, Region]], threads: int =
               rounds: int = 5) -> list[float]:
     """Seconds of CPU per call of each op (stages [start, stop) of a graph producing a region;
     wall seconds on several threads) on this machine now, as a dilated device counts them
-    (`halp.runtime.dilation`): each op run twice in a row, the lesser CPU time, and the median
+    (`halp.runtime.dilation`): each op run `MAX_RUNS` times in a row, the least CPU time, and the median
     over `rounds` round-robin passes. The emulator's probe of the work a device is about to run
     (`emu.devices`). Measured in one process on 2026-12-06, MobileNet-V1 read 23.2-23.7 ms this
     way four times in a row, and 23.3-26.2 ms as `halp profile` times ops (the least of three
@@ -113,11 +114,12 @@ def probe_ops(ops: Sequence[tuple[ModelGraph, int, int, Region]], threads: int =
                 run(xs)
             for _ in range(rounds):
                 for (run, xs), mine in zip(prepared, calls, strict=True):
-                    c0 = clock()
-                    run(xs)
-                    c1 = clock()
-                    run(xs)
-                    mine.append(min(c1 - c0, clock() - c1))
+                    least = float("inf")
+                    for _ in range(MAX_RUNS):
+                        c0 = clock()
+                        run(xs)
+                        least = min(least, clock() - c0)
+                    mine.append(least)
     finally:
         torch.set_num_threads(previous)
     return [statistics.median(mine) for mine in calls]
