@@ -155,4 +155,7 @@ def _serve(blocks: int, payload_bytes: int) -> None:
 
 
 if __name__ == "__main__":
-    _serve(int(sys.argv[1]), int(sys.argv[2]))
+    try:
+        _serve(int(sys.argv[1]), int(sys.argv[2]))
+    except HalpError:  # the measuring process went away; it says what failed
+        sys.exit(1)
