@@ -351,6 +351,9 @@ class SelectMethod(Strict):
     # variant stopped using it) is assumed back at its nominal rate and gets probed again.
     horizon: PositiveDuration = 10.0
     bucket: float = Field(1.1, gt=1.0, le=4.0)  # bandwidths within this ratio share cached plans
+    # Share of the deadline kept for the prediction's own error: a variant counts as meeting the
+    # deadline when predicted within deadline x (1 - margin). 0, as the HALP paper selects.
+    margin: float = Field(0.0, ge=0.0, lt=1.0)
 
     @model_validator(mode="after")
     def _variants(self) -> SelectMethod:

@@ -51,6 +51,18 @@ def test_never_picks_a_predicted_miss_when_a_predicted_hit_exists(options, deadl
         assert pick.predicted_s == min(c.predicted_s for c in candidates)
 
 
+def test_a_margin_keeps_the_chosen_prediction_that_far_under_the_deadline(tmp_path):
+    p = policy(tmp_path, deadline=", deadline: 10s")
+    predicted = {c.variant: c.predicted_s for c in p.candidates(p.cluster.bandwidth_bps)}
+    # A deadline the most accurate variant meets by 5%: chosen without a margin, not with 10%.
+    p.deadline_s = predicted["1.0_224"] / 0.95
+    assert p.serve(0, 0.0, []).extra["variant"] == "1.0_224"
+    p.method = p.method.model_copy(update={"margin": 0.1})
+    pick = p.serve(1, 0.0, [])
+    assert pick.extra["variant"] != "1.0_224"
+    assert pick.predicted_s <= 0.9 * p.deadline_s
+
+
 def test_unlimited_deadline_picks_the_most_accurate(tmp_path):
     p = policy(tmp_path)
     assert p.serve(0, 0.0, []).extra["variant"] == "1.0_224"

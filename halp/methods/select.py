@@ -136,7 +136,8 @@ class SelectPolicy:
         latency = self.latency.at(self.cluster.with_bandwidth(bandwidth))
         candidates = [replace(c, predicted_s=estimate(c.plan, c.prepared.graph, latency).makespan)
                       for c in self.candidates(bandwidth)]
-        pick = choose(candidates, self.deadline_s)
+        deadline = self.deadline_s
+        pick = choose(candidates, None if deadline is None else deadline * (1.0 - self.method.margin))
         return Served(pick.plan, pick.prepared, predicted_s=pick.predicted_s, top1=pick.top1,
                       extra={"variant": pick.variant, "bandwidth_estimate_bps": bandwidth})
 
