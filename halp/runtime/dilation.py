@@ -8,8 +8,9 @@ hand-over between a device's threads can lose one (emu/README.md, *What a CPU qu
 Dilation keeps the op itself at full speed, measures what it cost (the compute thread's CPU
 time, which a neighbour's load barely moves on a core of its own), and only then waits: a
 device is slow all the time and steadily, as a Raspberry Pi is, and its I/O threads are never
-held; the compute thread even yields its core to them at once (`_yield_to_io`). It needs a core per device: devices bursting at full speed on shared cores inflate each
-other's CPU time, and dilation multiplies that too.
+held; the compute thread even yields its core to them at once (`_yield_to_io`). It needs a
+core per device: devices bursting at full speed on shared cores inflate each other's CPU
+time, and dilation multiplies that too.
 
 The emulator sets `HALP_DILATION=<slowdown>@<core>` in a device's environment; every compute
 op of that process (`halp.runtime.device.run_compute_ops`) then runs pinned to that core and
